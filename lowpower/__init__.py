@@ -1,0 +1,1 @@
+"""lowpower: workstation and cluster toolkit for LPCVC-style low-power semantic segmentation."""

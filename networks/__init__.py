@@ -1,0 +1,85 @@
+"""Model zoo that ships to the device: a plain dict registry of builders.
+
+Device-side code: Python 3.6 syntax and the torch 1.10 / torchvision 0.11 API
+only; never imports ``lowpower``.
+
+Example:
+    >>> import torch, networks
+    >>> model = networks.create_model('unet', base_width=16, depth=3)
+    >>> model(torch.zeros(1, 3, 64, 64)).shape
+    torch.Size([1, 14, 64, 64])
+"""
+import difflib
+import inspect
+
+from networks.deeplabv3 import deeplabv3_r18, deeplabv3_r50, deeplabv3_r101
+from networks.unet import unet
+
+MODELS = {
+    'deeplabv3_r18': deeplabv3_r18,
+    'deeplabv3_r50': deeplabv3_r50,
+    'deeplabv3_r101': deeplabv3_r101,
+    'unet': unet,
+}
+
+
+def list_models():
+    """Return the registered model names, sorted.
+
+    Example:
+        >>> 'unet' in list_models()
+        True
+    """
+    return sorted(MODELS)
+
+
+def get_builder(name):
+    """Return the builder registered as ``name``.
+
+    Raises:
+        ValueError: unknown name; the message lists the valid names and the closest match.
+    """
+    if name in MODELS:
+        return MODELS[name]
+    close = difflib.get_close_matches(str(name), list_models(), n=1)
+    hint = ' Did you mean {!r}?'.format(close[0]) if close else ''
+    raise ValueError('Unknown model {!r}.{} Valid names: {}'.format(
+        name, hint, ', '.join(list_models())))
+
+
+def builder_arguments(name):
+    """Return the keyword arguments the builder of ``name`` accepts, in order.
+
+    Example:
+        >>> builder_arguments('unet')
+        ['num_classes', 'in_channels', 'base_width', 'depth']
+    """
+    return list(inspect.signature(get_builder(name)).parameters)
+
+
+def create_model(name, num_classes=14, **kwargs):
+    """Build the model registered as ``name``.
+
+    Args:
+        name: a name from :func:`list_models`.
+        num_classes: output channels of the logits.
+        **kwargs: architecture arguments of that model (see :func:`builder_arguments`).
+
+    Returns:
+        An ``nn.Module`` mapping (N, 3, H, W) images to (N, num_classes, H, W) logits.
+
+    Raises:
+        ValueError: unknown model name.
+        TypeError: an argument the model does not accept.
+
+    Example:
+        >>> create_model('deeplabv3_r18', output_stride=8)(torch.zeros(2, 3, 64, 64)).shape
+        torch.Size([2, 14, 64, 64])
+    """
+    builder = get_builder(name)
+    accepted = builder_arguments(name)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError('Model {!r} got unexpected argument(s) {}; it accepts: {}'.format(
+            name, ', '.join(unknown), ', '.join(accepted)))
+    return builder(num_classes=num_classes, **kwargs)

@@ -1,0 +1,115 @@
+"""Every registered model builds, trains a step, and round-trips through .npz weights."""
+import io
+
+import numpy as np
+import pytest
+import torch
+
+import networks
+
+NUM_CLASSES = 14
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_torch_thread():
+    # Tiny inputs gain nothing from threads, and on a shared 2-core machine
+    # OpenMP oversubscription makes these tests 10-50x slower.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def build(name, **kwargs):
+    torch.manual_seed(0)
+    return networks.create_model(name, num_classes=NUM_CLASSES, **kwargs)
+
+
+def state_dict_to_npz_bytes(model):
+    buffer = io.BytesIO()
+    np.savez(buffer, **{key: value.detach().cpu().numpy() for key, value in model.state_dict().items()})
+    buffer.seek(0)
+    return buffer
+
+
+def load_npz_into(model, buffer):
+    with np.load(buffer, allow_pickle=False) as arrays:
+        state = {key: torch.from_numpy(arrays[key]) for key in arrays.files}
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+@pytest.mark.parametrize("name", networks.list_models())
+def test_forward_backward_shape(name):
+    model = build(name).train()
+    images = torch.randn(2, 3, 64, 64)
+    logits = model(images)
+    assert logits.shape == (2, NUM_CLASSES, 64, 64)
+    assert torch.isfinite(logits).all()
+    logits.logsumexp(dim=1).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", networks.list_models())
+def test_eval_is_deterministic_and_npz_round_trip_is_exact(name):
+    model = build(name).eval()
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        first = model(images)
+        assert torch.equal(first, model(images))
+        torch.manual_seed(1)  # a fresh instance with different random weights
+        fresh = load_npz_into(networks.create_model(name, num_classes=NUM_CLASSES), state_dict_to_npz_bytes(model))
+        assert torch.equal(first, fresh.eval()(images))
+
+
+def test_unknown_name_lists_valid_names_and_suggests_closest():
+    with pytest.raises(ValueError) as info:
+        networks.create_model("deeplabv3_r19")
+    message = str(info.value)
+    for name in networks.list_models():
+        assert name in message
+    assert "Did you mean 'deeplabv3_r18'" in message
+
+
+def test_unknown_argument_names_model_and_accepted_arguments():
+    with pytest.raises(TypeError) as info:
+        networks.create_model("unet", widht=16)
+    message = str(info.value)
+    assert "'unet'" in message and "widht" in message and "base_width" in message
+
+
+def test_list_models_is_sorted_registry():
+    assert networks.list_models() == sorted(networks.MODELS)
+    assert {"unet", "deeplabv3_r18", "deeplabv3_r50", "deeplabv3_r101"} <= set(networks.MODELS)
+
+
+def test_unet_parameter_count_matches_classic_unet_at_base_32():
+    model = networks.create_model("unet", num_classes=14, in_channels=3, base_width=32, depth=4)
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count - 7.76e6) / 7.76e6 < 0.02
+
+
+@pytest.mark.parametrize("height, width", [(50, 70), (64, 96), (33, 33)])
+def test_unet_accepts_sizes_that_are_not_multiples(height, width):
+    model = build("unet", base_width=8, depth=3).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, height, width)).shape == (1, NUM_CLASSES, height, width)
+
+
+@pytest.mark.parametrize("output_stride, feature_side", [(8, 8), (16, 4)])
+def test_deeplabv3_r18_output_stride(output_stride, feature_side):
+    model = build("deeplabv3_r18", output_stride=output_stride).eval()
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert model.backbone(images)["out"].shape[-2:] == (feature_side, feature_side)
+        assert model(images).shape == (1, NUM_CLASSES, 64, 64)
+
+
+def test_deeplabv3_backbone_accepts_imagenet_resnet_keys():
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    imagenet_like = ResNet(BasicBlock, [2, 2, 2, 2]).state_dict()
+    result = build("deeplabv3_r18").backbone.load_state_dict(imagenet_like, strict=False)
+    assert result.missing_keys == []
+    assert sorted(result.unexpected_keys) == ["fc.bias", "fc.weight"]
