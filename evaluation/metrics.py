@@ -180,7 +180,14 @@ class SegmentationMeter(object):
 
     def update(self, gt, pred):
         """Add one image: 2-D integer arrays of the same shape."""
-        cm = confusion_matrix(gt, pred, self.num_classes)
+        self.update_confusion_matrix(confusion_matrix(gt, pred, self.num_classes))
+
+    def update_confusion_matrix(self, cm):
+        """Add one image given as its (C, C) confusion matrix (rows GT, columns predictions)."""
+        cm = np.asarray(cm, dtype=np.int64)
+        if cm.shape != (self.num_classes, self.num_classes):
+            raise ValueError('expected a {0}x{0} confusion matrix, got shape {1}'.format(
+                self.num_classes, cm.shape))
         dice = dice_per_class(cm)
         defined = ~np.isnan(dice)
         state = self._state

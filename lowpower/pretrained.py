@@ -8,11 +8,25 @@ import os
 import torch
 import torchvision.models as tv_models
 
-# Registry name -> torchvision weights enum whose ResNet matches model.backbone.
+# Registry name -> torchvision weights enum whose network matches model.backbone.
 BACKBONE_WEIGHTS = {
     "deeplabv3_r18": "ResNet18_Weights",
     "deeplabv3_r50": "ResNet50_Weights",
     "deeplabv3_r101": "ResNet101_Weights",
+    "fanet_r18": "ResNet18_Weights",
+    "fcn_r50": "ResNet50_Weights",
+    "deeplabv3_mbv3": "MobileNet_V3_Large_Weights",
+    "lraspp_mbv3_large": "MobileNet_V3_Large_Weights",
+    "lraspp_mbv3_small": "MobileNet_V3_Small_Weights",
+}
+
+# Registry name -> prefix of the checkpoint keys that model.backbone holds (with
+# the prefix removed); other keys (the ImageNet classifier) are dropped. ResNet
+# backbones hold the checkpoint's own key names (its ``fc`` is ignored).
+BACKBONE_PREFIX = {
+    "deeplabv3_mbv3": "features.",
+    "lraspp_mbv3_large": "features.",
+    "lraspp_mbv3_small": "features.",
 }
 
 
@@ -51,8 +65,24 @@ def download_state_dict(url: str) -> dict:
         ) from exc
 
 
+def backbone_state_dict(state_dict: dict, arch: str) -> dict:
+    """Rename an ImageNet checkpoint's keys to those of ``arch``'s ``model.backbone``.
+
+    MobileNetV3 checkpoints keep their ``features.`` entries with the prefix
+    removed (the classifier is dropped); ResNet checkpoints pass unchanged.
+
+    Example:
+        >>> sorted(backbone_state_dict({"features.0.0.weight": 1, "classifier.0.bias": 2}, "lraspp_mbv3_small"))
+        ['0.0.weight']
+    """
+    prefix = BACKBONE_PREFIX.get(arch)
+    if prefix is None:
+        return dict(state_dict)
+    return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+
+
 def load_pretrained_backbone(model: torch.nn.Module, arch: str, weights: str = "IMAGENET1K_V1") -> list[str]:
-    """Load torchvision ImageNet ResNet weights into ``model.backbone``.
+    """Load torchvision ImageNet weights (ResNet or MobileNetV3) into ``model.backbone``.
 
     Args:
         model: a model built by ``networks.create_model(arch, ...)``.
@@ -61,7 +91,7 @@ def load_pretrained_backbone(model: torch.nn.Module, arch: str, weights: str = "
 
     Returns:
         Backbone keys the checkpoint did not provide (empty for a full match;
-        the ImageNet ``fc`` layer is ignored).
+        the ImageNet classifier is ignored).
 
     Raises:
         ValueError: ``arch`` has no pretrained backbone.
@@ -72,6 +102,6 @@ def load_pretrained_backbone(model: torch.nn.Module, arch: str, weights: str = "
         >>> load_pretrained_backbone(model, "deeplabv3_r18")
         []
     """
-    state_dict = download_state_dict(backbone_weights_url(arch, weights))
+    state_dict = backbone_state_dict(download_state_dict(backbone_weights_url(arch, weights)), arch)
     result = model.backbone.load_state_dict(state_dict, strict=False)
     return list(result.missing_keys)

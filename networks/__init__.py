@@ -12,14 +12,30 @@ Example:
 import difflib
 import inspect
 
+from networks.bisenetv2 import bisenetv2
+from networks.cunet import cunet
 from networks.deeplabv3 import deeplabv3_r18, deeplabv3_r50, deeplabv3_r101
-from networks.unet import unet
+from networks.fanet import fanet_r18
+from networks.fcn import fcn_r50
+from networks.mobilenetv3 import deeplabv3_mbv3, lraspp_mbv3_large, lraspp_mbv3_small
+from networks.squeeze_unet import squeeze_unet
+from networks.unet import unet, unet_light, unet_lighter
 
 MODELS = {
     'deeplabv3_r18': deeplabv3_r18,
     'deeplabv3_r50': deeplabv3_r50,
     'deeplabv3_r101': deeplabv3_r101,
     'unet': unet,
+    'unet_light': unet_light,
+    'unet_lighter': unet_lighter,
+    'squeeze_unet': squeeze_unet,
+    'cunet': cunet,
+    'fanet_r18': fanet_r18,
+    'deeplabv3_mbv3': deeplabv3_mbv3,
+    'lraspp_mbv3_large': lraspp_mbv3_large,
+    'lraspp_mbv3_small': lraspp_mbv3_small,
+    'fcn_r50': fcn_r50,
+    'bisenetv2': bisenetv2,
 }
 
 

@@ -2,6 +2,7 @@
 
 Device-side code: Python 3.6 syntax and the torch 1.10 API only.
 """
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -86,3 +87,70 @@ def pad_to_multiple(x, multiple):
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))
     return x, (height, width)
+
+
+class Fire(nn.Module):
+    """SqueezeNet fire module with batch norm: 1x1 squeeze, then parallel 1x1 and 3x3 expands.
+
+    Output channels are ``expand1x1 + expand3x3`` (the two expands concatenated).
+
+    Args:
+        in_channels: input channels.
+        squeeze: channels of the 1x1 squeeze conv.
+        expand1x1: channels of the 1x1 expand conv.
+        expand3x3: channels of the 3x3 expand conv.
+
+    Example:
+        >>> Fire(64, 16, 32, 32)(torch.zeros(1, 64, 32, 32)).shape
+        torch.Size([1, 64, 32, 32])
+    """
+
+    def __init__(self, in_channels, squeeze, expand1x1, expand3x3):
+        super(Fire, self).__init__()
+        self.squeeze = ConvBNReLU(in_channels, squeeze, 1)
+        self.expand1x1 = ConvBNReLU(squeeze, expand1x1, 1)
+        self.expand3x3 = ConvBNReLU(squeeze, expand3x3, 3)
+
+    def forward(self, x):
+        x = self.squeeze(x)
+        return torch.cat([self.expand1x1(x), self.expand3x3(x)], dim=1)
+
+
+class TransposedFire(nn.Module):
+    """Transposed fire module (Squeeze U-Net): 1x1 squeeze, then two transposed-conv expands that upsample x2.
+
+    The squeeze runs at the input resolution. The expands are a 1x1 and a
+    2x2 transposed convolution, both with stride 2, so the output is exactly
+    twice the input size; their outputs are concatenated. The 1x1 branch
+    writes each input pixel to one corner of its 2x2 output block, the 2x2
+    branch fills the whole block.
+
+    Args:
+        in_channels: input channels.
+        squeeze: channels of the 1x1 squeeze conv.
+        expand1x1: channels of the 1x1 transposed expand.
+        expand2x2: channels of the 2x2 transposed expand.
+
+    Example:
+        >>> TransposedFire(128, 32, 32, 32)(torch.zeros(1, 128, 16, 16)).shape
+        torch.Size([1, 64, 32, 32])
+    """
+
+    def __init__(self, in_channels, squeeze, expand1x1, expand2x2):
+        super(TransposedFire, self).__init__()
+        self.squeeze = ConvBNReLU(in_channels, squeeze, 1)
+        self.expand1x1 = nn.Sequential(
+            nn.ConvTranspose2d(squeeze, expand1x1, kernel_size=1, stride=2,
+                               output_padding=1, bias=False),
+            nn.BatchNorm2d(expand1x1),
+            nn.ReLU(inplace=True),
+        )
+        self.expand2x2 = nn.Sequential(
+            nn.ConvTranspose2d(squeeze, expand2x2, kernel_size=2, stride=2, bias=False),
+            nn.BatchNorm2d(expand2x2),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x):
+        x = self.squeeze(x)
+        return torch.cat([self.expand1x1(x), self.expand2x2(x)], dim=1)

@@ -1,5 +1,6 @@
 """Every registered model builds, trains a step, and round-trips through .npz weights."""
 import io
+import os
 
 import numpy as np
 import pytest
@@ -82,6 +83,8 @@ def test_unknown_argument_names_model_and_accepted_arguments():
 def test_list_models_is_sorted_registry():
     assert networks.list_models() == sorted(networks.MODELS)
     assert {"unet", "deeplabv3_r18", "deeplabv3_r50", "deeplabv3_r101"} <= set(networks.MODELS)
+    assert {"unet_light", "unet_lighter", "squeeze_unet", "cunet", "fanet_r18", "deeplabv3_mbv3",
+            "lraspp_mbv3_large", "lraspp_mbv3_small", "fcn_r50", "bisenetv2"} <= set(networks.MODELS)
 
 
 def test_unet_parameter_count_matches_classic_unet_at_base_32():
@@ -113,3 +116,88 @@ def test_deeplabv3_backbone_accepts_imagenet_resnet_keys():
     result = build("deeplabv3_r18").backbone.load_state_dict(imagenet_like, strict=False)
     assert result.missing_keys == []
     assert sorted(result.unexpected_keys) == ["fc.bias", "fc.weight"]
+
+
+def parameter_count(name, **kwargs):
+    return sum(p.numel() for p in networks.create_model(name, num_classes=NUM_CLASSES, **kwargs).parameters())
+
+
+# Reported reductions against a UNet of the same width (issue 5): 7.76 M -> 4.29 M -> 1.51 M,
+# and Squeeze U-Net's 12x.
+@pytest.mark.parametrize("name, min_ratio", [("unet_light", 1.8), ("unet_lighter", 5.0), ("squeeze_unet", 10.0)])
+@pytest.mark.parametrize("base_width", [32, 64])
+def test_light_unets_have_the_reported_parameter_reductions(name, min_ratio, base_width):
+    ratio = parameter_count("unet", base_width=base_width) / parameter_count(name, base_width=base_width)
+    assert ratio >= min_ratio
+
+
+def test_light_unet_counts_match_the_reported_numbers_at_base_32():
+    assert abs(parameter_count("unet_light") - 4.29e6) / 4.29e6 < 0.01
+    assert abs(parameter_count("unet_lighter") - 1.51e6) / 1.51e6 < 0.01
+
+
+@pytest.mark.parametrize("name", ["squeeze_unet", "cunet", "unet_light", "bisenetv2", "fanet_r18", "lraspp_mbv3_small"])
+@pytest.mark.parametrize("height, width", [(50, 70), (96, 64)])
+def test_sizes_that_are_not_multiples_of_32(name, height, width):
+    model = build(name).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, height, width)).shape == (1, NUM_CLASSES, height, width)
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_cunet_number_of_stages_is_an_option(depth):
+    model = build("cunet", base_width=8, depth=depth).eval()
+    assert len(model.down) == depth and len(model.up) == depth
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, NUM_CLASSES, 64, 64)
+
+
+def torchvision_builders():
+    from torchvision.models import segmentation
+
+    return {
+        "deeplabv3_mbv3": lambda: segmentation.deeplabv3_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=NUM_CLASSES, aux_loss=False),
+        "lraspp_mbv3_large": lambda: segmentation.lraspp_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=NUM_CLASSES),
+        "fcn_r50": lambda: segmentation.fcn_resnet50(
+            weights=None, weights_backbone=None, num_classes=NUM_CLASSES, aux_loss=False),
+    }
+
+
+@pytest.mark.parametrize("name", ["deeplabv3_mbv3", "lraspp_mbv3_large", "fcn_r50"])
+def test_same_network_as_torchvision_builder(name):
+    # Built from classes here (device-safe); the workstation's torchvision builder is the reference.
+    torch.manual_seed(0)
+    reference = torchvision_builders()[name]().eval()
+    state = {("head." + key[len("classifier."):] if key.startswith("classifier.") else key): value
+             for key, value in reference.state_dict().items()}
+    model = networks.create_model(name, num_classes=NUM_CLASSES).eval()
+    model.load_state_dict(state, strict=True)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(images), reference(images)["out"])
+
+
+@pytest.mark.parametrize("name, torchvision_name", [
+    ("fanet_r18", "resnet18"), ("fcn_r50", "resnet50"), ("deeplabv3_mbv3", "mobilenet_v3_large"),
+    ("lraspp_mbv3_large", "mobilenet_v3_large"), ("lraspp_mbv3_small", "mobilenet_v3_small"),
+])
+def test_backbone_accepts_imagenet_keys(name, torchvision_name):
+    import torchvision
+
+    from lowpower.pretrained import backbone_state_dict
+
+    imagenet_like = getattr(torchvision.models, torchvision_name)(weights=None).state_dict()
+    result = build(name).backbone.load_state_dict(backbone_state_dict(imagenet_like, name), strict=False)
+    assert result.missing_keys == []
+    assert set(result.unexpected_keys) <= {"fc.weight", "fc.bias"}
+
+
+@pytest.mark.skipif(not os.environ.get("LOWPOWER_SLOW"), reason="slow: set LOWPOWER_SLOW=1 to run")
+@pytest.mark.parametrize("name", networks.list_models())
+def test_full_size_512(name):
+    model = build(name).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, 512, 512))
+    assert logits.shape == (1, NUM_CLASSES, 512, 512) and torch.isfinite(logits).all()

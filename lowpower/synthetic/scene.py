@@ -90,7 +90,7 @@ def add_vehicles(rng, canvas, count, near=None):
         else:
             cy, cx = rng.uniform(20, canvas.size[0] - 20), rng.uniform(20, canvas.size[1] - 20)
         angle = rng.uniform(0, 180)
-        body = shapes.rotated_box(canvas.size, (cy, cx), (rng.uniform(11, 15), rng.uniform(22, 30)), angle)
+        body = shapes.rotated_box(canvas.size, (cy, cx), (rng.uniform(13, 17), rng.uniform(24, 34)), angle)
         canvas.paint(body, textures.pick(rng, CAR_COLOURS, 8), VEHICLE)
         glass = shapes.rotated_box(canvas.size, (cy, cx), (9, 6), angle) & body
         canvas.paint(glass, np.array([30, 35, 45], np.float32), None)
@@ -102,8 +102,8 @@ def add_people(rng, canvas, count):
     for _ in range(count):
         y, x = int(cy + rng.normal(0, 25)), int(cx + rng.normal(0, 25))
         body = np.zeros(canvas.size, np.uint8)
-        cv2.ellipse(body, (x, y), (int(rng.uniform(4, 6)), int(rng.uniform(6, 8))), rng.uniform(0, 180), 0, 360, 1, -1)
-        cv2.circle(body, (x + 1, y - 7), 3, 1, -1)
+        cv2.ellipse(body, (x, y), (int(rng.uniform(5, 7)), int(rng.uniform(7, 10))), rng.uniform(0, 180), 0, 360, 1, -1)
+        cv2.circle(body, (x + 1, y - 8), 4, 1, -1)
         body = body.astype(bool)
         canvas.image[np.roll(body, (3, 3), (0, 1)) & ~body] *= 0.5
         canvas.paint(body, textures.pick(rng, VIVID, 15), PERSON)
@@ -174,15 +174,15 @@ def apply_camera(rng, image):
     h, w = image.shape[:2]
     from lowpower.synthetic.noise import fractal_noise
     light = 0.8 + 0.4 * fractal_noise(rng, (h, w), 2, octaves=2)
-    gain = rng.uniform(0.65, 1.3) * rng.uniform(0.88, 1.12, 3).astype(np.float32)
+    gain = rng.uniform(0.75, 1.25) * rng.uniform(0.88, 1.12, 3).astype(np.float32)
     image = image * light[..., None] * gain[None, None, :]
-    haze = rng.uniform(0.0, 0.25)
+    haze = rng.uniform(0.0, 0.2)
     image = (1 - haze) * image + haze * np.array([170, 180, 190], np.float32)
     image = 255.0 * (np.clip(image, 0, 255) / 255.0) ** rng.uniform(0.8, 1.25)
-    sigma = rng.uniform(0.0, 1.4)
+    sigma = rng.uniform(0.0, 1.2)
     if sigma > 0.3:
         image = cv2.GaussianBlur(image, (0, 0), sigma)
-    image = image + rng.normal(0, rng.uniform(2, 10), image.shape).astype(np.float32)
+    image = image + rng.normal(0, rng.uniform(2, 8), image.shape).astype(np.float32)
     return np.clip(image, 0, 255).round().astype(np.uint8)
 
 

@@ -13,8 +13,9 @@ from lowpower.synthetic.noise import fractal_noise, stretched_noise, value_noise
 ROOF_COLOURS = [(170, 85, 65), (125, 125, 130), (95, 105, 125), (195, 180, 155), (150, 70, 60)]
 HOT_COLOURS = [(255, 215, 70), (245, 130, 25), (200, 45, 15)]
 WATER_COLOURS = [(105, 105, 90), (75, 95, 110), (95, 110, 105), (120, 110, 85)]
-SLOPE_COLOURS = [(190, 180, 165), (165, 150, 130), (175, 170, 160)]
-TERRAIN_COLOURS = [(85, 110, 55), (150, 140, 90), (120, 95, 70), (130, 125, 120), (185, 172, 140)]
+SLOPE_COLOURS = [(205, 200, 192), (185, 175, 160), (195, 192, 188)]
+# Vegetation and soil: the classes' palettes stay apart from it, the confusable pairs do not.
+TERRAIN_COLOURS = [(80, 110, 55), (55, 85, 45), (115, 115, 65), (110, 88, 62)]
 
 
 def pick(rng, colours, spread=12.0):
@@ -54,8 +55,8 @@ def roof(rng, size, angle_deg):
 def rubble(rng, size, colour=None):
     """Collapsed roof: the roof palette broken into speckled fragments and dark holes."""
     colour = pick(rng, ROOF_COLOURS) if colour is None else colour
-    speckle = value_noise(rng, size, 90)
-    chunks = value_noise(rng, size, 30)
+    speckle = value_noise(rng, size, 40)
+    chunks = value_noise(rng, size, 16)
     texture = shade(speckle, colour, 0.45, 1.35)
     dark = chunks < 0.35
     texture[dark] *= 0.45
@@ -64,7 +65,7 @@ def rubble(rng, size, colour=None):
 
 def flames(rng, size):
     """Fire: fine turbulent yellow-orange-red tongues."""
-    heat = fractal_noise(rng, size, 24, octaves=4, persistence=0.65)
+    heat = fractal_noise(rng, size, 10, octaves=3, persistence=0.65)
     hot = np.array(HOT_COLOURS, np.float32)
     low = np.clip(heat * 2, 0, 1)[..., None]
     high = np.clip(heat * 2 - 1, 0, 1)[..., None]
@@ -73,7 +74,7 @@ def flames(rng, size):
 
 def lava(rng, size):
     """Lava: dark crust plates split by glowing orange veins."""
-    _, edge = voronoi_cells(rng, size, 160)
+    _, edge = voronoi_cells(rng, size, 110)
     glow = np.exp(-edge / 3.0)
     crust = shade(fractal_noise(rng, size, 40, octaves=2), np.array([70, 35, 25], np.float32), 0.7, 1.3)
     vein = pick(rng, HOT_COLOURS[:2], 10)
@@ -83,7 +84,7 @@ def lava(rng, size):
 def water(rng, size, angle_deg):
     """Flood water: smooth turbid colour with long parallel ripples."""
     colour = pick(rng, WATER_COLOURS)
-    ripples = stretched_noise(rng, size, 40, angle_deg, 8)
+    ripples = stretched_noise(rng, size, 20, angle_deg, 8)
     broad = fractal_noise(rng, size, 4, octaves=2)
     return shade(0.6 * broad + 0.4 * ripples, colour, 0.85, 1.15)
 
@@ -91,9 +92,9 @@ def water(rng, size, angle_deg):
 def ice_plates(rng, size):
     """Ice jam: the water palette broken into angular plates with pale rims."""
     colour = pick(rng, WATER_COLOURS)
-    labels, edge = voronoi_cells(rng, size, 140)
+    labels, edge = voronoi_cells(rng, size, 90)
     plate_tone = rng.uniform(0.8, 1.35, labels.max() + 1).astype(np.float32)[labels]
-    rim = np.exp(-edge / 1.5)[..., None]
+    rim = np.exp(-edge / 2.5)[..., None]
     plates = colour[None, None, :] * plate_tone[..., None]
     return (1 - rim) * plates + rim * np.array([205, 210, 215], np.float32)
 
@@ -101,14 +102,14 @@ def ice_plates(rng, size):
 def snow_runout(rng, size, angle_deg):
     """Avalanche: smooth pale deposit streaked along the flow direction."""
     colour = pick(rng, SLOPE_COLOURS)
-    streaks = stretched_noise(rng, size, 60, angle_deg, 12)
+    streaks = stretched_noise(rng, size, 24, angle_deg, 10)
     return shade(streaks, colour, 0.85, 1.12)
 
 
 def rock_flow(rng, size):
     """Debris / mud flow: the same pale palette strewn with rocks and their shadows."""
     colour = pick(rng, SLOPE_COLOURS)
-    rocks = value_noise(rng, size, 110)
+    rocks = value_noise(rng, size, 45)
     base = shade(fractal_noise(rng, size, 12, octaves=2), colour, 0.8, 1.05)
     base[rocks > 0.68] *= 0.55
     base[rocks < 0.25] *= 1.15

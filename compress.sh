@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Package a checkpoint as a self-contained solution.pyz for the device.
+#   ./compress.sh runs/NAME/best.pt [-o solution.pyz] [--precision fp16|fp32] [--input-size N]
+#                 [--timer model|wall] [--python "/usr/bin/env python3.6"]
+# A thin wrapper over `python -m lowpower.package` (see --help); works from any folder,
+# with paths taken relative to the folder it is called from.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [[ -x "$ROOT/.venv/bin/python" ]]; then
+    PYTHON="$ROOT/.venv/bin/python"
+else
+    PYTHON="$(command -v python3)"
+fi
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PYTHON" -m lowpower.package "$@"

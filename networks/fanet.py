@@ -1,0 +1,129 @@
+"""FANet on ResNet-18 (Hu, Perazzi, Heilbron, Wang, Lin, Saenko & Sclaroff,
+"Real-time Semantic Segmentation with Fast Attention", IEEE RA-L 2021,
+arXiv:2007.03815): the network of the official LPCVC 2023 sample solution.
+
+Every ResNet stage output (1/4, 1/8, 1/16, 1/32) goes through a fast
+attention module: cosine-similarity attention computed as
+``Q (K^T V) / n`` instead of ``(Q K^T) V``, which is linear in the number of
+pixels ``n``. The attended maps are fused top-down (1x1 conv, upsample, add)
+and the 1/16 and 1/4 levels are smoothed by 3x3 convs, concatenated at 1/4
+and classified. The logits are bilinearly upsampled to the input size.
+
+Written from the paper and the layer layout of the sample solution
+(lpcvai/23LPCVC_Segmentation_Track-Sample_Solution), with three deliberate
+differences: the attention is divided by ``n`` as in the paper (the sample
+omits it; batch norm absorbs the scale at a fixed input size); the 1x1
+"up" convs use no padding (the sample pads a 1x1 conv by 1, which shifts
+features); and the unused auxiliary heads and 1/32 smoothing conv are not
+built. So the sample's checkpoints do not load here.
+
+Device-side code: Python 3.6 syntax and the torch 1.10 / torchvision 0.11
+API only; ``model.backbone`` takes torchvision ImageNet ResNet-18 weights
+(see ``lowpower.pretrained``).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.resnet import BasicBlock, ResNet
+
+from networks.blocks import ConvBNReLU, resize_to
+
+LEVELS = ('4', '8', '16', '32')
+RESNET18_CHANNELS = {'4': 64, '8': 128, '16': 256, '32': 512}
+
+
+class FastAttention(nn.Module):
+    """Fast spatial attention with a residual connection.
+
+    ``y = Q (K^T V) / n`` with ``Q`` and ``K`` L2-normalised over channels
+    (cosine similarity, no softmax), then ``x + conv1x1(y)``.
+
+    Args:
+        channels: input and output channels.
+        key_channels: channels of the query and key projections.
+
+    Example:
+        >>> FastAttention(64)(torch.zeros(2, 64, 16, 16)).shape
+        torch.Size([2, 64, 16, 16])
+    """
+
+    def __init__(self, channels, key_channels=32):
+        super(FastAttention, self).__init__()
+        self.query = ConvBNReLU(channels, key_channels, 1, activation=False)
+        self.key = ConvBNReLU(channels, key_channels, 1, activation=False)
+        self.value = ConvBNReLU(channels, channels, 1)
+        self.out = ConvBNReLU(channels, channels, 1)
+
+    def forward(self, x):
+        batch, channels, height, width = x.shape
+        query = F.normalize(self.query(x).flatten(2), p=2, dim=1)  # N, k, n
+        key = F.normalize(self.key(x).flatten(2), p=2, dim=1)  # N, k, n
+        value = self.value(x).flatten(2)  # N, C, n
+        context = torch.bmm(key, value.transpose(1, 2))  # N, k, C
+        attended = torch.bmm(query.transpose(1, 2), context)  # N, n, C
+        attended = attended.transpose(1, 2).reshape(batch, channels, height, width)
+        return x + self.out(attended / float(height * width))
+
+
+class FANet(nn.Module):
+    """FANet with a ResNet-18 backbone, returning logits at the input resolution.
+
+    Output stride of the head is 4; its logits are upsampled bilinearly.
+    ``backbone`` holds the torchvision-named ResNet-18 layers so ImageNet
+    weights load into it with ``strict=False``.
+
+    Args:
+        num_classes: output channels (logits).
+        key_channels: query/key channels of the fast attention modules.
+        fuse_channels: channels of the two smoothed levels (1/16, 1/4)
+            that are concatenated before the classifier.
+
+    Example:
+        >>> FANet(14)(torch.zeros(2, 3, 64, 64)).shape
+        torch.Size([2, 14, 64, 64])
+    """
+
+    def __init__(self, num_classes=14, key_channels=32, fuse_channels=128):
+        super(FANet, self).__init__()
+        resnet = ResNet(BasicBlock, [2, 2, 2, 2])
+        self.backbone = IntermediateLayerGetter(resnet, return_layers={
+            'layer1': '4', 'layer2': '8', 'layer3': '16', 'layer4': '32'})
+        channels = RESNET18_CHANNELS
+        self.attention = nn.ModuleDict(
+            [(level, FastAttention(channels[level], key_channels)) for level in LEVELS])
+        # Top-down path: 1x1 conv halving the channels to match the next finer level.
+        self.lateral = nn.ModuleDict(
+            [(level, ConvBNReLU(channels[level], channels[level] // 2, 1)) for level in ('32', '16', '8')])
+        self.smooth = nn.ModuleDict(
+            [(level, ConvBNReLU(channels[level], fuse_channels, 3)) for level in ('16', '4')])
+        self.classifier = nn.Sequential(
+            ConvBNReLU(2 * fuse_channels, 2 * fuse_channels, 3),
+            nn.Conv2d(2 * fuse_channels, num_classes, kernel_size=1, bias=False),
+        )
+
+    def forward(self, x):
+        features = self.backbone(x)
+        smoothed = {}
+        top_down = None
+        for level in reversed(LEVELS):
+            fused = self.attention[level](features[level])
+            if top_down is not None:
+                fused = fused + resize_to(top_down, fused.shape[-2:])
+            if level in self.lateral:
+                top_down = self.lateral[level](fused)
+            if level in self.smooth:
+                smoothed[level] = self.smooth[level](fused)
+        fine = smoothed['4']
+        logits = self.classifier(torch.cat([resize_to(smoothed['16'], fine.shape[-2:]), fine], dim=1))
+        return resize_to(logits, x.shape[-2:])
+
+
+def fanet_r18(num_classes=14, key_channels=32, fuse_channels=128):
+    """Build a :class:`FANet` on ResNet-18; the registry entry ``fanet_r18``.
+
+    Example:
+        >>> fanet_r18(14)(torch.zeros(1, 3, 64, 64)).shape
+        torch.Size([1, 14, 64, 64])
+    """
+    return FANet(num_classes=num_classes, key_channels=key_channels, fuse_channels=fuse_channels)

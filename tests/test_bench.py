@@ -1,0 +1,77 @@
+"""lowpower.bench: one small run over two tiny models, and the pieces it prints."""
+import csv
+
+import pytest
+import torch
+
+from lowpower import bench
+
+TINY_RUN = ["models", "--models", "cunet,lraspp_mbv3_small", "--size", "64", "--threads", "1",
+            "--repeats", "2", "--warmup", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    md, table_csv = folder / "models.md", folder / "models.csv"
+    status = bench.main(TINY_RUN + ["--md", str(md), "--csv", str(table_csv)])
+    with open(table_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return status, md.read_text(), rows
+
+
+def test_csv_has_one_row_per_model_with_every_column(tiny_run):
+    status, _, rows = tiny_run
+    assert status == 0
+    assert [row["model"] for row in rows] == ["cunet", "lraspp_mbv3_small"]
+    assert list(rows[0]) == bench.COLUMNS + ["error"]
+    for row in rows:
+        assert row["error"] == ""
+        assert int(row["params"]) > 0 and float(row["gflops"]) > 0
+        assert float(row["weights_fp16_mb"]) < float(row["weights_fp32_mb"])
+        assert 0 < float(row["latency_min_ms"]) <= float(row["latency_median_ms"]) <= float(row["latency_max_ms"])
+        assert float(row["peak_memory_mb"]) >= 0 and float(row["peak_rss_mb"]) > 0
+        assert float(row["load_1min"]) >= 0
+
+
+def test_csv_numbers_match_the_models(tiny_run):
+    import networks
+
+    _, _, rows = tiny_run
+    for row in rows:
+        model = networks.create_model(row["model"])
+        assert int(row["params"]) == sum(p.numel() for p in model.parameters())
+        fp32, fp16 = bench.weights_megabytes(model)
+        assert float(row["weights_fp32_mb"]) == pytest.approx(fp32)
+
+
+def test_markdown_report_has_command_table_and_load(tiny_run):
+    _, text, _ = tiny_run
+    assert "`python -m lowpower.bench " + " ".join(TINY_RUN) + " --md " in text
+    assert "load average" in text
+    header = "| " + " | ".join(title for _, title, _ in bench.TABLE) + " |"
+    lines = text.splitlines()
+    start = lines.index(header)
+    assert lines[start + 2].startswith("| cunet | 0.06 |")
+    assert lines[start + 3].startswith("| lraspp_mbv3_small | 1.08 |")
+
+
+def test_unknown_model_is_rejected_before_measuring():
+    with pytest.raises(ValueError, match="Valid names"):
+        bench.main(["models", "--models", "unet,no_such_net", "--size", "64"])
+
+
+def test_flop_count_of_a_single_convolution():
+    conv = torch.nn.Conv2d(3, 8, kernel_size=3, padding=1, bias=False)
+    # 8 output channels x 16 x 16 pixels x 27 multiply-adds x 2 FLOPs
+    assert bench.count_flops(conv, torch.zeros(1, 3, 16, 16)) == 2 * 8 * 16 * 16 * 27
+
+
+def test_weights_megabytes_counts_fp16_as_half():
+    fp32, fp16 = bench.weights_megabytes(torch.nn.Linear(1000, 1000))
+    assert fp32 == pytest.approx(4.004) and fp16 == pytest.approx(2.002)
+
+
+def test_error_rows_are_shown_in_the_table():
+    table = bench.markdown_table([{"model": "broken", "error": "Traceback ...\nRuntimeError: out of memory"}])
+    assert "| broken | error: RuntimeError: out of memory |" in table
