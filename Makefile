@@ -1,0 +1,35 @@
+# lowpower: make setup | make demo | make test   (see README.md)
+PYTHON ?= python3
+VENV := .venv
+PY := $(abspath $(VENV))/bin/python
+STAMP := $(VENV)/.installed-requirements
+DEMO := runs/demo
+
+.PHONY: setup demo test test-fast clean-demo help
+
+help:
+	@echo "make setup   create .venv with the pinned requirements (torch $(shell sed -n 's/^torch==//p' requirements.txt), ...)"
+	@echo "make demo    synthetic data -> train on the CPU -> test -> package -> score -> pre-submission check"
+	@echo "make test    the test suite (what CI runs)"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $(STAMP)
+
+demo: setup
+	$(PY) train.py --cfg configs/synthetic/demo.yaml --out $(DEMO) --resume auto
+	$(PY) test.py --checkpoint $(DEMO)/best.pt --save-images $(DEMO)/val_panels --json $(DEMO)/val.json
+	./compress.sh $(DEMO)/best.pt -o $(DEMO)/solution.pyz
+	rm -rf evaluation/test && mkdir -p evaluation/test && cp -r data/synthetic/test/IMG data/synthetic/test/GT evaluation/test/
+	PYTHON=$(PY) evaluation/evaluate.bash $(DEMO)/solution.pyz; test $$? -eq 0
+	$(PY) -m lowpower.presubmit $(DEMO)/solution.pyz
+	$(PY) -m lowpower.demo $(DEMO)
+
+test: setup
+	$(PY) -m pytest -q
+
+clean-demo:
+	rm -rf $(DEMO) evaluation/test evaluation/output

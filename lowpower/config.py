@@ -1,0 +1,275 @@
+"""Run configuration: one YAML file per run, one level of sections, checked against a schema.
+
+A config file looks like::
+
+    model:
+      arch: unet
+      kwargs: {base_width: 16, depth: 4}
+    train:
+      epochs: 30
+
+Every key is addressed as ``section.key`` (``train.epochs``); ``model.kwargs`` is the one open
+mapping and is checked against the model builder's own arguments instead. Anything else that is
+not in :data:`SCHEMA` is an error that lists the valid keys. Command-line ``--set`` overrides are
+applied after the file, so they win.
+
+Example:
+    >>> cfg = load_config("configs/synthetic/demo.yaml", ["train.epochs=1"])  # doctest: +SKIP
+    >>> cfg["train"]["epochs"]                                                # doctest: +SKIP
+    1
+"""
+import copy
+import difflib
+from pathlib import Path
+
+import yaml
+
+import networks
+
+OPTIONAL = "optional"  # marker in a Key's types: None is allowed
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message says how to fix it."""
+
+
+class Key:
+    """One schema entry: allowed types, default, choices and a line of help for the reference."""
+
+    def __init__(self, types, default, help, choices=None):
+        self.types = types if isinstance(types, tuple) else (types,)
+        self.default = default
+        self.help = help
+        self.choices = choices
+
+
+SCHEMA = {
+    "model": {
+        "arch": Key(str, "unet", "network name from networks.list_models()"),
+        "kwargs": Key(dict, {}, "builder arguments of that network, e.g. {base_width: 16}"),
+        "pretrained": Key((bool, str, OPTIONAL), False,
+                          "ImageNet backbone weights to load on the workstation: true (IMAGENET1K_V1), "
+                          "a torchvision weights name, or false to train from scratch"),
+    },
+    "data": {
+        "dataset": Key(str, "lpcvc", "folder layout of data.root", ["lpcvc", "synthetic", "cityscapes"]),
+        "root": Key(str, "data/lpcvc", "data folder; relative paths are taken from the repository root"),
+        "num_classes": Key(int, 14, "classes the model predicts (LPCVC: 14, Cityscapes: 19)"),
+        "input_size": Key(int, 512, "square side the model sees in training (base scale) and evaluation"),
+        "crop_size": Key((int, OPTIONAL), None, "training crop side; null means data.input_size"),
+        "scale_min": Key(float, 0.5, "smallest random scale factor of the training resize"),
+        "scale_max": Key(float, 2.0, "largest random scale factor of the training resize"),
+        "hflip": Key(float, 0.5, "probability of a horizontal flip"),
+        "jitter": Key(float, 0.2, "brightness/contrast/saturation jitter strength (0 disables)"),
+        "cache": Key(bool, False, "decode and downsize every image once, into memory (small data sets)"),
+        "workers": Key(int, 4, "data loader processes per training process (0 loads in the main process)"),
+        "synthetic_train": Key(int, 300, "synthetic data: training images generated when data.root is missing"),
+        "synthetic_val": Key(int, 50, "synthetic data: validation images"),
+        "synthetic_test": Key(int, 50, "synthetic data: test images (referee layout)"),
+        "synthetic_seed": Key(int, 0, "synthetic data: generator seed"),
+    },
+    "train": {
+        "epochs": Key(int, 100, "passes over the training split"),
+        "batch_size": Key(int, 8, "images per step per process (per GPU under torchrun)"),
+        "optimizer": Key(str, "sgd", "optimizer", ["sgd", "adamw"]),
+        "lr": Key(float, 0.01, "peak learning rate (reached after the warm-up)"),
+        "momentum": Key(float, 0.9, "SGD momentum"),
+        "weight_decay": Key(float, 1e-4, "weight decay"),
+        "warmup_iters": Key(int, 100, "steps of linear warm-up from lr/100 to lr"),
+        "poly_power": Key(float, 0.9, "power of the poly decay lr * (1 - step/steps) ** power"),
+        "class_weights": Key((list, str, OPTIONAL), None,
+                             "cross-entropy class weights: null, a list with one weight per class, "
+                             "or 'inverse_sqrt' (from the training masks' pixel shares)"),
+        "dice_weight": Key(float, 0.0, "weight of a soft Dice loss added to the cross-entropy (0 disables)"),
+        "amp": Key(bool, True, "mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 (AMX, "
+                               "AVX512-BF16), fp32 elsewhere"),
+        "channels_last": Key(bool, False, "NHWC memory layout (faster convolutions with amp on recent "
+                                          "CPUs and tensor-core GPUs)"),
+        "clip_grad": Key((float, OPTIONAL), None, "clip the gradient norm to this value; null disables"),
+        "val_every": Key(int, 1, "validate every N epochs (and always after the last)"),
+        "sync_bn": Key(bool, False, "SyncBatchNorm across processes under torchrun"),
+        "seed": Key(int, 0, "seed of weights, data order and augmentation"),
+        "device": Key(str, "auto", "auto (CUDA when present), cuda or cpu", ["auto", "cuda", "cpu"]),
+        "threads": Key((int, OPTIONAL), None, "CPU threads for torch; null keeps torch's default"),
+    },
+    "eval": {
+        "batch_size": Key(int, 8, "images per step in validation and test.py"),
+        "output_size": Key(int, 512, "side of the predicted masks that are scored (the referee's 512)"),
+    },
+}
+
+
+def defaults():
+    """The config every key of which has its default value.
+
+    Example:
+        >>> defaults()["train"]["optimizer"]
+        'sgd'
+    """
+    return {section: {name: copy.deepcopy(key.default) for name, key in keys.items()}
+            for section, keys in SCHEMA.items()}
+
+
+def valid_keys():
+    """All ``section.key`` names, in schema order."""
+    return ["%s.%s" % (section, name) for section, keys in SCHEMA.items() for name in keys]
+
+
+def _unknown_key_error(dotted, where):
+    close = difflib.get_close_matches(dotted, valid_keys(), n=1)
+    hint = " Did you mean '%s'?" % close[0] if close else ""
+    return ConfigError("%s: unknown config key '%s'.%s Valid keys: %s"
+                       % (where, dotted, hint, ", ".join(valid_keys())))
+
+
+def _type_name(types):
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true/false",
+             list: "a list", dict: "a mapping", OPTIONAL: "null"}
+    return " or ".join(names[t] for t in types)
+
+
+def check_value(section, name, value, where):
+    """Return ``value`` converted to the key's type, or raise a ConfigError naming the key."""
+    key = SCHEMA[section][name]
+    dotted = "%s.%s" % (section, name)
+    if value is None and OPTIONAL in key.types:
+        return None
+    if float in key.types and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    ok = any(isinstance(value, t) and not (t is int and isinstance(value, bool))
+             for t in key.types if t is not OPTIONAL)
+    if not ok:
+        raise ConfigError("%s: %s must be %s, got %r" % (where, dotted, _type_name(key.types), value))
+    if key.choices and value not in key.choices:
+        raise ConfigError("%s: %s must be one of %s, got %r"
+                          % (where, dotted, ", ".join(key.choices), value))
+    return value
+
+
+def merge(cfg, update, where):
+    """Check ``update`` (a two-level mapping) against the schema and write it into ``cfg``."""
+    if not isinstance(update, dict):
+        raise ConfigError("%s: a config is a mapping of sections (%s), got %s"
+                          % (where, ", ".join(SCHEMA), type(update).__name__))
+    for section, values in update.items():
+        if section not in SCHEMA:
+            raise _unknown_key_error(str(section), where)
+        if not isinstance(values, dict):
+            raise ConfigError("%s: section '%s' must be a mapping of keys, got %r" % (where, section, values))
+        for name, value in values.items():
+            if name not in SCHEMA[section]:
+                raise _unknown_key_error("%s.%s" % (section, name), where)
+            cfg[section][name] = check_value(section, name, value, where)
+    return cfg
+
+
+def apply_override(cfg, text):
+    """Apply one ``section.key=value`` override (value in YAML); ``model.kwargs.NAME=value`` sets
+    one builder argument and keeps the others.
+
+    Example:
+        >>> apply_override(defaults(), "train.lr=0.05")["train"]["lr"]
+        0.05
+    """
+    if "=" not in text:
+        raise ConfigError("--set %s: expected section.key=value, e.g. train.epochs=5" % text)
+    dotted, raw = text.split("=", 1)
+    dotted = dotted.strip()
+    parts = dotted.split(".")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if len(parts) == 3 and parts[:2] == ["model", "kwargs"]:
+        cfg["model"]["kwargs"][parts[2]] = value
+        return cfg
+    if len(parts) != 2:
+        raise _unknown_key_error(dotted, "--set")
+    return merge(cfg, {parts[0]: {parts[1]: value}}, "--set %s" % text)
+
+
+def check_model_kwargs(cfg, where):
+    """Check model.arch and model.kwargs against the registry and the builder's signature."""
+    arch = cfg["model"]["arch"]
+    if arch not in networks.MODELS:
+        close = difflib.get_close_matches(arch, networks.list_models(), n=1)
+        hint = " Did you mean '%s'?" % close[0] if close else ""
+        raise ConfigError("%s: model.arch '%s' is not a registered network.%s Valid names: %s"
+                          % (where, arch, hint, ", ".join(networks.list_models())))
+    accepted = [a for a in networks.builder_arguments(arch) if a != "num_classes"]
+    unknown = sorted(set(cfg["model"]["kwargs"]) - set(accepted))
+    if unknown:
+        raise ConfigError("%s: model.kwargs has %s, which %s does not take; it accepts: %s"
+                          % (where, ", ".join(unknown), arch, ", ".join(accepted)))
+
+
+def check_consistency(cfg, where):
+    """Cross-key rules the per-key types cannot express."""
+    data, train = cfg["data"], cfg["train"]
+    if not 0 < data["scale_min"] <= data["scale_max"]:
+        raise ConfigError("%s: need 0 < data.scale_min <= data.scale_max, got %s and %s"
+                          % (where, data["scale_min"], data["scale_max"]))
+    for dotted, value in (("train.epochs", train["epochs"]), ("train.batch_size", train["batch_size"]),
+                          ("data.input_size", data["input_size"]), ("train.val_every", train["val_every"])):
+        if value < 1:
+            raise ConfigError("%s: %s must be at least 1, got %d" % (where, dotted, value))
+    weights = train["class_weights"]
+    if isinstance(weights, str) and weights != "inverse_sqrt":
+        raise ConfigError("%s: train.class_weights must be null, a list or 'inverse_sqrt', got %r"
+                          % (where, weights))
+    if isinstance(weights, list) and len(weights) != data["num_classes"]:
+        raise ConfigError("%s: train.class_weights has %d values for %d classes (data.num_classes)"
+                          % (where, len(weights), data["num_classes"]))
+
+
+def load_config(path=None, overrides=()):
+    """Read a config file, apply ``section.key=value`` overrides and validate the result.
+
+    Args:
+        path: YAML file, or None for the defaults alone.
+        overrides: iterable of ``section.key=value`` strings; they win over the file.
+
+    Returns:
+        The resolved config, a dict of sections with every key present.
+
+    Raises:
+        ConfigError: unknown key (the message lists the valid ones), wrong type, bad value.
+
+    Example:
+        >>> load_config(None, ["train.epochs=3"])["train"]["epochs"]
+        3
+    """
+    cfg = defaults()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("config file %s does not exist (see configs/ for examples)" % path)
+        try:
+            content = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError("%s is not valid YAML: %s" % (path, error)) from None
+        merge(cfg, content or {}, str(path))
+    for text in overrides:
+        apply_override(cfg, text)
+    where = str(path) if path else "config"
+    check_model_kwargs(cfg, where)
+    check_consistency(cfg, where)
+    return cfg
+
+
+def save_config(cfg, path):
+    """Write the resolved config as YAML (the file ``load_config`` reads back to the same dict)."""
+    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def reference_markdown():
+    """The config reference as a Markdown table (the README's section is this text)."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for section, keys in SCHEMA.items():
+        for name, key in keys.items():
+            default = yaml.safe_dump(key.default, default_flow_style=True).strip()
+            default = default[:-4].strip() if default.endswith("...") else default
+            meaning = key.help + (" (one of: %s)" % ", ".join(key.choices) if key.choices else "")
+            lines.append("| `%s.%s` | `%s` | %s |" % (section, name, default, meaning))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown())

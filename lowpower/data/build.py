@@ -1,0 +1,140 @@
+"""Datasets from a run config: which folder layout, which transforms, optional in-memory cache.
+
+Example:
+    >>> cfg = load_config("configs/synthetic/demo.yaml")   # doctest: +SKIP
+    >>> train_set = build_dataset(cfg, "train")              # doctest: +SKIP
+    >>> image, mask = train_set[0]                           # doctest: +SKIP
+"""
+import sys
+from pathlib import Path
+
+import cv2
+import torch
+from tqdm import tqdm
+
+from lowpower.data.lpcvc import CLASS_NAMES, LPCVCDataset
+from lowpower.data.transforms import eval_transforms, train_transforms
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def data_root(cfg):
+    """``data.root`` as an absolute path; relative roots are taken from the repository root."""
+    root = Path(cfg["data"]["root"]).expanduser()
+    return root if root.is_absolute() else REPO_ROOT / root
+
+
+def ensure_synthetic(cfg, log=print):
+    """Generate the synthetic data set at ``data.root`` when a synthetic config finds it missing.
+
+    A ``.complete`` marker is written only after the last file, so an interrupted generation is
+    simply redone (the same seed gives the same files).
+    """
+    data = cfg["data"]
+    root = data_root(cfg)
+    marker = root / ".complete"
+    if data["dataset"] != "synthetic" or marker.is_file():
+        return root
+    from lowpower.synthetic import generate  # the generator is only needed on first use
+
+    log("data.root %s has no complete synthetic data set: generating %d train, %d val, %d test "
+        "images (seed %d) ..." % (root, data["synthetic_train"], data["synthetic_val"],
+                                  data["synthetic_test"], data["synthetic_seed"]))
+    generate(root, data["synthetic_train"], data["synthetic_val"], data["synthetic_test"],
+             data["synthetic_seed"])
+    marker.write_text("%d %d %d %d\n" % (data["synthetic_train"], data["synthetic_val"],
+                                         data["synthetic_test"], data["synthetic_seed"]))
+    return root
+
+
+def class_names(cfg):
+    """Names of the classes the config's data set labels."""
+    if cfg["data"]["dataset"] == "cityscapes":
+        from lowpower.data.cityscapes import CLASS_NAMES as CITYSCAPES_NAMES
+
+        return CITYSCAPES_NAMES
+    return CLASS_NAMES
+
+
+def raw_dataset(cfg, split, root=None):
+    """The split's pairs without transforms: ``load_pair(i)`` gives (RGB uint8, mask uint8)."""
+    root = Path(root) if root is not None else data_root(cfg)
+    dataset = cfg["data"]["dataset"]
+    if dataset == "cityscapes":
+        from lowpower.data.cityscapes import CityscapesDataset
+
+        return CityscapesDataset(root, split)
+    return LPCVCDataset(root, split, num_classes=cfg["data"]["num_classes"])
+
+
+class CachedPairs(torch.utils.data.Dataset):
+    """Every pair of a dataset decoded once and held in memory, images shrunk to ``image_side``.
+
+    Small data sets (the synthetic demo) spend most of a CPU epoch decoding 512x512 PNGs; the
+    cache does that once. Images larger than ``image_side`` are area-downsampled to it (square);
+    masks follow with nearest neighbour when ``resize_masks`` (training, where the transforms
+    resize both again), or stay as they are (evaluation, scored at the mask's own size).
+
+    Args:
+        base: a dataset with ``load_pair(i)`` and ``names``.
+        image_side: side of the cached images.
+        transforms: ``(image, mask) -> item`` applied on every access.
+        resize_masks: shrink masks with the images.
+
+    Example:
+        >>> cached = CachedPairs(LPCVCDataset("data/synthetic", "val"), 256, eval_transforms(128))  # doctest: +SKIP
+    """
+
+    def __init__(self, base, image_side, transforms=None, resize_masks=True, progress=True):
+        self.names = list(base.names)
+        self.transforms = transforms
+        self.pairs = []
+        for index in tqdm(range(len(base)), desc="caching %s" % getattr(base, "split", "data"),
+                          unit="img", disable=not progress, file=sys.stderr):
+            image, mask = base.load_pair(index)
+            if max(image.shape[:2]) > image_side:
+                image = cv2.resize(image, (image_side, image_side), interpolation=cv2.INTER_AREA)
+                if resize_masks:
+                    mask = cv2.resize(mask, (image_side, image_side), interpolation=cv2.INTER_NEAREST)
+            self.pairs.append((image, mask))
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def load_pair(self, index):
+        return self.pairs[index]
+
+    def __getitem__(self, index):
+        image, mask = self.pairs[index]
+        return self.transforms(image, mask) if self.transforms else (image, mask)
+
+
+def split_transforms(cfg, train):
+    """The paired transforms a config asks for: augmentation for training, resize for evaluation."""
+    data = cfg["data"]
+    if train:
+        return train_transforms(data["input_size"], crop_size=data["crop_size"],
+                                scale=(data["scale_min"], data["scale_max"]),
+                                hflip=data["hflip"], jitter=data["jitter"])
+    return eval_transforms(data["input_size"], mask_size=cfg["eval"]["output_size"])
+
+
+def build_dataset(cfg, split, train=None, root=None, progress=True):
+    """The dataset of one split with its transforms (and the in-memory cache when asked).
+
+    Args:
+        cfg: resolved run config.
+        split: 'train', 'val' or 'test'.
+        train: training transforms; default: only for the 'train' split.
+        root: data folder overriding ``data.root``.
+        progress: show a bar while caching.
+    """
+    train = split == "train" if train is None else train
+    base = raw_dataset(cfg, split, root)
+    transforms = split_transforms(cfg, train)
+    if not cfg["data"]["cache"]:
+        base.transforms = transforms
+        return base
+    data = cfg["data"]
+    side = int(round(data["input_size"] * (data["scale_max"] if train else 1.0)))
+    return CachedPairs(base, side, transforms, resize_masks=train, progress=progress)

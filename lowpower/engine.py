@@ -1,0 +1,224 @@
+"""Training and evaluation loops, optimiser and schedule, and the samplers that make resume exact.
+
+Example:
+    >>> loss, steps, stopped = train_one_epoch(model, loader, criterion, optimizer, scheduler,
+    ...                                        scaler, torch.device("cpu"), epoch=0)  # doctest: +SKIP
+    >>> meter = evaluate(model, val_loader, torch.device("cpu"), num_classes=14)     # doctest: +SKIP
+    >>> meter.summary()["mean_dice"]                                                  # doctest: +SKIP
+"""
+import math
+import signal
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DistributedSampler, Sampler
+from tqdm import tqdm
+
+from evaluation.metrics import SegmentationMeter
+from lowpower.distributed import all_reduce_arrays, any_process
+
+
+class EpochSampler(DistributedSampler):
+    """A DistributedSampler (also for one process) that can skip the batches already trained.
+
+    The order is a function of (seed, epoch, rank), so a run resumed mid-epoch sees the remaining
+    batches of the very same order.
+
+    Args:
+        dataset: the training set.
+        num_replicas, rank: the process group (1 and 0 alone).
+        seed: shuffling seed.
+    """
+
+    def __init__(self, dataset, num_replicas=1, rank=0, seed=0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+                         drop_last=True)
+        self.skip = 0
+
+    def set_position(self, epoch, skip_samples=0):
+        """Start ``epoch``'s order, leaving out its first ``skip_samples`` indices (this rank's)."""
+        self.set_epoch(epoch)
+        self.skip = skip_samples
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[self.skip:])
+
+    def __len__(self):
+        return max(0, self.num_samples - self.skip)
+
+
+class ShardSampler(Sampler):
+    """Every index exactly once across the processes (rank r takes r, r + world, ...).
+
+    Unlike DistributedSampler it never pads with repeats, so summed confusion matrices count each
+    validation image once.
+    """
+
+    def __init__(self, dataset, num_replicas=1, rank=0):
+        self.indices = list(range(rank, len(dataset), num_replicas))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+class StopFlag:
+    """Set by SIGTERM (a cluster's walltime) or SIGINT so the loop can save ``last.pt`` and exit."""
+
+    def __init__(self):
+        self.requested = False
+        self.signal_name = None
+
+    def install(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C means now
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+
+def build_optimizer(model, train_cfg):
+    """SGD (momentum, nesterov off) or AdamW over the model's parameters; no decay on norms/biases."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": train_cfg["weight_decay"]},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if train_cfg["optimizer"] == "adamw":
+        return torch.optim.AdamW(groups, lr=train_cfg["lr"])
+    return torch.optim.SGD(groups, lr=train_cfg["lr"], momentum=train_cfg["momentum"])
+
+
+def poly_with_warmup(total_steps, warmup_steps, power):
+    """LambdaLR factor: linear from 0.01 to 1 over the warm-up, then (1 - step/total) ** power.
+
+    Example:
+        >>> f = poly_with_warmup(100, 10, 1.0)
+        >>> round(f(0), 3), f(10), round(f(55), 2), f(100)
+        (0.01, 0.9, 0.45, 0.0)
+    """
+    warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
+
+    def factor(step):
+        decay = max(0.0, 1.0 - step / max(1, total_steps)) ** power
+        if step < warmup_steps:
+            return decay * (0.01 + 0.99 * step / warmup_steps)
+        return decay
+
+    return factor
+
+
+def cpu_has_fast_bf16():
+    """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 autocast
+    roughly halves convolution time; elsewhere it would emulate bf16 and be slower."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def amp_dtype(device, enabled):
+    """The autocast dtype mixed precision uses on ``device``, or None when it stays fp32.
+
+    fp16 on CUDA; bf16 on a CPU with native bf16 (bf16 keeps fp32's range, so no loss scaling).
+    """
+    if not enabled:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device, enabled):
+    """Mixed-precision context for ``device`` (see :func:`amp_dtype`); a no-op when fp32."""
+    dtype = amp_dtype(device, enabled)
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, device, epoch,
+                    stop=None, clip_grad=None, amp=False, progress=True, total_steps=None,
+                    channels_last=False):
+    """One pass over ``loader``; stops early (after a whole step) when ``stop`` is requested.
+
+    Returns:
+        (mean loss over the steps taken, steps taken, stopped early)
+    """
+    model.train()
+    loss_sum, steps = 0.0, 0
+    bar = tqdm(loader, desc="epoch %d" % (epoch + 1), unit="step", total=total_steps,
+               disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for images, masks in bar:
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        masks = masks.to(device, non_blocking=True)
+        with autocast(device, amp):
+            loss = criterion(model(images), masks)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError("loss is %s at epoch %d step %d: lower train.lr or set train.clip_grad"
+                                     % (loss.item(), epoch + 1, steps + 1))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if clip_grad:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_sum += loss.item()
+        steps += 1
+        bar.set_postfix(loss="%.4f" % (loss_sum / steps), lr="%.2e" % optimizer.param_groups[0]["lr"])
+        if any_process(stop is not None and stop.requested):
+            bar.close()
+            return loss_sum / steps, steps, True
+    bar.close()
+    return (loss_sum / steps if steps else float("nan")), steps, False
+
+
+def predict_masks(logits, size):
+    """Class ids at ``size`` (H, W): bilinear upsampling of the logits, then argmax.
+
+    Example:
+        >>> predict_masks(torch.zeros(1, 14, 8, 8), (16, 16)).shape
+        torch.Size([1, 16, 16])
+    """
+    if tuple(logits.shape[-2:]) != tuple(size):
+        logits = F.interpolate(logits.float(), size=tuple(size), mode="bilinear", align_corners=False)
+    return logits.argmax(1)
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, num_classes, amp=False, progress=False, channels_last=False,
+             on_batch=None):
+    """Score a model on a loader of (image, mask) batches with the referee's rules.
+
+    Logits are upsampled to each mask's size (the referee's 512 for LPCVC) before the argmax.
+    Under torchrun every rank scores its shard and the accumulators are summed, so every rank
+    returns the same totals.
+
+    ``on_batch(predictions, masks)``, when given, sees every batch as (N, H, W) numpy arrays.
+
+    Returns:
+        a :class:`evaluation.metrics.SegmentationMeter` holding the whole split.
+    """
+    model.eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    meter = SegmentationMeter(num_classes)
+    for images, masks in tqdm(loader, desc="validate", unit="batch", disable=not progress,
+                              file=sys.stderr, leave=False, dynamic_ncols=True):
+        with autocast(device, amp):
+            logits = model(images.to(device, non_blocking=True, memory_format=memory_format))
+        preds = predict_masks(logits, masks.shape[-2:]).cpu().numpy()
+        meter.update_batch(masks.numpy(), preds)
+        if on_batch is not None:
+            on_batch(preds, masks.numpy())
+    return SegmentationMeter.from_state(all_reduce_arrays(meter.state()))

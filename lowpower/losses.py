@@ -1,0 +1,87 @@
+"""Training losses: cross-entropy with an ignore index and class weights, plus an optional soft Dice.
+
+The referee averages Dice over the classes present in each image, so rare classes weigh as much
+as background; class weights and a Dice term are the usual ways to tell the loss so.
+
+Example:
+    >>> criterion = SegmentationLoss(num_classes=14, dice_weight=0.5)
+    >>> criterion(torch.zeros(2, 14, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long)).item() > 0
+    True
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = 255
+
+
+def inverse_sqrt_weights(pixel_counts):
+    """Class weights proportional to 1/sqrt(pixel share), normalised to mean 1 over seen classes.
+
+    Classes never seen get weight 0 (they cannot be learned from this data anyway).
+
+    Example:
+        >>> inverse_sqrt_weights([900, 100, 0]).round(3).tolist()
+        [0.5, 1.5, 0.0]
+    """
+    counts = np.asarray(pixel_counts, np.float64)
+    seen = counts > 0
+    weights = np.zeros_like(counts)
+    weights[seen] = 1.0 / np.sqrt(counts[seen] / counts.sum())
+    weights[seen] /= weights[seen].mean()
+    return weights
+
+
+def mask_pixel_counts(dataset, num_classes):
+    """Pixels per class over a dataset's raw masks (``load_pair``), ignoring other ids."""
+    counts = np.zeros(num_classes, np.int64)
+    for index in range(len(dataset)):
+        mask = dataset.load_pair(index)[1]
+        counts += np.bincount(mask[mask < num_classes].ravel(), minlength=num_classes)
+    return counts
+
+
+def soft_dice_loss(logits, target, ignore_index=IGNORE_INDEX):
+    """1 - mean soft Dice over the classes present in the batch's target or prediction.
+
+    Args:
+        logits: (N, C, H, W) raw scores.
+        target: (N, H, W) class ids; ``ignore_index`` pixels do not count.
+    """
+    num_classes = logits.shape[1]
+    valid = target != ignore_index
+    probs = logits.float().softmax(1) * valid.unsqueeze(1)
+    one_hot = F.one_hot(target.clamp(max=num_classes - 1) * valid, num_classes).permute(0, 3, 1, 2)
+    one_hot = one_hot * valid.unsqueeze(1)
+    dims = (0, 2, 3)
+    intersection = (probs * one_hot).sum(dims)
+    total = probs.sum(dims) + one_hot.sum(dims)
+    present = one_hot.sum(dims) > 0
+    dice = (2 * intersection + 1.0) / (total + 1.0)
+    return 1 - dice[present].mean() if present.any() else logits.sum() * 0
+
+
+class SegmentationLoss(torch.nn.Module):
+    """Cross-entropy (ignore index, optional class weights) plus ``dice_weight`` times soft Dice.
+
+    Args:
+        num_classes: C.
+        class_weights: None or C weights.
+        dice_weight: weight of the soft Dice term; 0 disables it.
+        ignore_index: label id that does not count.
+    """
+
+    def __init__(self, num_classes, class_weights=None, dice_weight=0.0, ignore_index=IGNORE_INDEX):
+        super().__init__()
+        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        if weight is not None and weight.numel() != num_classes:
+            raise ValueError("class_weights has %d values for %d classes" % (weight.numel(), num_classes))
+        self.register_buffer("weight", weight)
+        self.dice_weight = float(dice_weight)
+        self.ignore_index = ignore_index
+
+    def forward(self, logits, target):
+        loss = F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index)
+        if self.dice_weight > 0:
+            loss = loss + self.dice_weight * soft_dice_loss(logits, target, self.ignore_index)
+        return loss

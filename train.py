@@ -1,0 +1,8 @@
+#!/usr/bin/env python3
+"""Train a segmentation network from a YAML config: see `python train.py --help`."""
+import sys
+
+from lowpower.train import main
+
+if __name__ == "__main__":
+    sys.exit(main())
