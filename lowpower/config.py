@@ -210,6 +210,13 @@ def check_consistency(cfg, where):
                           ("data.input_size", data["input_size"]), ("train.val_every", train["val_every"])):
         if value < 1:
             raise ConfigError("%s: %s must be at least 1, got %d" % (where, dotted, value))
+    if data["dataset"] == "cityscapes" and data["num_classes"] != 19:
+        raise ConfigError("%s: Cityscapes has 19 evaluated classes; set data.num_classes=19, got %d"
+                          % (where, data["num_classes"]))
+    if data["dataset"] == "cityscapes" and data["cache"]:
+        # The cache squares images for small data sets; Cityscapes keeps its 1:2 frames.
+        raise ConfigError("%s: data.cache is for small square data sets; set data.cache=false for Cityscapes"
+                          % where)
     weights = train["class_weights"]
     if isinstance(weights, str) and weights != "inverse_sqrt":
         raise ConfigError("%s: train.class_weights must be null, a list or 'inverse_sqrt', got %r"

@@ -35,6 +35,9 @@ def parse_args(argv=None):
     parser.add_argument("--split", default="val", choices=["train", "val", "test"],
                         help="split to score (default val; test is the referee layout test/{IMG,GT})")
     parser.add_argument("--save-images", metavar="DIR", help="write a colour-coded panel per image here")
+    parser.add_argument("--save-predictions", metavar="DIR",
+                        help="write each prediction as DIR/NAME.png in the data set's own format: class ids "
+                             "(LPCVC), label ids (Cityscapes, what cityscapesscripts' evaluation reads)")
     parser.add_argument("--input-size", type=int, help="side the model sees (default: as trained)")
     parser.add_argument("--batch-size", type=int, help="images per step (default eval.batch_size)")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
@@ -73,6 +76,26 @@ class PanelWriter:
             self.index += 1
 
 
+class PredictionWriter:
+    """Writes each prediction as ``DIR/NAME.png``, encoded as the data set scores it.
+
+    A dataset with ``encode_prediction`` (Cityscapes: train ids -> label ids) decides the pixel
+    values; otherwise the class ids are written as they are (the LPCVC referee's format).
+    """
+
+    def __init__(self, dataset, folder):
+        self.dataset, self.folder, self.index = dataset, Path(folder), 0
+        self.encode = getattr(dataset, "encode_prediction", None)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, predictions, masks):
+        for prediction in predictions:
+            pixels = self.encode(prediction) if self.encode else prediction
+            name = self.dataset.names[self.index]
+            cv2.imwrite(str(self.folder / (name + ".png")), pixels.astype(np.uint8))
+            self.index += 1
+
+
 def run(args):
     state = load_checkpoint(args.checkpoint)
     cfg = state.get("config")
@@ -92,18 +115,29 @@ def run(args):
     model = build_model(state).to(device)
     if cfg["train"].get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
-    writer = PanelWriter(dataset, args.save_images) if args.save_images else None
+    writers = []
+    if args.save_images:
+        writers.append(PanelWriter(dataset, args.save_images))
+    if args.save_predictions:
+        writers.append(PredictionWriter(dataset, args.save_predictions))
+
+    def on_batch(predictions, masks):
+        for writer in writers:
+            writer(predictions, masks)
+
     meter = evaluate(model, loader, device, cfg["data"]["num_classes"], amp=cfg["train"]["amp"],
                      progress=not args.no_progress, channels_last=cfg["train"].get("channels_last", False),
-                     on_batch=writer)
+                     on_batch=on_batch if writers else None)
     summary = meter.summary()
     names = class_names(cfg)
     print("%s on %s split of %s (%d images, model input %d)" % (
         args.checkpoint, args.split, root, summary["images"], cfg["data"]["input_size"]))
     print(format_table(summary, names))
     print(confusion_text(summary["confusion_matrix"], names))
-    if writer:
+    if args.save_images:
         print("panels (input | ground truth | prediction | overlay) in %s" % args.save_images)
+    if args.save_predictions:
+        print("predictions (%d PNGs) in %s" % (summary["images"], args.save_predictions))
     if args.json:
         record = summary_metrics(summary)
         record.update(checkpoint=str(args.checkpoint), split=args.split, data=str(root),

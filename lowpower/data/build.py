@@ -112,6 +112,11 @@ class CachedPairs(torch.utils.data.Dataset):
 def split_transforms(cfg, train):
     """The paired transforms a config asks for: augmentation for training, resize for evaluation."""
     data = cfg["data"]
+    if data["dataset"] == "cityscapes":
+        # 1:2 images keep their aspect ratio and are scored at native size (see lowpower.data.cityscapes).
+        from lowpower.data.cityscapes import split_transforms as cityscapes_transforms
+
+        return cityscapes_transforms(data, train)
     if train:
         return train_transforms(data["input_size"], crop_size=data["crop_size"],
                                 scale=(data["scale_min"], data["scale_max"]),
