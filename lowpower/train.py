@@ -91,12 +91,14 @@ def setup_logging(out, is_main):
         LOG.addHandler(handler)
 
 
-def make_model(cfg):
-    """Build the configured network, with ImageNet backbone weights when ``model.pretrained`` asks."""
+def make_model(cfg, load_pretrained=True):
+    """Build the configured network, with ImageNet backbone weights when ``model.pretrained`` asks
+    and ``load_pretrained`` (under torchrun only rank 0 loads them: DDP copies rank 0's weights to
+    every process, so compute nodes other than the first need neither the file nor a network)."""
     model = networks.create_model(cfg["model"]["arch"], num_classes=cfg["data"]["num_classes"],
                                   **cfg["model"]["kwargs"])
     pretrained = cfg["model"]["pretrained"]
-    if pretrained:
+    if pretrained and load_pretrained:
         from lowpower.pretrained import load_pretrained_backbone
 
         weights = "IMAGENET1K_V1" if pretrained is True else pretrained
@@ -165,6 +167,7 @@ def summary_metrics(summary):
         "per_class_dice": [float(v) for v in summary["per_class_dice"]],
         "per_class_iou": [float(v) for v in summary["per_class_iou"]],
         "images": int(summary["images"]),
+        "confusion_matrix": summary["confusion_matrix"].tolist(),
     }
 
 
@@ -214,11 +217,14 @@ def run(args):
     distributed.barrier()
 
     torch.manual_seed(cfg["train"]["seed"])
-    model = make_model(cfg).to(info.device)
+    model = make_model(cfg, load_pretrained=is_main).to(info.device)
     if cfg["train"]["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     if info.distributed and cfg["train"]["sync_bn"]:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if info.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:  # SyncBatchNorm has no CPU kernel: it would fail on the first training step
+            LOG.warning("train.sync_bn ignored on CPU: each process keeps its own BatchNorm statistics")
     train_set, train_loader, val_loader = make_loaders(cfg, info, progress)
     criterion = make_criterion(cfg, train_set, info.device)
     optimizer = build_optimizer(model, cfg["train"])
@@ -272,6 +278,7 @@ def run(args):
         loss = distributed.all_reduce_mean(loss)
         if stopped:
             save("last.pt", epoch, skip + steps)
+            distributed.barrier()  # no rank exits (and makes torchrun stop the others) before the save
             LOG.info("%s received: saved %s at epoch %d step %d; continue with --resume auto --out %s",
                      stop.signal_name or "stop", out / "last.pt", epoch + 1, skip + steps, out)
             distributed.cleanup()
