@@ -53,8 +53,8 @@ def test_two_processes_train_one_epoch_and_agree_with_a_single_process(tiny_data
     assert done.returncode == 0, done.stdout + done.stderr
 
     # One set of outputs, written by rank 0 alone (no second log line, no stray temporary files).
-    assert sorted(p.name for p in out.iterdir()) == [
-        "best.pt", "config.yaml", "curves.png", "history.json", "last.pt", "log.txt"]
+    assert sorted(p.name for p in out.glob("*.pt*")) == ["best.pt", "last.pt"]
+    assert not list(out.glob("*.tmp")) and (out / "log.txt").is_file() and (out / "config.yaml").is_file()
     logged = done.stdout + done.stderr
     assert logged.count("run folder") == 1 and "2 process(es) on cpu" in logged
 
