@@ -95,6 +95,10 @@ SCHEMA = {
     "eval": {
         "batch_size": Key(int, 8, "images per step in validation and test.py"),
         "output_size": Key(int, 512, "side of the predicted masks that are scored (the referee's 512)"),
+        "min_class_area": Key(float, 0.0, "drop a class from an image's prediction when it covers less than "
+                                          "this share of the image (its pixels go to the next likely class); "
+                                          "the referee scores a spurious class 0. Used by validation, test.py "
+                                          "and the package. 0 disables"),
     },
 }
 
@@ -217,6 +221,9 @@ def check_consistency(cfg, where):
         # The cache squares images for small data sets; Cityscapes keeps its 1:2 frames.
         raise ConfigError("%s: data.cache is for small square data sets; set data.cache=false for Cityscapes"
                           % where)
+    if not 0 <= cfg["eval"]["min_class_area"] < 1:
+        raise ConfigError("%s: eval.min_class_area is a share of the image in [0, 1), got %s"
+                          % (where, cfg["eval"]["min_class_area"]))
     weights = train["class_weights"]
     if isinstance(weights, str) and weights != "inverse_sqrt":
         raise ConfigError("%s: train.class_weights must be null, a list or 'inverse_sqrt', got %r"
@@ -278,5 +285,34 @@ def reference_markdown():
     return "\n".join(lines)
 
 
+README_MARKERS = ("<!-- config-reference:begin -->", "<!-- config-reference:end -->")
+
+
+def update_readme(path):
+    """Rewrite the config reference between the README's markers; True when the text changed."""
+    text = Path(path).read_text()
+    begin, end = README_MARKERS
+    if begin not in text or end not in text:
+        raise ConfigError("%s has no %s ... %s markers" % (path, begin, end))
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    updated = head + begin + "\n" + reference_markdown() + "\n" + end + tail
+    Path(path).write_text(updated)
+    return updated != text
+
+
+def main(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m lowpower.config",
+                                     description="Print the config reference (Markdown), or write it into a README.")
+    parser.add_argument("--update-readme", metavar="FILE", help="rewrite the section between the markers of FILE")
+    args = parser.parse_args(argv)
+    if args.update_readme:
+        changed = update_readme(args.update_readme)
+        print("%s: config reference %s" % (args.update_readme, "updated" if changed else "already current"))
+    else:
+        print(reference_markdown())
+
+
 if __name__ == "__main__":
-    print(reference_markdown())
+    main()

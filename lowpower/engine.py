@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from evaluation.metrics import SegmentationMeter
 from lowpower.distributed import all_reduce_arrays, any_process
+from solution.main import drop_small_classes
 
 
 class EpochSampler(DistributedSampler):
@@ -184,13 +185,17 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
     return (loss_sum / steps if steps else float("nan")), steps, False
 
 
-def predict_masks(logits, size):
+def predict_masks(logits, size, min_class_area=0.0):
     """Class ids at ``size`` (H, W): bilinear upsampling of the logits, then argmax.
+
+    With ``min_class_area`` > 0, classes covering less than that share of an image are dropped
+    first, exactly as the packaged solution does (``solution.main.drop_small_classes``).
 
     Example:
         >>> predict_masks(torch.zeros(1, 14, 8, 8), (16, 16)).shape
         torch.Size([1, 16, 16])
     """
+    logits = drop_small_classes(logits.float(), min_class_area)
     if tuple(logits.shape[-2:]) != tuple(size):
         logits = F.interpolate(logits.float(), size=tuple(size), mode="bilinear", align_corners=False)
     return logits.argmax(1)
@@ -198,7 +203,7 @@ def predict_masks(logits, size):
 
 @torch.no_grad()
 def evaluate(model, loader, device, num_classes, amp=False, progress=False, channels_last=False,
-             on_batch=None):
+             on_batch=None, min_class_area=0.0):
     """Score a model on a loader of (image, mask) batches with the referee's rules.
 
     Logits are upsampled to each mask's size (the referee's 512 for LPCVC) before the argmax.
@@ -217,7 +222,7 @@ def evaluate(model, loader, device, num_classes, amp=False, progress=False, chan
                               file=sys.stderr, leave=False, dynamic_ncols=True):
         with autocast(device, amp):
             logits = model(images.to(device, non_blocking=True, memory_format=memory_format))
-        preds = predict_masks(logits, masks.shape[-2:]).cpu().numpy()
+        preds = predict_masks(logits, masks.shape[-2:], min_class_area).cpu().numpy()
         meter.update_batch(masks.numpy(), preds)
         if on_batch is not None:
             on_batch(preds, masks.numpy())

@@ -405,7 +405,7 @@ def smoke_test(pyz, python=sys.executable, timeout=600):
 
 
 def build_package(checkpoint, output="solution.pyz", precision="fp32", input_size=None, timer="model",
-                  python=DEFAULT_PYTHON, batch_size=1, build_dir=None, verify=True):
+                  python=DEFAULT_PYTHON, batch_size=1, build_dir=None, verify=True, min_class_area=None):
     """Build ``output`` from ``checkpoint``; returns a dict describing it (see ``main``).
 
     Args:
@@ -419,6 +419,9 @@ def build_package(checkpoint, output="solution.pyz", precision="fp32", input_siz
         batch_size: images per forward pass.
         build_dir: where the package tree is laid out (default ``build/<output stem>``).
         verify: run ``vermin`` and the smoke test before moving the pyz into place.
+        min_class_area: per-image share below which a predicted class is dropped (see
+            ``solution.main.drop_small_classes``); default the checkpoint config's
+            ``eval.min_class_area``, so the package scores what validation scored.
 
     Raises:
         PackageError: with the reason, naming the file at fault.
@@ -429,6 +432,8 @@ def build_package(checkpoint, output="solution.pyz", precision="fp32", input_siz
         raise PackageError("timer must be model or wall, got %r" % timer)
     if int(batch_size) < 1:
         raise PackageError("batch size must be at least 1, got %s" % batch_size)
+    if min_class_area is not None and not 0 <= min_class_area < 1:
+        raise PackageError("min class area must be in [0, 1), got %s" % min_class_area)
     checkpoint, output = Path(checkpoint), Path(output)
     state = read_checkpoint(checkpoint)
     manifest = describe_checkpoint(state, checkpoint, input_size)
@@ -441,14 +446,18 @@ def build_package(checkpoint, output="solution.pyz", precision="fp32", input_siz
     closure = import_closure(builder_module)
     arrays = export_weights(model, precision)
     parameters = sum(p.numel() for p in model.parameters())
+    if min_class_area is None:
+        min_class_area = ((state.get("config") or {}).get("eval") or {}).get("min_class_area", 0.0)
     manifest.update({
+        "min_class_area": float(min_class_area),
         "precision": precision,
         "timer": timer,
         "batch_size": int(batch_size),
         "parameters": int(parameters),
         "preprocessing": "RGB; bilinear antialiased resize to input_size (Pillow's, as torchvision "
                          "Resize(antialias=True)); /255; (x - mean) / std",
-        "postprocessing": "bilinear upsampling of the logits to output_size (align_corners=False); argmax",
+        "postprocessing": "classes under min_class_area of an image dropped at the model's resolution; "
+                          "bilinear upsampling of the logits to output_size (align_corners=False); argmax",
         "environment": PROGRAM_ENVIRONMENT,
     })
     build_dir = Path(build_dir) if build_dir else default_build_dir(output)
@@ -501,6 +510,8 @@ def summary(info):
         "  precision   %s (weights.npz %s), input %d%s -> output %d, timer %s, batch %d" % (
             manifest["precision"], _size(info["weights_bytes"]), manifest["input_size"], size_note,
             manifest["output_size"], manifest["timer"], manifest["batch_size"]),
+        "  postprocess drop classes under %.2f%% of an image" % (100 * manifest["min_class_area"])
+        if manifest["min_class_area"] else "  postprocess none (argmax)",
         "  source      networks/__init__.py (generated), %s" % ", ".join(info["modules"]),
         "  checkpoint  %s sha256 %s, epoch %s, val mean Dice %s" % (
             manifest["checkpoint"], manifest["checkpoint_sha256"][:16], manifest["epoch"],
@@ -532,6 +543,10 @@ def parse_args(argv=None):
     parser.add_argument("--python", default=DEFAULT_PYTHON,
                         help="interpreter line of the pyz (default: %r)" % DEFAULT_PYTHON)
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
+    parser.add_argument("--min-class-area", type=float, default=None,
+                        help="drop a class from an image's prediction when it covers less than this share "
+                             "of the image (the referee scores a spurious class 0); default: the "
+                             "checkpoint config's eval.min_class_area")
     parser.add_argument("--build-dir", default=None,
                         help="folder the package tree is laid out in, replaced on each build "
                              "(default: build/<output stem> in the repository)")
@@ -545,7 +560,8 @@ def main(argv=None):
     try:
         info = build_package(args.checkpoint, args.output, precision=args.precision, input_size=args.input_size,
                              timer=args.timer, python=args.python, batch_size=args.batch_size,
-                             build_dir=args.build_dir, verify=not args.no_verify)
+                             build_dir=args.build_dir, verify=not args.no_verify,
+                             min_class_area=args.min_class_area)
     except PackageError as error:
         print("error: %s" % error, file=sys.stderr)
         return 1

@@ -40,6 +40,9 @@ def parse_args(argv=None):
                              "(LPCVC), label ids (Cityscapes, what cityscapesscripts' evaluation reads)")
     parser.add_argument("--input-size", type=int, help="side the model sees (default: as trained)")
     parser.add_argument("--batch-size", type=int, help="images per step (default eval.batch_size)")
+    parser.add_argument("--min-class-area", type=float, metavar="SHARE",
+                        help="drop classes covering less than this share of an image (default: the "
+                             "checkpoint config's eval.min_class_area; 0 disables)")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     parser.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -107,6 +110,8 @@ def run(args):
         cfg["data"]["input_size"] = args.input_size
     if args.batch_size:
         cfg["eval"]["batch_size"] = args.batch_size
+    if args.min_class_area is not None:
+        cfg["eval"]["min_class_area"] = args.min_class_area
     root = Path(args.data) if args.data else data_root(cfg)
     device = torch.device(pick_device(args.device))
     dataset = build_dataset(cfg, args.split, train=False, root=root)
@@ -127,7 +132,8 @@ def run(args):
 
     meter = evaluate(model, loader, device, cfg["data"]["num_classes"], amp=cfg["train"]["amp"],
                      progress=not args.no_progress, channels_last=cfg["train"].get("channels_last", False),
-                     on_batch=on_batch if writers else None)
+                     on_batch=on_batch if writers else None,
+                     min_class_area=cfg["eval"].get("min_class_area", 0.0))
     summary = meter.summary()
     names = class_names(cfg)
     print("%s on %s split of %s (%d images, model input %d)" % (

@@ -179,7 +179,8 @@ def validate(model, val_loader, info, cfg, progress):
         for buffer in model.buffers():
             torch.distributed.broadcast(buffer, 0)
     meter = evaluate(model, val_loader, info.device, cfg["data"]["num_classes"],
-                     amp=cfg["train"]["amp"], progress=progress, channels_last=cfg["train"]["channels_last"])
+                     amp=cfg["train"]["amp"], progress=progress, channels_last=cfg["train"]["channels_last"],
+                     min_class_area=cfg["eval"]["min_class_area"])
     return meter.summary()
 
 

@@ -220,6 +220,41 @@ def channel_argmax(logits):
     return index
 
 
+def drop_small_classes(logits, min_fraction, rounds=2):
+    """Logits with, per image, the classes the argmax gives less than ``min_fraction`` of the pixels
+    pushed out of reach, so those pixels go to their next most likely class.
+
+    The referee's per-image mean Dice scores a class predicted where it is absent as 0 for that
+    image, so a few stray pixels of a wrong class cost as much as missing a whole object. Run at
+    the model's output resolution, before upsampling (cheap); a second round catches classes that
+    only became small after the first one. Training validation and test.py call this same function.
+
+    Args:
+        logits: (N, C, H, W) tensor.
+        min_fraction: share of an image's pixels a class needs to be kept; 0 returns ``logits``.
+        rounds: passes of argmax and masking.
+
+    Example:
+        >>> logits = torch.zeros(1, 3, 10, 10); logits[0, 1, 0, 0] = 1.0   # class 1 on one pixel
+        >>> drop_small_classes(logits, 0.05).argmax(1).unique().tolist()
+        [0]
+    """
+    if min_fraction <= 0:
+        return logits
+    count, classes = logits.shape[:2]
+    pixels = logits.shape[2] * logits.shape[3]
+    for _ in range(rounds):
+        predicted = logits.argmax(1).view(count, -1)
+        areas = torch.zeros(count, classes, dtype=torch.long, device=logits.device)
+        areas.scatter_add_(1, predicted, torch.ones_like(predicted))
+        small = (areas > 0) & (areas < min_fraction * pixels)
+        if not bool(small.any()):
+            break
+        # finite, so that bilinear upsampling never computes inf * 0; fits fp16 and bf16
+        logits = logits.masked_fill(small[:, :, None, None], -1e4)
+    return logits
+
+
 class Segmenter(object):
     """uint8 RGB batches in, uint8 512x512 masks out; sums the model seconds.
 
@@ -235,6 +270,7 @@ class Segmenter(object):
         if half:
             self.model.half()
         self.output_size = int(manifest.get('output_size', 512))
+        self.min_class_area = float(manifest.get('min_class_area', 0.0))
         self.batch_size = int(manifest.get('batch_size', 1))
         self.mean = torch.tensor(manifest['mean'], dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(manifest['std'], dtype=torch.float32, device=device).view(1, 3, 1, 1)
@@ -257,7 +293,7 @@ class Segmenter(object):
             logits = logits['out']
         elif isinstance(logits, (list, tuple)):
             logits = logits[0]
-        logits = logits[:, :MAX_CLASSES]
+        logits = drop_small_classes(logits[:, :MAX_CLASSES], self.min_class_area)
         size = self.output_size
         if logits.shape[-2] != size or logits.shape[-1] != size:
             logits = F.interpolate(logits, size=(size, size), mode='bilinear', align_corners=False)
