@@ -1,0 +1,26 @@
+"""The install files agree: environment.yml (cluster) pins what requirements.txt (make setup) pins."""
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def requirement_lines():
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_every_requirement_is_pinned_and_torch_is_the_local_build():
+    requirements = requirement_lines()
+    assert all("==" in line for line in requirements), requirements
+    assert "torch==2.14.1" in requirements and "torchvision==0.29.1" in requirements
+
+
+def test_environment_yml_has_python_311_and_the_same_pins():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["name"] == "lowpower"
+    deps = env["dependencies"]
+    assert "python=3.11" in deps
+    pip = next(d["pip"] for d in deps if isinstance(d, dict))
+    assert sorted(pip) == sorted(requirement_lines())
