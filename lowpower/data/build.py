@@ -42,8 +42,6 @@ def ensure_synthetic(cfg, log=print):
                                   data["synthetic_test"], data["synthetic_seed"]))
     generate(root, data["synthetic_train"], data["synthetic_val"], data["synthetic_test"],
              data["synthetic_seed"])
-    marker.write_text("%d %d %d %d\n" % (data["synthetic_train"], data["synthetic_val"],
-                                         data["synthetic_test"], data["synthetic_seed"]))
     return root
 
 

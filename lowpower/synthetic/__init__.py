@@ -45,6 +45,9 @@ def write_scene(job):
     return name
 
 
+COMPLETE_MARKER = ".complete"
+
+
 def generate(out, train=300, val=50, test=50, seed=0, size=512, workers=None, progress=True):
     """Write the synthetic data set under `out`.
 
@@ -77,4 +80,7 @@ def generate(out, train=300, val=50, test=50, seed=0, size=512, workers=None, pr
             for _ in pool.map(write_scene, jobs, chunksize=4):
                 bar.update()
     bar.close()
+    # written last, so an interrupted run is recognised as incomplete and simply redone
+    (out / COMPLETE_MARKER).write_text("train %d val %d test %d seed %d size %d\n"
+                                       % (train, val, test, seed, size))
     return out

@@ -1,0 +1,135 @@
+"""train.py end to end on tiny generated data: outputs, checkpoints, exact resume, config errors."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lowpower.synthetic import generate
+from lowpower import train as train_module
+from lowpower.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model.arch=unet", "model.kwargs={base_width: 4, depth: 2}", "data.input_size=32",
+        "data.workers=0", "data.cache=false", "train.amp=false", "train.channels_last=false",
+        "train.batch_size=2", "train.warmup_iters=2", "eval.batch_size=2", "train.val_every=1",
+        "eval.output_size=64"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("synthetic"), train=6, val=2, test=2, seed=3, size=64,
+                    workers=1, progress=False)
+
+
+def tiny_args(data, out, *extra):
+    sets = TINY + ["data.dataset=synthetic", "data.root=%s" % data] + list(extra)
+    return ["--cfg", str(ROOT / "configs/synthetic/demo.yaml"), "--out", str(out), "--no-progress",
+            "--set"] + sets
+
+
+def test_one_epoch_leaves_checkpoints_config_and_curves(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert train_main(tiny_args(tiny_data, out, "train.epochs=1")) == 0
+    for name in ("best.pt", "last.pt", "config.yaml", "curves.png", "log.txt", "history.json"):
+        assert (out / name).is_file(), name
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    for key in ("arch", "arch_kwargs", "model", "optimizer", "scheduler", "scaler", "epoch", "config"):
+        assert key in state, key
+    assert state["arch"] == "unet" and state["arch_kwargs"] == {"base_width": 4, "depth": 2, "num_classes": 14}
+    assert state["epoch"] == 1
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["train"]["epochs"] == 1, "the --set override wins over the file"
+    assert resolved["data"]["root"] == str(tiny_data)
+    assert "val mean Dice" in (out / "log.txt").read_text()
+    assert not list(out.glob("*.tmp*")), "checkpoints are written through a temporary file"
+
+
+@pytest.fixture
+def restore_signal_handlers():
+    """train.py installs SIGTERM/SIGINT handlers; give pytest its own back afterwards."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def sigterm_after(function):
+    """Wrap ``function`` so the process receives a real SIGTERM right after (or before) it runs."""
+    def wrapped(*args, **kwargs):
+        result = function(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return result
+    return wrapped
+
+
+def test_sigterm_then_resume_continues_exactly(tiny_data, tmp_path, monkeypatch, restore_signal_handlers):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train_main(tiny_args(tiny_data, straight, "train.epochs=2")) == 0
+    # a walltime SIGTERM lands at the end of epoch 1 of the same 2-epoch run
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "write_outputs", sigterm_after(train_module.write_outputs))
+        assert train_main(tiny_args(tiny_data, split, "train.epochs=2")) == train_module.EXIT_STOPPED
+    stopped = torch.load(split / "last.pt", map_location="cpu", weights_only=False)
+    assert stopped["epoch"] == 1
+    assert "SIGTERM" in (split / "log.txt").read_text()
+    assert train_main(tiny_args(tiny_data, split, "train.epochs=2") + ["--resume", "auto"]) == 0
+    a = torch.load(straight / "last.pt", map_location="cpu", weights_only=False)
+    b = torch.load(split / "last.pt", map_location="cpu", weights_only=False)
+    assert b["epoch"] == 2
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    assert a["scheduler"] == b["scheduler"]
+    assert [h["loss"] for h in a["history"]] == pytest.approx([h["loss"] for h in b["history"]], rel=1e-6)
+
+
+def test_sigterm_mid_epoch_saves_the_step_and_resumes(tiny_data, tmp_path, monkeypatch,
+                                                      restore_signal_handlers):
+    out = tmp_path / "run"
+    real_step = train_module.train_one_epoch
+
+    def signal_before_first_step(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # the loop finishes the step in flight, then stops
+        return real_step(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "train_one_epoch", signal_before_first_step)
+        assert train_main(tiny_args(tiny_data, out, "train.epochs=1")) == train_module.EXIT_STOPPED
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0 and state["step_in_epoch"] == 1
+    assert not (out / "best.pt").exists()
+    assert train_main(tiny_args(tiny_data, out, "train.epochs=1") + ["--resume", "auto"]) == 0
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 1 and (out / "best.pt").is_file()
+    assert "and 1 steps of the next" in (out / "log.txt").read_text()
+
+
+def test_a_misspelled_key_fails_naming_it(tiny_data, tmp_path, capsys):
+    assert train_main(tiny_args(tiny_data, tmp_path / "r", "train.epoch=1")) == 2
+    error = capsys.readouterr().err
+    assert "train.epoch" in error and "train.epochs" in error
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  learning_rate: 0.1\n")
+    assert train_main(["--cfg", str(bad), "--out", str(tmp_path / "r2")]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+
+
+def test_a_missing_synthetic_folder_is_generated_saying_so(tmp_path):
+    root, out = tmp_path / "fresh", tmp_path / "run"
+    args = tiny_args(root, out, "train.epochs=1", "data.synthetic_train=4", "data.synthetic_val=2",
+                     "data.synthetic_test=1")
+    assert train_main(args) == 0
+    assert len(list((root / "LPCVC_Train/IMG/train").glob("*.png"))) == 4
+    assert len(list((root / "test/GT").glob("*.png"))) == 1
+    assert "generat" in (out / "log.txt").read_text().lower()
+
+
+def test_train_py_help_runs_from_anywhere(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--resume" in result.stdout and "--set" in result.stdout
