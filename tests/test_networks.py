@@ -1,6 +1,5 @@
 """Every registered model builds, trains a step, and round-trips through .npz weights."""
 import io
-import os
 
 import numpy as np
 import pytest
@@ -194,7 +193,6 @@ def test_backbone_accepts_imagenet_keys(name, torchvision_name):
     assert set(result.unexpected_keys) <= {"fc.weight", "fc.bias"}
 
 
-@pytest.mark.skipif(not os.environ.get("LOWPOWER_SLOW"), reason="slow: set LOWPOWER_SLOW=1 to run")
 @pytest.mark.parametrize("name", networks.list_models())
 def test_full_size_512(name):
     model = build(name).eval()
