@@ -52,7 +52,7 @@ def parse_args(argv=None):
 def confusion_text(cm, names):
     """Confusion matrix as text: rows ground truth, columns predictions, ids as headers."""
     width = max(6, len(str(int(cm.max()))) + 1)
-    lines = ["rows: ground truth, columns: prediction (pixels)",
+    lines = ["confusion matrix (rows: ground truth, columns: prediction, in pixels)",
              "    " + "".join(("%d" % j).rjust(width) for j in range(cm.shape[1]))]
     for i in range(cm.shape[0]):
         lines.append(("%2d  " % i) + "".join(("%d" % v).rjust(width) for v in cm[i]))

@@ -1,0 +1,72 @@
+"""test.py on a tiny trained run: scores agree with the metrics module, panels and JSON are written."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from evaluation.metrics import confusion_matrix, image_mean_dice
+from lowpower.synthetic import generate
+from lowpower import test as test_cli
+from lowpower.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model.arch=unet", "model.kwargs={base_width: 4, depth: 2}", "data.input_size=32",
+        "data.workers=0", "data.cache=false", "train.amp=false", "train.channels_last=false",
+        "train.batch_size=2", "train.warmup_iters=2", "train.epochs=4", "eval.batch_size=2",
+        "eval.output_size=64", "data.dataset=synthetic"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    data = generate(tmp_path_factory.mktemp("data"), train=8, val=3, test=2, seed=5, size=64,
+                    workers=1, progress=False)
+    out = tmp_path_factory.mktemp("run")
+    args = ["--cfg", str(ROOT / "configs/synthetic/demo.yaml"), "--out", str(out), "--no-progress",
+            "--set"] + TINY + ["data.root=%s" % data]
+    assert train_main(args) == 0
+    return data, out / "best.pt"
+
+
+def test_scores_match_the_metrics_module_on_the_saved_predictions(tiny_run, tmp_path, capsys):
+    data, checkpoint = tiny_run
+    preds, panels, record = tmp_path / "pred", tmp_path / "panels", tmp_path / "m.json"
+    assert test_cli.main(["--checkpoint", str(checkpoint), "--save-predictions", str(preds),
+                      "--save-images", str(panels), "--json", str(record), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "mean Dice (referee)" in printed and "confusion matrix" in printed.lower()
+    scores = json.loads(record.read_text())
+    names = sorted(p.name for p in (data / "LPCVC_Val/GT/val").glob("*.png"))
+    assert sorted(p.name for p in preds.glob("*.png")) == names
+    assert sorted(p.name for p in panels.glob("*.png")) == names
+    by_hand = []
+    for name in names:
+        gt = cv2.imread(str(data / "LPCVC_Val/GT/val" / name), cv2.IMREAD_UNCHANGED)
+        pred = cv2.imread(str(preds / name), cv2.IMREAD_UNCHANGED)
+        by_hand.append(image_mean_dice(confusion_matrix(gt, pred, 14)))
+    assert scores["mean_dice"] == pytest.approx(float(np.mean(by_hand)), abs=1e-9)
+    assert scores["mean_dice"] > 0, "a score of exactly 0 would make the comparison above vacuous"
+    assert scores["images"] == 3 and len(scores["per_class_dice"]) == 14
+    assert np.array(scores["confusion_matrix"]).sum() == 3 * 64 * 64
+
+
+def test_panels_show_input_truth_prediction_and_overlay(tiny_run, tmp_path):
+    _, checkpoint = tiny_run
+    assert test_cli.main(["--checkpoint", str(checkpoint), "--split", "test", "--save-images", str(tmp_path),
+                      "--no-progress"]) == 0
+    panel = cv2.imread(str(sorted(tmp_path.glob("*.png"))[0]))
+    assert panel.shape == (64, 4 * 64, 3), "four 64-pixel tiles side by side"
+
+
+def test_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert test_cli.main(["--checkpoint", str(tmp_path / "nope.pt")]) == 2
+    assert "nope.pt" in capsys.readouterr().err
+
+
+def test_help_runs_from_anywhere(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "test.py"), "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--save-images" in result.stdout
