@@ -78,7 +78,7 @@ def add_cracks(rng, canvas, count):
     h, w = canvas.size
     for _ in range(count):
         origin = (rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w)
-        mask = shapes.crack_lines(rng, canvas.size, origin, rng.uniform(80, 200), rng.uniform(5, 9))
+        mask = shapes.crack_lines(rng, canvas.size, origin, rng.uniform(80, 200), rng.uniform(8, 13))
         canvas.paint(mask, textures.fissure(rng, canvas.size), CRACKS)
 
 
@@ -90,9 +90,9 @@ def add_vehicles(rng, canvas, count, near=None):
         else:
             cy, cx = rng.uniform(20, canvas.size[0] - 20), rng.uniform(20, canvas.size[1] - 20)
         angle = rng.uniform(0, 180)
-        body = shapes.rotated_box(canvas.size, (cy, cx), (rng.uniform(13, 17), rng.uniform(24, 34)), angle)
+        body = shapes.rotated_box(canvas.size, (cy, cx), (rng.uniform(18, 22), rng.uniform(34, 44)), angle)
         canvas.paint(body, textures.pick(rng, CAR_COLOURS, 8), VEHICLE)
-        glass = shapes.rotated_box(canvas.size, (cy, cx), (9, 6), angle) & body
+        glass = shapes.rotated_box(canvas.size, (cy, cx), (12, 8), angle) & body
         canvas.paint(glass, np.array([30, 35, 45], np.float32), None)
 
 
@@ -102,8 +102,8 @@ def add_people(rng, canvas, count):
     for _ in range(count):
         y, x = int(cy + rng.normal(0, 25)), int(cx + rng.normal(0, 25))
         body = np.zeros(canvas.size, np.uint8)
-        cv2.ellipse(body, (x, y), (int(rng.uniform(5, 7)), int(rng.uniform(7, 10))), rng.uniform(0, 180), 0, 360, 1, -1)
-        cv2.circle(body, (x + 1, y - 8), 4, 1, -1)
+        cv2.ellipse(body, (x, y), (int(rng.uniform(7, 9)), int(rng.uniform(9, 12))), rng.uniform(0, 180), 0, 360, 1, -1)
+        cv2.circle(body, (x + 1, y - 10), 5, 1, -1)
         body = body.astype(bool)
         canvas.image[np.roll(body, (3, 3), (0, 1)) & ~body] *= 0.5
         canvas.paint(body, textures.pick(rng, VIVID, 15), PERSON)
