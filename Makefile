@@ -16,7 +16,7 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-compile -r requirements.txt
 	touch $(STAMP)
 
 demo: setup

@@ -42,22 +42,31 @@ def mask_pixel_counts(dataset, num_classes):
 
 
 def soft_dice_loss(logits, target, ignore_index=IGNORE_INDEX):
-    """1 - mean soft Dice over the classes present in the batch's target or prediction.
+    """1 - soft Dice averaged, image by image, over the classes present in that image's target.
+
+    Per image, like the referee's mean Dice, so a small class counts as much in an image as a
+    large one. Built from a gather and a scatter-add rather than a one-hot tensor, which would
+    cost as much as a quarter of a small CPU model's training step.
 
     Args:
         logits: (N, C, H, W) raw scores.
         target: (N, H, W) class ids; ``ignore_index`` pixels do not count.
+
+    Example:
+        >>> soft_dice_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))
+        tensor(0.3200)
     """
-    num_classes = logits.shape[1]
-    valid = target != ignore_index
-    probs = logits.float().softmax(1) * valid.unsqueeze(1)
-    one_hot = F.one_hot(target.clamp(max=num_classes - 1) * valid, num_classes).permute(0, 3, 1, 2)
-    one_hot = one_hot * valid.unsqueeze(1)
-    dims = (0, 2, 3)
-    intersection = (probs * one_hot).sum(dims)
-    total = probs.sum(dims) + one_hot.sum(dims)
-    present = one_hot.sum(dims) > 0
-    dice = (2 * intersection + 1.0) / (total + 1.0)
+    n, num_classes = logits.shape[:2]
+    valid = (target != ignore_index).unsqueeze(1)
+    ids = torch.where(valid, target.unsqueeze(1), torch.zeros_like(target.unsqueeze(1)))
+    probs = logits.float().softmax(1) * valid
+    hits = probs.gather(1, ids).flatten(1)
+    flat_ids = ids.flatten(1)
+    intersection = logits.new_zeros((n, num_classes), dtype=torch.float32).scatter_add_(1, flat_ids, hits)
+    counts = logits.new_zeros((n, num_classes), dtype=torch.float32).scatter_add_(
+        1, flat_ids, valid.flatten(1).float())
+    dice = (2 * intersection + 1.0) / (probs.sum((2, 3)) + counts + 1.0)
+    present = counts > 0
     return 1 - dice[present].mean() if present.any() else logits.sum() * 0
 
 
