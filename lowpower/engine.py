@@ -189,16 +189,16 @@ def predict_masks(logits, size, min_class_area=0.0):
     """Class ids at ``size`` (H, W): bilinear upsampling of the logits, then argmax.
 
     With ``min_class_area`` > 0, classes covering less than that share of an image are dropped
-    first, exactly as the packaged solution does (``solution.main.drop_small_classes``).
+    after upsampling, exactly as the packaged solution does (``solution.main.drop_small_classes``).
 
     Example:
         >>> predict_masks(torch.zeros(1, 14, 8, 8), (16, 16)).shape
         torch.Size([1, 16, 16])
     """
-    logits = drop_small_classes(logits.float(), min_class_area)
+    logits = logits.float()
     if tuple(logits.shape[-2:]) != tuple(size):
-        logits = F.interpolate(logits.float(), size=tuple(size), mode="bilinear", align_corners=False)
-    return logits.argmax(1)
+        logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    return drop_small_classes(logits, min_class_area).argmax(1)
 
 
 @torch.no_grad()

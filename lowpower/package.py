@@ -456,8 +456,8 @@ def build_package(checkpoint, output="solution.pyz", precision="fp32", input_siz
         "parameters": int(parameters),
         "preprocessing": "RGB; bilinear antialiased resize to input_size (Pillow's, as torchvision "
                          "Resize(antialias=True)); /255; (x - mean) / std",
-        "postprocessing": "classes under min_class_area of an image dropped at the model's resolution; "
-                          "bilinear upsampling of the logits to output_size (align_corners=False); argmax",
+        "postprocessing": "bilinear upsampling of the logits to output_size (align_corners=False); "
+                          "classes under min_class_area of an image dropped; argmax",
         "environment": PROGRAM_ENVIRONMENT,
     })
     build_dir = Path(build_dir) if build_dir else default_build_dir(output)
