@@ -11,13 +11,12 @@ import signal
 import sys
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DistributedSampler, Sampler
 from tqdm import tqdm
 
 from evaluation.metrics import SegmentationMeter
 from lowpower.distributed import all_reduce_arrays, any_process
-from solution.main import drop_small_classes
+from solution.main import segment
 
 
 class EpochSampler(DistributedSampler):
@@ -189,16 +188,13 @@ def predict_masks(logits, size, min_class_area=0.0):
     """Class ids at ``size`` (H, W): bilinear upsampling of the logits, then argmax.
 
     With ``min_class_area`` > 0, classes covering less than that share of an image are dropped
-    after upsampling, exactly as the packaged solution does (``solution.main.drop_small_classes``).
+    after upsampling, by the packaged solution's own code (``solution.main.segment``).
 
     Example:
         >>> predict_masks(torch.zeros(1, 14, 8, 8), (16, 16)).shape
         torch.Size([1, 16, 16])
     """
-    logits = logits.float()
-    if tuple(logits.shape[-2:]) != tuple(size):
-        logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-    return drop_small_classes(logits, min_class_area).argmax(1)
+    return segment(logits.float(), size, min_class_area).long()
 
 
 @torch.no_grad()

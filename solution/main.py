@@ -220,41 +220,76 @@ def channel_argmax(logits):
     return index
 
 
-def drop_small_classes(logits, min_fraction, rounds=2):
-    """Logits with, per image, the classes the argmax gives less than ``min_fraction`` of the pixels
-    pushed out of reach, so those pixels go to their next most likely class.
+def class_ids(logits):
+    """uint8 argmax over the channels: torch's on CUDA, the running maximum on a CPU."""
+    if logits.is_cuda:
+        return logits.argmax(1).to(torch.uint8)
+    return channel_argmax(logits)
+
+
+def class_areas(ids, classes):
+    """(N, classes) pixel counts of every class id in each image of ``ids`` (N, H, W)."""
+    count = ids.shape[0]
+    offsets = torch.arange(count, device=ids.device).view(count, 1) * classes
+    flat = ids.view(count, -1).long() + offsets
+    return torch.bincount(flat.view(-1), minlength=count * classes).view(count, classes)
+
+
+def drop_small_classes(ids, logits, min_fraction, rounds=2):
+    """``ids`` (the argmax of ``logits``) with, per image, every class that covers less than
+    ``min_fraction`` of the pixels replaced, pixel by pixel, by the next most likely class.
 
     The referee's per-image mean Dice scores a class predicted where it is absent as 0 for that
-    image, so a few stray pixels of a wrong class cost as much as missing a whole object. Run on
-    the logits upsampled to the scored size: bilinear upsampling shrinks small and thin regions, so
-    areas counted at the model's resolution overstate what the referee sees (on the demo's val
-    split that choice was worth about 0.025 mean Dice). A second round catches classes that only
-    became small after the first one. Training validation and test.py call this same function.
+    image, so a few stray pixels of a wrong class cost as much as missing a whole object. Areas are
+    counted at the scored size: bilinear upsampling shrinks scattered and thin regions, so areas at
+    the model's resolution overstate what the referee sees (on the demo's val split counting at
+    512 was worth about 0.025 mean Dice). Only the pixels of dropped classes are recomputed, so the
+    cost is a bincount and a gather, not another pass over the logits. A second round catches
+    classes that appear, small, only because they took a dropped class's pixels. Training
+    validation, test.py and the package call this same function.
 
     Args:
-        logits: (N, C, H, W) tensor.
-        min_fraction: share of an image's pixels a class needs to be kept; 0 returns ``logits``.
-        rounds: passes of argmax and masking.
+        ids: (N, H, W) uint8 class ids, the argmax of ``logits``.
+        logits: (N, C, H, W) scores at the scored size.
+        min_fraction: share of an image's pixels a class needs to be kept; 0 returns ``ids``.
+        rounds: passes of counting and reassigning.
 
     Example:
         >>> logits = torch.zeros(1, 3, 10, 10); logits[0, 1, 0, 0] = 1.0   # class 1 on one pixel
-        >>> drop_small_classes(logits, 0.05).argmax(1).unique().tolist()
+        >>> drop_small_classes(class_ids(logits), logits, 0.05).unique().tolist()
         [0]
     """
     if min_fraction <= 0:
-        return logits
+        return ids
     count, classes = logits.shape[:2]
-    pixels = logits.shape[2] * logits.shape[3]
+    limit = min_fraction * ids.shape[1] * ids.shape[2]
+    dropped = torch.zeros(count, classes, dtype=torch.bool, device=ids.device)
     for _ in range(rounds):
-        predicted = logits.argmax(1).view(count, -1)
-        areas = torch.zeros(count, classes, dtype=torch.long, device=logits.device)
-        areas.scatter_add_(1, predicted, torch.ones_like(predicted))
-        small = (areas > 0) & (areas < min_fraction * pixels)
+        areas = class_areas(ids, classes)
+        small = (areas > 0) & (areas < limit)
         if not bool(small.any()):
             break
-        # finite, so that bilinear upsampling never computes inf * 0; fits fp16 and bf16
-        logits = logits.masked_fill(small[:, :, None, None], -1e4)
-    return logits
+        dropped |= small
+        hit = dropped.gather(1, ids.view(count, -1).long()).view(ids.shape)
+        image, row, col = hit.nonzero(as_tuple=True)
+        scores = logits[image, :, row, col].float().masked_fill(dropped[image], float('-inf'))
+        ids = ids.clone()
+        ids[image, row, col] = scores.argmax(1).to(ids.dtype)
+    return ids
+
+
+def segment(logits, size, min_fraction=0.0):
+    """uint8 class ids at ``size`` (a side, or (H, W)): bilinear upsampling of the logits, argmax,
+    then ``drop_small_classes``. The one post-processing path of validation, test.py and the package.
+
+    Example:
+        >>> segment(torch.zeros(2, 14, 64, 64), 512).shape
+        torch.Size([2, 512, 512])
+    """
+    size = (size, size) if isinstance(size, int) else tuple(int(side) for side in size)
+    if tuple(logits.shape[-2:]) != size:
+        logits = F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
+    return drop_small_classes(class_ids(logits), logits, min_fraction)
 
 
 class Segmenter(object):
@@ -262,7 +297,7 @@ class Segmenter(object):
 
     The timed part is everything done on the device: upload of the uint8
     batch, normalisation, forward pass, bilinear upsampling of the logits to
-    the output size, argmax. CUDA is synchronised before and after.
+    the output size, argmax, small-class removal. CUDA is synchronised before and after.
     """
 
     def __init__(self, model, manifest, device, half):
@@ -295,14 +330,7 @@ class Segmenter(object):
             logits = logits['out']
         elif isinstance(logits, (list, tuple)):
             logits = logits[0]
-        logits = logits[:, :MAX_CLASSES]
-        size = self.output_size
-        if logits.shape[-2] != size or logits.shape[-1] != size:
-            logits = F.interpolate(logits, size=(size, size), mode='bilinear', align_corners=False)
-        logits = drop_small_classes(logits, self.min_class_area)
-        if self.cuda:
-            return logits.argmax(1).to(torch.uint8)
-        return channel_argmax(logits)
+        return segment(logits[:, :MAX_CLASSES], self.output_size, self.min_class_area)
 
     def __call__(self, batch):
         count = len(batch)
