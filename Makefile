@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed-requirements
+# pip installs with --no-compile (2.5 minutes saved); bytecode is then written on first import, and
+# only for what is imported, which a PYTHONDONTWRITEBYTECODE inherited from the shell would forbid,
+# making every later command recompile torch (about 5 s each).
+unexport PYTHONDONTWRITEBYTECODE
 DEMO := runs/demo
 
 .PHONY: setup demo test test-fast clean-demo help
