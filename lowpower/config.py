@@ -80,7 +80,8 @@ SCHEMA = {
         "class_weights": Key((list, str, OPTIONAL), None,
                              "cross-entropy class weights: null, a list with one weight per class, "
                              "or 'inverse_sqrt' (from the training masks' pixel shares)"),
-        "dice_weight": Key(float, 0.0, "weight of a soft Dice loss added to the cross-entropy (0 disables)"),
+        "dice_weight": Key(float, 0.0, "weight of a per-image soft Dice loss (averaged like the referee's mean Dice) "
+                                         "added to the cross-entropy (0 disables)"),
         "amp": Key(bool, True, "mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 (AMX, "
                                "AVX512-BF16), fp32 elsewhere"),
         "channels_last": Key(bool, False, "NHWC memory layout (faster convolutions with amp on recent "
