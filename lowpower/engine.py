@@ -185,7 +185,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
 
 
 def predict_masks(logits, size, min_class_area=0.0):
-    """Class ids at ``size`` (H, W): bilinear upsampling of the logits, then argmax.
+    """uint8 class ids at ``size`` (H, W): bilinear upsampling of the logits, then argmax.
 
     With ``min_class_area`` > 0, classes covering less than that share of an image are dropped
     after upsampling, by the packaged solution's own code (``solution.main.segment``).
@@ -194,7 +194,7 @@ def predict_masks(logits, size, min_class_area=0.0):
         >>> predict_masks(torch.zeros(1, 14, 8, 8), (16, 16)).shape
         torch.Size([1, 16, 16])
     """
-    return segment(logits.float(), size, min_class_area).long()
+    return segment(logits.float(), size, min_class_area)
 
 
 @torch.no_grad()

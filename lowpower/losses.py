@@ -58,7 +58,7 @@ def soft_dice_loss(logits, target, ignore_index=IGNORE_INDEX):
     """
     n, num_classes = logits.shape[:2]
     valid = (target != ignore_index).unsqueeze(1)
-    ids = torch.where(valid, target.unsqueeze(1), torch.zeros_like(target.unsqueeze(1)))
+    ids = target.unsqueeze(1) * valid  # ignored pixels read class 0; their terms are zeroed below
     probs = logits.float().softmax(1) * valid
     hits = probs.gather(1, ids).flatten(1)
     flat_ids = ids.flatten(1)

@@ -264,6 +264,7 @@ def drop_small_classes(ids, logits, min_fraction, rounds=2):
     count, classes = logits.shape[:2]
     limit = min_fraction * ids.shape[1] * ids.shape[2]
     dropped = torch.zeros(count, classes, dtype=torch.bool, device=ids.device)
+    ids = ids.clone()
     for _ in range(rounds):
         areas = class_areas(ids, classes)
         small = (areas > 0) & (areas < limit)
@@ -273,7 +274,6 @@ def drop_small_classes(ids, logits, min_fraction, rounds=2):
         hit = dropped.gather(1, ids.view(count, -1).long()).view(ids.shape)
         image, row, col = hit.nonzero(as_tuple=True)
         scores = logits[image, :, row, col].float().masked_fill(dropped[image], float('-inf'))
-        ids = ids.clone()
         ids[image, row, col] = scores.argmax(1).to(ids.dtype)
     return ids
 
