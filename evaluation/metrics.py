@@ -23,14 +23,10 @@ Example:
 """
 import numpy as np
 
-LPCVC_CLASSES = (
-    'background', 'avalanche', 'building_undamaged', 'building_damaged',
-    'cracks/fissure/subsidence', 'debris/mud/rock_flow', 'fire/flare',
-    'flood/water/river/sea', 'ice_jam_flow', 'lava_flow', 'person',
-    'pyroclastic_flow', 'road/railway/bridge', 'vehicle',
-)
-
-REFEREE_SIZE = 512
+if __package__:
+    from .contract import CLASS_NAMES, NUM_CLASSES, OUTPUT_SIZE as REFEREE_SIZE
+else:  # run beside score.py as a script: Python put this folder first on sys.path
+    from contract import CLASS_NAMES, NUM_CLASSES, OUTPUT_SIZE as REFEREE_SIZE
 
 
 def referee_prepare(arr, size=REFEREE_SIZE):
@@ -61,7 +57,7 @@ def referee_prepare(arr, size=REFEREE_SIZE):
     return cv2.resize(arr, (size, size), interpolation=cv2.INTER_NEAREST)
 
 
-def confusion_matrix(gt, pred, num_classes=14):
+def confusion_matrix(gt, pred, num_classes=NUM_CLASSES):
     """Count pixels by (GT class, predicted class).
 
     Pixels whose GT is outside [0, num_classes) (e.g. 255 = ignore) are skipped.
@@ -162,7 +158,7 @@ class SegmentationMeter(object):
         0.3333
     """
 
-    def __init__(self, num_classes=14):
+    def __init__(self, num_classes=NUM_CLASSES):
         self.num_classes = num_classes
         self._state = self.empty_state(num_classes)
 
@@ -259,7 +255,7 @@ def format_number(value, digits=4):
     return '-' if np.isnan(value) else '{:.{}f}'.format(value, digits)
 
 
-def format_table(summary, class_names=LPCVC_CLASSES):
+def format_table(summary, class_names=CLASS_NAMES):
     """Plain-text per-class table of a :meth:`SegmentationMeter.summary`.
 
     Columns: class id, name, Dice (mean over images where defined), IoU

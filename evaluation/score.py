@@ -49,19 +49,11 @@ from PIL import Image
 
 if __package__:
     from . import metrics
-else:  # run as a script: load the sibling module by path (no sys.path changes)
-    import importlib.util
+    from .contract import CLASS_NAMES, NUM_CLASSES, ONLY_A_FLOAT, OUTPUT_SIZE as REFEREE_SIZE, REFEREE_FLOAT
+else:  # run as a script: Python put this folder first on sys.path
+    import metrics
+    from contract import CLASS_NAMES, NUM_CLASSES, ONLY_A_FLOAT, OUTPUT_SIZE as REFEREE_SIZE, REFEREE_FLOAT
 
-    _spec = importlib.util.spec_from_file_location(
-        'metrics', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'metrics.py'))
-    metrics = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(metrics)
-
-NUM_CLASSES = 14
-REFEREE_SIZE = metrics.REFEREE_SIZE
-# The referee greps stdout with this pattern; we demand that stdout is exactly one such number.
-REFEREE_FLOAT = re.compile(r'[0-9]+\.[0-9]+')
-ONLY_A_FLOAT = re.compile(r'\s*([0-9]+\.[0-9]+)\s*\Z')
 EXIT_SCORED, EXIT_FAILED, EXIT_TIMED_OUT = 0, 1, 2
 SHOWN = 5  # names shown on screen per list; the JSON has them all
 
@@ -284,8 +276,8 @@ def _json_number(value):
 
 
 def class_names(num_classes):
-    if num_classes == len(metrics.LPCVC_CLASSES):
-        return list(metrics.LPCVC_CLASSES)
+    if num_classes == NUM_CLASSES:
+        return list(CLASS_NAMES)
     return [str(index) for index in range(num_classes)]
 
 

@@ -197,6 +197,18 @@ def predict_masks(logits, size, min_class_area=0.0):
     return segment(logits.float(), size, min_class_area)
 
 
+def summary_metrics(summary):
+    """Plain-number validation record (JSON- and weights_only-safe)."""
+    return {
+        "mean_dice": float(summary["mean_dice"]),
+        "miou": float(summary["miou"]),
+        "per_class_dice": [float(v) for v in summary["per_class_dice"]],
+        "per_class_iou": [float(v) for v in summary["per_class_iou"]],
+        "images": int(summary["images"]),
+        "confusion_matrix": summary["confusion_matrix"].tolist(),
+    }
+
+
 @torch.no_grad()
 def evaluate(model, loader, device, num_classes, amp=False, progress=False, channels_last=False,
              on_batch=None, min_class_area=0.0):

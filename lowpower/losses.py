@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from evaluation.contract import IGNORE_INDEX
 
 
 def inverse_sqrt_weights(pixel_counts):

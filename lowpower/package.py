@@ -33,7 +33,6 @@ import importlib
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 
 import networks
+from evaluation.contract import CLASS_NAMES, DEVICE_PACKAGES, NUM_CLASSES, OUTPUT_SIZE, VERMIN_FLAGS, only_a_float
 from lowpower.checkpoint import build_model, load_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,21 +52,14 @@ TEMPLATE_DIR = REPO_ROOT / "solution"
 NETWORKS_DIR = Path(networks.__file__).resolve().parent
 SOURCE_ROOT = NETWORKS_DIR.parent  # the folder that holds the networks package
 DEFAULT_PYTHON = "/usr/bin/env python3.6"
-OUTPUT_SIZE = 512
-LPCVC_NUM_CLASSES = 14
 FP16_MAX = 65504.0
 
-# What the device image has besides the standard library (DESIGN.md section 2).
-DEVICE_PACKAGES = frozenset(
-    ["torch", "torchvision", "numpy", "cv2", "PIL", "imageio", "typing_extensions", "tensorrt"])
-VERMIN_FLAGS = ["--target=3.6-", "--violations", "--no-tips", "--eval-annotations"]
 # Knobs of the shipped program, never set by the referee (documented in solution/README.md).
 PROGRAM_ENVIRONMENT = {
     "LOWPOWER_SEQUENTIAL": "1: no reader/writer pools, read-segment-write one batch at a time",
     "LOWPOWER_THREADS": "torch CPU threads (default: all cores)",
     "LOWPOWER_STATS": "path: write the run's timings as JSON there",
 }
-FLOAT_RE = re.compile(r"^[0-9]+\.[0-9]+$")
 
 
 class PackageError(Exception):
@@ -276,12 +269,11 @@ def _json_ready(value, what):
 
 def describe_checkpoint(state, path, input_size=None):
     """The manifest fields that come from the checkpoint (see solution/README.md)."""
-    from evaluation.metrics import LPCVC_CLASSES
     from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     arch_kwargs = dict(state["arch_kwargs"])
-    num_classes = int(arch_kwargs.get("num_classes", LPCVC_NUM_CLASSES))
-    classes = list(state.get("classes") or (LPCVC_CLASSES if num_classes == LPCVC_NUM_CLASSES
+    num_classes = int(arch_kwargs.get("num_classes", NUM_CLASSES))
+    classes = list(state.get("classes") or (CLASS_NAMES if num_classes == NUM_CLASSES
                                             else ["class_%d" % i for i in range(num_classes)]))
     if len(classes) != num_classes:
         raise PackageError("%s: %d class names for a model of %d classes" % (path, len(classes), num_classes))
@@ -303,6 +295,7 @@ def describe_checkpoint(state, path, input_size=None):
         "input_size": int(size),
         "trained_input_size": int(trained_size) if trained_size else None,
         "output_size": OUTPUT_SIZE,
+        "referee_classes": NUM_CLASSES,  # ids the referee scores; a larger one crashes it
         "checkpoint": Path(path).name,
         "checkpoint_sha256": sha256_of(path),
         "epoch": state.get("epoch"),
@@ -367,7 +360,7 @@ def vermin_check(folder):
         import vermin  # noqa: F401
     except ImportError:
         return None, "vermin is not installed"
-    command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())"] + VERMIN_FLAGS + [str(folder)]
+    command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())"] + list(VERMIN_FLAGS) + [str(folder)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     report = (result.stdout + result.stderr).strip()
     return result.returncode == 0 and "requires" not in report.lower(), report
@@ -394,11 +387,11 @@ def smoke_test(pyz, python=sys.executable, timeout=600):
         tail = "\n".join(result.stderr.strip().splitlines()[-15:])
         if result.returncode != 0:
             raise PackageError("smoke test: the package exited with %d:\n%s" % (result.returncode, tail))
-        if not FLOAT_RE.match(result.stdout.strip()) or result.stdout.count("\n") != 1:
+        if only_a_float(result.stdout) is None or result.stdout.count("\n") != 1:
             raise PackageError("smoke test: stdout must be one float, got %r" % result.stdout[:200])
         for name in ("a.png", "b.png"):
             mask = cv2.imread(str(masks / name), cv2.IMREAD_UNCHANGED)
-            if mask is None or mask.shape != (OUTPUT_SIZE, OUTPUT_SIZE) or mask.dtype != np.uint8 or mask.max() > 13:
+            if mask is None or mask.shape != (OUTPUT_SIZE, OUTPUT_SIZE) or mask.dtype != np.uint8 or mask.max() >= NUM_CLASSES:
                 raise PackageError("smoke test: bad mask for %s: %s" % (
                     name, None if mask is None else (mask.shape, mask.dtype, int(mask.max()))))
     return "ran with %s -I on 2 images, printed %s" % (Path(python).name, result.stdout.strip())

@@ -34,13 +34,10 @@ import zipfile
 from pathlib import Path
 
 from evaluation import score
+from evaluation.contract import DEVICE_PACKAGES, NUM_CLASSES, REFEREE_IMAGES, REFEREE_TIMEOUT, VERMIN_FLAGS
 
-REFEREE_IMAGES = 600
-REFEREE_TIMEOUT = 900.0
 DEFAULT_SLOWDOWN = 2.0
 DEFAULT_BUDGET = "1.5GiB"
-DEVICE_PACKAGES = ("torch", "torchvision", "numpy", "cv2", "PIL", "imageio", "dataclasses",
-                   "typing_extensions", "tensorrt")
 # Standard library of Python 3.6: this interpreter's list, less what came later, plus what left since.
 ADDED_AFTER_36 = {"contextvars", "_contextvars", "graphlib", "zoneinfo", "_zoneinfo", "tomllib",
                   "_tokenize", "_typing", "_posixshmem", "_xxsubinterpreters", "_xxinterpchannels",
@@ -52,9 +49,6 @@ REMOVED_SINCE_36 = {"formatter", "parser", "symbol", "macpath", "binhex", "dummy
                     "_dummy_thread", "asynchat", "asyncore", "smtpd", "imp", "distutils"}
 STDLIB_36 = (set(getattr(sys, "stdlib_module_names", ())) - ADDED_AFTER_36) | REMOVED_SINCE_36 | {
     "__future__", "__main__"}
-# -vvv adds line numbers; the device has the dataclasses backport (DESIGN.md section 2).
-VERMIN_FLAGS = ["--target=3.6-", "--violations", "--no-tips", "--eval-annotations", "-vvv",
-                "--backport", "dataclasses"]
 SLOWDOWN_HELP = (
     "Rough factor from wall-clock here to wall-clock on the Jetson Nano (default {}). The run "
     "here uses this machine's CPU; the device runs the model on its Maxwell GPU (about 472 GFLOP/s "
@@ -160,7 +154,7 @@ def run_vermin(folder, files):
         import vermin  # noqa: F401
     except ImportError:
         return None, "vermin is not installed (pip install vermin)"
-    command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())"] + VERMIN_FLAGS
+    command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())"] + list(VERMIN_FLAGS) + ["-vvv"]  # -vvv: line numbers
     result = subprocess.run(command + [str(f.relative_to(folder)) for f in files], cwd=str(folder),
                             capture_output=True, text=True, timeout=300)
     text = (result.stdout + result.stderr).strip()
@@ -264,7 +258,7 @@ def check_sources(folder, report):
         report.add("imports", "FAIL", "not on the device: {} ({})".format(
             ", ".join(modules), "; ".join(missing[:4])),
             "the device has only Python 3.6's standard library and {}; remove these imports or "
-            "ship the code inside the archive".format(", ".join(DEVICE_PACKAGES)))
+            "ship the code inside the archive".format(", ".join(sorted(DEVICE_PACKAGES))))
     elif unparsable:
         report.add("imports", "WARN", "cannot parse: {}".format("; ".join(unparsable[:3])))
     else:
@@ -389,9 +383,9 @@ def check_outputs(input_names, out, report):
             errors.append("{}: {}x{} (width x height), must be 512x512".format(
                 name, raw.shape[1], raw.shape[0]))
         prepared = score.metrics.referee_prepare(raw)
-        if prepared.max() >= score.NUM_CLASSES:
+        if prepared.max() >= NUM_CLASSES:
             errors.append("{}: ids {} outside 0..13".format(
-                name, sorted(set(prepared[prepared >= score.NUM_CLASSES].tolist()))[:5]))
+                name, sorted(set(prepared[prepared >= NUM_CLASSES].tolist()))[:5]))
         if raw.ndim != 2 or raw.dtype.name != "uint8":
             warnings.append("{}: {} {}".format(name, "x".join(map(str, raw.shape)), raw.dtype))
     problems = []

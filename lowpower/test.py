@@ -23,8 +23,7 @@ from lowpower.config import ConfigError
 from lowpower.data import DataError, colorize, overlay
 from lowpower.data.build import build_dataset, class_names, data_root
 from lowpower.distributed import pick_device
-from lowpower.engine import evaluate
-from lowpower.train import summary_metrics
+from lowpower.engine import evaluate, summary_metrics
 
 
 def parse_args(argv=None):

@@ -31,7 +31,7 @@ from lowpower.data import DataError
 from lowpower.data.build import REPO_ROOT, build_dataset, class_names, ensure_synthetic
 from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lowpower.engine import EpochSampler, ShardSampler, StopFlag, build_optimizer, evaluate, \
-    poly_with_warmup, train_one_epoch
+    poly_with_warmup, summary_metrics, train_one_epoch
 from lowpower.losses import SegmentationLoss, inverse_sqrt_weights, mask_pixel_counts
 from lowpower.plots import plot_curves
 
@@ -156,18 +156,6 @@ def checkpoint_state(cfg, model, optimizer, scheduler, scaler, epoch, step, best
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "input_size": cfg["data"]["input_size"],
-    }
-
-
-def summary_metrics(summary):
-    """Plain-number validation record (JSON- and weights_only-safe)."""
-    return {
-        "mean_dice": float(summary["mean_dice"]),
-        "miou": float(summary["miou"]),
-        "per_class_dice": [float(v) for v in summary["per_class_dice"]],
-        "per_class_iou": [float(v) for v in summary["per_class_iou"]],
-        "images": int(summary["images"]),
-        "confusion_matrix": summary["confusion_matrix"].tolist(),
     }
 
 

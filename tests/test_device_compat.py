@@ -6,12 +6,10 @@ import sys
 
 import pytest
 
+from evaluation.contract import DEVICE_PACKAGES, VERMIN_FLAGS
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEVICE_FOLDERS = [name for name in ("networks", "solution", "evaluation") if (REPO_ROOT / name).is_dir()]
-# Third-party packages on the Jetson image (DESIGN.md section 2); stdlib modules
-# newer than 3.6 are vermin's job.
-DEVICE_PACKAGES = {"torch", "torchvision", "numpy", "cv2", "PIL", "imageio", "typing_extensions", "tensorrt"}
-VERMIN_FLAGS = ["--target=3.6-", "--violations", "--no-tips", "--eval-annotations"]
 
 
 def python_files(folder):
@@ -32,7 +30,7 @@ def imported_top_level_modules(path):
 def test_vermin_finds_no_python_36_violations(folder):
     # vermin has no __main__ module, so call its entry point through the running interpreter
     command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())"]
-    result = subprocess.run(command + VERMIN_FLAGS + [folder], cwd=str(REPO_ROOT),
+    result = subprocess.run(command + list(VERMIN_FLAGS) + [folder], cwd=str(REPO_ROOT),
                             capture_output=True, text=True, timeout=120)
     report = result.stdout + result.stderr
     assert result.returncode == 0 and "requires" not in report.lower(), report
@@ -47,7 +45,8 @@ def test_device_code_never_imports_lowpower(folder):
 
 @pytest.mark.parametrize("folder", DEVICE_FOLDERS)
 def test_device_code_imports_only_what_the_device_has(folder):
-    allowed = set(sys.stdlib_module_names) | DEVICE_PACKAGES | set(DEVICE_FOLDERS)
+    siblings = {path.stem for path in (REPO_ROOT / folder).glob("*.py")}  # script-mode imports
+    allowed = set(sys.stdlib_module_names) | DEVICE_PACKAGES | set(DEVICE_FOLDERS) | siblings
     offenders = sorted("{}: {}".format(path.relative_to(REPO_ROOT), module)
                        for path in python_files(folder)
                        for module in set(imported_top_level_modules(path)) - allowed)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from evaluation import metrics
+from evaluation.contract import CLASS_NAMES as LPCVC_CLASSES
 from evaluation.metrics import (
-    LPCVC_CLASSES,
     SegmentationMeter,
     confusion_matrix,
     dice_per_class,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import networks
-from evaluation.metrics import LPCVC_CLASSES
+from evaluation.contract import CLASS_NAMES as LPCVC_CLASSES
 from lowpower.checkpoint import save_checkpoint
 from lowpower.package import (
     PackageError,

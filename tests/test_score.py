@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation import metrics, score
+from evaluation import contract, metrics, score
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCORE_PY = REPO_ROOT / "evaluation" / "score.py"
@@ -133,7 +133,7 @@ def test_json_report_content(tmp_path):
     assert status == 0
     assert data["status"] == "scored" and data["exit_status"] == 0 and data["images"] == 3
     assert 0 < data["mean_dice"] <= 1 and 0 < data["miou"] <= 1
-    assert set(data["per_class"]) == set(metrics.LPCVC_CLASSES)
+    assert set(data["per_class"]) == set(contract.CLASS_NAMES)
     assert set(data["per_class"]["background"]) >= {"id", "dice", "iou", "gt_pixels", "pred_pixels"}
     assert np.array(data["confusion_matrix"]).shape == (14, 14)
     assert sorted(data["per_image_dice"]) == ["img_000.png", "img_001.png", "img_002.png"]

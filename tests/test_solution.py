@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import networks
-from evaluation.metrics import LPCVC_CLASSES
+from evaluation.contract import CLASS_NAMES as LPCVC_CLASSES
 from lowpower.checkpoint import build_model, load_checkpoint, save_checkpoint
 from lowpower.data.transforms import eval_transforms
 from lowpower.package import build_package

@@ -28,11 +28,11 @@ from cityscapesscripts.helpers.labels import labels as CS_LABELS
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from evaluation.contract import IGNORE_INDEX
 from evaluation.metrics import confusion_matrix, nanmean, safe_ratio
 from lowpower.data.lpcvc import DataError, read_rgb
 from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform, as_image
 
-IGNORE_INDEX = 255
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"

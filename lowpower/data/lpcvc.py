@@ -18,24 +18,8 @@ import cv2
 import numpy as np
 import torch
 
-CLASS_NAMES = (
-    "background",
-    "avalanche",
-    "building_undamaged",
-    "building_damaged",
-    "cracks/fissure/subsidence",
-    "debris/mud/rock_flow",
-    "fire/flare",
-    "flood/water/river/sea",
-    "ice_jam_flow",
-    "lava_flow",
-    "person",
-    "pyroclastic_flow",
-    "road/railway/bridge",
-    "vehicle",
-)
-NUM_CLASSES = len(CLASS_NAMES)
-IGNORE_INDEX = 255
+from evaluation.contract import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "val", "test")
 
