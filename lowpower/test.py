@@ -5,7 +5,8 @@
 
 Prints the mean Dice (the referee's per-image rule), mIoU, a per-class Dice/IoU table and the
 confusion matrix. With ``--save-images DIR`` every image gets a panel ``DIR/NAME.png``: the input,
-the ground truth and the prediction colour-coded, and the prediction over the input.
+the ground truth and the prediction colour-coded, and the prediction over the input, under
+column titles, with a legend of the class colours and names.
 """
 import argparse
 import json
@@ -20,10 +21,11 @@ from torch.utils.data import DataLoader
 from evaluation.metrics import format_table
 from lowpower.checkpoint import build_model, load_checkpoint
 from lowpower.config import ConfigError
-from lowpower.data import DataError, colorize, overlay
+from lowpower.data import DataError
 from lowpower.data.build import build_dataset, class_names, data_root
 from lowpower.distributed import pick_device
 from lowpower.engine import evaluate, summary_metrics
+from lowpower.panels import compose_panel
 
 
 def parse_args(argv=None):
@@ -59,20 +61,17 @@ def confusion_text(cm, names):
 
 
 class PanelWriter:
-    """Writes input | ground truth | prediction | overlay panels, one PNG per image, in order."""
+    """Writes a titled input | ground truth | prediction | overlay panel with a class legend per image."""
 
-    def __init__(self, dataset, folder):
-        self.dataset, self.folder, self.index = dataset, Path(folder), 0
+    def __init__(self, dataset, folder, names):
+        self.dataset, self.folder, self.names, self.index = dataset, Path(folder), names, 0
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, predictions, masks):
         for prediction, mask in zip(predictions, masks):
             image = self.dataset.load_pair(self.index)[0]
-            side = prediction.shape[0]
-            image = cv2.resize(image, (prediction.shape[1], side), interpolation=cv2.INTER_AREA)
-            truth = colorize(np.where(mask == 255, 0, mask).astype(np.uint8))
-            panel = np.concatenate([image, truth, colorize(prediction.astype(np.uint8)),
-                                    overlay(image, prediction.astype(np.uint8))], axis=1)
+            image = cv2.resize(image, (prediction.shape[1], prediction.shape[0]), interpolation=cv2.INTER_AREA)
+            panel = compose_panel(image, np.asarray(mask), np.asarray(prediction), self.names)
             name = self.dataset.names[self.index]
             cv2.imwrite(str(self.folder / (name + ".png")), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
             self.index += 1
@@ -121,7 +120,7 @@ def run(args):
         model = model.to(memory_format=torch.channels_last)
     writers = []
     if args.save_images:
-        writers.append(PanelWriter(dataset, args.save_images))
+        writers.append(PanelWriter(dataset, args.save_images, class_names(cfg)))
     if args.save_predictions:
         writers.append(PredictionWriter(dataset, args.save_predictions))
 
@@ -140,7 +139,7 @@ def run(args):
     print(format_table(summary, names))
     print(confusion_text(summary["confusion_matrix"], names))
     if args.save_images:
-        print("panels (input | ground truth | prediction | overlay) in %s" % args.save_images)
+        print("panels (input | ground truth | prediction | overlay, with a class legend) in %s" % args.save_images)
     if args.save_predictions:
         print("predictions (%d PNGs) in %s" % (summary["images"], args.save_predictions))
     if args.json:

@@ -10,7 +10,9 @@ import pytest
 
 from evaluation.metrics import confusion_matrix, image_mean_dice
 from lowpower.synthetic import generate
+from lowpower import panels
 from lowpower import test as test_cli
+from lowpower.data import PALETTE
 from lowpower.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,12 +55,28 @@ def test_scores_match_the_metrics_module_on_the_saved_predictions(tiny_run, tmp_
     assert np.array(scores["confusion_matrix"]).sum() == 3 * 64 * 64
 
 
-def test_panels_show_input_truth_prediction_and_overlay(tiny_run, tmp_path):
+def test_panels_show_titled_columns_and_a_class_legend(tiny_run, tmp_path):
     _, checkpoint = tiny_run
     assert test_cli.main(["--checkpoint", str(checkpoint), "--split", "test", "--save-images", str(tmp_path),
                       "--no-progress"]) == 0
-    panel = cv2.imread(str(sorted(tmp_path.glob("*.png"))[0]))
-    assert panel.shape == (64, 4 * 64, 3), "four 64-pixel tiles side by side"
+    panel = cv2.cvtColor(cv2.imread(str(sorted(tmp_path.glob("*.png"))[0])), cv2.COLOR_BGR2RGB)
+    tile = 64 * 3  # 64-pixel predictions enlarged to at least panels.MIN_TILE
+    assert panel.shape[1] == 4 * tile, "four tiles side by side"
+    band = panels.BAND
+    assert panel.shape[0] > band + tile, "a title band above and a legend below the tiles"
+    for column in range(4):  # every title band cell holds dark text on white
+        cell = panel[:band, column * tile:(column + 1) * tile]
+        assert (cell.min(axis=2) < 100).sum() > 20 and (cell == 255).all(axis=2).mean() > 0.5
+    legend = panel[band + tile:]
+    for colour in PALETTE:  # a swatch of every class colour sits in the legend
+        assert (legend == colour).all(axis=2).sum() >= (panels.SWATCH - 2) ** 2, colour
+
+
+def test_legend_rows_wrap_to_the_panel_width():
+    names = ["class %d" % i for i in range(14)]
+    wide, narrow = panels.legend(names, 2000), panels.legend(names, 300)
+    assert wide.shape[1] == 2000 and narrow.shape[1] == 300
+    assert narrow.shape[0] > wide.shape[0], "fewer entries per row means more rows"
 
 
 def test_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
