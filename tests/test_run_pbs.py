@@ -135,3 +135,41 @@ def test_two_nodes_rendezvous_on_the_first(tiny_data, tmp_path):
     assert call.startswith("-n 2 -- bash -c cd %s && exec env " % ROOT)
     assert re.search(r"--nnodes=2 --nproc-per-node=1 --rdzv-backend=c10d --rdzv-endpoint=localhost:\d+ "
                      r"--rdzv-id=%s" % re.escape(JOB), call)
+
+
+# Stand-in interpreter: records the torchrun command line instead of training; anything else
+# (run.pbs's own small python -c helpers) goes to the real interpreter.
+FAKE_PYTHON = r"""#!/bin/bash
+if [ "$1" = -m ] && [ "$2" = torch.distributed.run ]; then
+    printf "%s\n" "$*" > "$(dirname "$0")/torchrun.txt"
+    exit 0
+fi
+exec "{python}" "$@"
+"""
+
+
+def test_plain_qsub_trains_the_default_config_named_near_the_top(tmp_path):
+    script = (ROOT / "run.pbs").read_text()
+    default = re.search(r"^DEFAULT_CFG=(\S+)$", script, re.M)
+    assert default and (ROOT / default.group(1)).is_file(), "one DEFAULT_CFG line naming a real config"
+    assert script.index("DEFAULT_CFG=") < script.index("set -eo pipefail"), "near the top, before any work"
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON.replace("{python}", sys.executable))
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("CFG", "ARGS")}
+    env.update(PBS_O_WORKDIR=str(ROOT), PBS_JOBID=JOB, PYTHON=str(fake), OUT=str(tmp_path / "run"), NPROC="1")
+    result = subprocess.run(["bash", str(ROOT / "run.pbs")], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    command = (tmp_path / "torchrun.txt").read_text().split()
+    assert command[command.index("--cfg") + 1] == default.group(1)
+    assert "config %s" % default.group(1) in result.stdout
+
+
+def test_a_missing_config_is_a_one_line_error_that_names_it(tmp_path):
+    env = dict(os.environ, PBS_O_WORKDIR=str(ROOT), CFG="configs/nope.yaml", OUT=str(tmp_path / "run"))
+    result = subprocess.run(["bash", str(ROOT / "run.pbs")], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert "configs/nope.yaml" in result.stderr and "DEFAULT_CFG" in result.stderr
+    assert not (tmp_path / "run").exists(), "nothing is created for a job that cannot start"
