@@ -24,3 +24,22 @@ def test_environment_yml_has_python_311_and_the_same_pins():
     assert "python=3.11" in deps
     pip = next(d["pip"] for d in deps if isinstance(d, dict))
     assert sorted(pip) == sorted(requirement_lines())
+
+
+def test_every_device_package_a_submission_may_import_is_importable_here():
+    # presubmit runs a submission with this interpreter; a package the device has but this
+    # environment lacks (imageio, setuptools' pkg_resources) would fail a known-good submission.
+    # TensorRT is the exception: it comes with the device image and needs the device's GPU.
+    import importlib.util
+
+    from evaluation.contract import DEVICE_PACKAGES
+
+    missing = sorted(name for name in DEVICE_PACKAGES - {"tensorrt"} if importlib.util.find_spec(name) is None)
+    assert missing == []
+
+
+def test_setuptools_pin_still_ships_pkg_resources():
+    # setuptools 82 removed pkg_resources; the pin must stay below that.
+    pins = dict(line.split("==") for line in requirement_lines())
+    assert int(pins["setuptools"].split(".")[0]) < 82
+    assert "imageio" in pins
