@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from evaluation.metrics import confusion_matrix, image_mean_dice
-from lowpower.synthetic import generate
 from lowpower import panels
 from lowpower import test as test_cli
 from lowpower.data import PALETTE
+from lowpower.synthetic import generate
 from lowpower.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
