@@ -20,6 +20,7 @@ Example:
 """
 import copy
 import difflib
+import re
 from pathlib import Path
 
 import yaml
@@ -33,14 +34,40 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message says how to fix it."""
 
 
+class Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as ``1e-3`` as numbers.
+
+    PyYAML implements YAML 1.1, whose float rule needs a dot (``1.0e-3``), so ``lr: 1e-3`` -- the
+    way people write it -- would be the *string* '1e-3'. The extra resolver below is YAML 1.2's
+    float pattern restricted to forms with an exponent; the int resolver is tried first, so plain
+    integers stay integers.
+
+    Example:
+        >>> yaml.load("lr: 1e-3", Loader=Loader)
+        {'lr': 0.001}
+    """
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def read_yaml(text):
+    """Parse YAML text with :class:`Loader` (safe, and ``1e-3`` is a float)."""
+    return yaml.load(text, Loader=Loader)
+
+
 class Key:
     """One schema entry: allowed types, default, choices and a line of help for the reference."""
 
-    def __init__(self, types, default, help, choices=None):
+    def __init__(self, types, default, help, choices=None, low=None, high=None, above=None):
         self.types = types if isinstance(types, tuple) else (types,)
         self.default = default
         self.help = help
         self.choices = choices
+        self.low, self.high, self.above = low, high, above  # value >= low, <= high, > above
 
 
 SCHEMA = {
@@ -54,52 +81,52 @@ SCHEMA = {
     "data": {
         "dataset": Key(str, "lpcvc", "folder layout of data.root", ["lpcvc", "synthetic", "cityscapes"]),
         "root": Key(str, "data/lpcvc", "data folder; relative paths are taken from the repository root"),
-        "num_classes": Key(int, 14, "classes the model predicts (LPCVC: 14, Cityscapes: 19)"),
-        "input_size": Key(int, 512, "square side the model sees in training (base scale) and evaluation"),
-        "crop_size": Key((int, OPTIONAL), None, "training crop side; null means data.input_size"),
-        "scale_min": Key(float, 0.5, "smallest random scale factor of the training resize"),
-        "scale_max": Key(float, 2.0, "largest random scale factor of the training resize"),
-        "hflip": Key(float, 0.5, "probability of a horizontal flip"),
-        "jitter": Key(float, 0.2, "brightness/contrast/saturation jitter strength (0 disables)"),
+        "num_classes": Key(int, 14, "classes the model predicts (LPCVC: 14, Cityscapes: 19)", low=1, high=255),
+        "input_size": Key(int, 512, "square side the model sees in training (base scale) and evaluation", low=1),
+        "crop_size": Key((int, OPTIONAL), None, "training crop side; null means data.input_size", low=1),
+        "scale_min": Key(float, 0.5, "smallest random scale factor of the training resize", above=0),
+        "scale_max": Key(float, 2.0, "largest random scale factor of the training resize", above=0),
+        "hflip": Key(float, 0.5, "probability of a horizontal flip", low=0, high=1),
+        "jitter": Key(float, 0.2, "brightness/contrast/saturation jitter strength (0 disables)", low=0),
         "cache": Key(bool, False, "decode and downsize every image once, into memory (small data sets)"),
-        "workers": Key(int, 4, "data loader processes per training process (0 loads in the main process)"),
-        "synthetic_train": Key(int, 300, "synthetic data: training images generated when data.root is missing"),
-        "synthetic_val": Key(int, 50, "synthetic data: validation images"),
-        "synthetic_test": Key(int, 50, "synthetic data: test images (referee layout)"),
+        "workers": Key(int, 4, "data loader processes per training process (0 loads in the main process)", low=0),
+        "synthetic_train": Key(int, 300, "synthetic data: training images generated when data.root is missing", low=0),
+        "synthetic_val": Key(int, 50, "synthetic data: validation images", low=0),
+        "synthetic_test": Key(int, 50, "synthetic data: test images (referee layout)", low=0),
         "synthetic_seed": Key(int, 0, "synthetic data: generator seed"),
     },
     "train": {
-        "epochs": Key(int, 100, "passes over the training split"),
-        "batch_size": Key(int, 8, "images per step per process (per GPU under torchrun)"),
+        "epochs": Key(int, 100, "passes over the training split", low=1),
+        "batch_size": Key(int, 8, "images per step per process (per GPU under torchrun)", low=1),
         "optimizer": Key(str, "sgd", "optimizer", ["sgd", "adamw"]),
-        "lr": Key(float, 0.01, "peak learning rate (reached after the warm-up)"),
-        "momentum": Key(float, 0.9, "SGD momentum"),
-        "weight_decay": Key(float, 1e-4, "weight decay"),
-        "warmup_iters": Key(int, 100, "steps of linear warm-up from lr/100 to lr"),
-        "poly_power": Key(float, 0.9, "power of the poly decay lr * (1 - step/steps) ** power"),
+        "lr": Key(float, 0.01, "peak learning rate (reached after the warm-up)", above=0),
+        "momentum": Key(float, 0.9, "SGD momentum", low=0, high=1),
+        "weight_decay": Key(float, 1e-4, "weight decay", low=0),
+        "warmup_iters": Key(int, 100, "steps of linear warm-up from lr/100 to lr", low=0),
+        "poly_power": Key(float, 0.9, "power of the poly decay lr * (1 - step/steps) ** power", low=0),
         "class_weights": Key((list, str, OPTIONAL), None,
                              "cross-entropy class weights: null, a list with one weight per class, "
                              "or 'inverse_sqrt' (from the training masks' pixel shares)"),
         "dice_weight": Key(float, 0.0, "weight of a per-image soft Dice loss (averaged like the referee's mean Dice) "
-                                         "added to the cross-entropy (0 disables)"),
+                                         "added to the cross-entropy (0 disables)", low=0),
         "amp": Key(bool, True, "mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 (AMX, "
                                "AVX512-BF16), fp32 elsewhere"),
         "channels_last": Key(bool, False, "NHWC memory layout (faster convolutions with amp on recent "
                                           "CPUs and tensor-core GPUs)"),
-        "clip_grad": Key((float, OPTIONAL), None, "clip the gradient norm to this value; null disables"),
-        "val_every": Key(int, 1, "validate every N epochs (and always after the last)"),
+        "clip_grad": Key((float, OPTIONAL), None, "clip the gradient norm to this value; null disables", above=0),
+        "val_every": Key(int, 1, "validate every N epochs (and always after the last)", low=1),
         "sync_bn": Key(bool, False, "SyncBatchNorm across processes under torchrun"),
         "seed": Key(int, 0, "seed of weights, data order and augmentation"),
         "device": Key(str, "auto", "auto (CUDA when present), cuda or cpu", ["auto", "cuda", "cpu"]),
-        "threads": Key((int, OPTIONAL), None, "CPU threads for torch; null keeps torch's default"),
+        "threads": Key((int, OPTIONAL), None, "CPU threads for torch; null keeps torch's default", low=1),
     },
     "eval": {
-        "batch_size": Key(int, 8, "images per step in validation and test.py"),
-        "output_size": Key(int, 512, "side of the predicted masks that are scored (the referee's 512)"),
+        "batch_size": Key(int, 8, "images per step in validation and test.py", low=1),
+        "output_size": Key(int, 512, "side of the predicted masks that are scored (the referee's 512)", low=1),
         "min_class_area": Key(float, 0.0, "drop a class from an image's prediction when it covers less than "
                                           "this share of the image (its pixels go to the next likely class); "
                                           "the referee scores a spurious class 0. Used by validation, test.py "
-                                          "and the package. 0 disables"),
+                                          "and the package. 0 disables", low=0),
     },
 }
 
@@ -148,6 +175,10 @@ def check_value(section, name, value, where):
     if key.choices and value not in key.choices:
         raise ConfigError("%s: %s must be one of %s, got %r"
                           % (where, dotted, ", ".join(key.choices), value))
+    for bound, broken, rule in ((key.low, lambda b: value < b, "at least"), (key.high, lambda b: value > b, "at most"),
+                                (key.above, lambda b: value <= b, "greater than")):
+        if bound is not None and isinstance(value, (int, float)) and broken(bound):
+            raise ConfigError("%s: %s must be %s %s, got %r" % (where, dotted, rule, bound, value))
     return value
 
 
@@ -181,7 +212,10 @@ def apply_override(cfg, text):
     dotted, raw = text.split("=", 1)
     dotted = dotted.strip()
     parts = dotted.split(".")
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = read_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError("--set %s: the value is not valid YAML (%s)" % (text, str(error).splitlines()[0])) from None
     if len(parts) == 3 and parts[:2] == ["model", "kwargs"]:
         cfg["model"]["kwargs"][parts[2]] = value
         return cfg
@@ -190,48 +224,94 @@ def apply_override(cfg, text):
     return merge(cfg, {parts[0]: {parts[1]: value}}, "--set %s" % text)
 
 
-def check_model_kwargs(cfg, where):
-    """Check model.arch and model.kwargs against the registry and the builder's signature."""
+def _blame(where, sources, *keys):
+    """Who set ``keys``: the ``--set`` argument that did (the last one wins), else ``where``.
+
+    So an impossible value typed on the command line is blamed on that argument, not on the file.
+    """
+    for dotted in keys:
+        for name in (dotted, dotted.rsplit(".", 1)[0]):  # model.kwargs.depth may come from model.kwargs={..}
+            if sources and name in sources:
+                return sources[name]
+    return where
+
+
+def check_model_kwargs(cfg, where, sources=None):
+    """Check model.arch and model.kwargs against the registry and the builder's signature.
+
+    Args:
+        cfg: resolved config.
+        where: what to blame by default (the file name).
+        sources: ``{section.key: '--set ...'}`` for keys set on the command line.
+    """
     arch = cfg["model"]["arch"]
     if arch not in networks.MODELS:
         close = difflib.get_close_matches(arch, networks.list_models(), n=1)
         hint = " Did you mean '%s'?" % close[0] if close else ""
         raise ConfigError("%s: model.arch '%s' is not a registered network.%s Valid names: %s"
-                          % (where, arch, hint, ", ".join(networks.list_models())))
+                          % (_blame(where, sources, "model.arch"), arch, hint, ", ".join(networks.list_models())))
     accepted = [a for a in networks.builder_arguments(arch) if a != "num_classes"]
     unknown = sorted(set(cfg["model"]["kwargs"]) - set(accepted))
     if unknown:
+        keys = ["model.kwargs.%s" % name for name in unknown]
         raise ConfigError("%s: model.kwargs has %s, which %s does not take; it accepts: %s"
-                          % (where, ", ".join(unknown), arch, ", ".join(accepted)))
+                          % (_blame(where, sources, *keys), ", ".join(unknown), arch, ", ".join(accepted)))
 
 
-def check_consistency(cfg, where):
-    """Cross-key rules the per-key types cannot express."""
+def check_consistency(cfg, where, sources=None):
+    """Value ranges and cross-key rules the per-key types cannot express.
+
+    Args:
+        cfg: resolved config.
+        where: what to blame by default (the file name).
+        sources: ``{section.key: '--set ...'}`` for keys set on the command line; an error about
+            such a key names that argument instead of ``where``.
+
+    Example:
+        >>> check_consistency(load_config(None, ["train.lr=0.1"]), "x.yaml")
+    """
     data, train = cfg["data"], cfg["train"]
-    if not 0 < data["scale_min"] <= data["scale_max"]:
+    if not data["scale_min"] <= data["scale_max"]:
         raise ConfigError("%s: need 0 < data.scale_min <= data.scale_max, got %s and %s"
-                          % (where, data["scale_min"], data["scale_max"]))
-    for dotted, value in (("train.epochs", train["epochs"]), ("train.batch_size", train["batch_size"]),
-                          ("data.input_size", data["input_size"]), ("train.val_every", train["val_every"])):
-        if value < 1:
-            raise ConfigError("%s: %s must be at least 1, got %d" % (where, dotted, value))
+                          % (_blame(where, sources, "data.scale_min", "data.scale_max"),
+                             data["scale_min"], data["scale_max"]))
     if data["dataset"] == "cityscapes" and data["num_classes"] != 19:
         raise ConfigError("%s: Cityscapes has 19 evaluated classes; set data.num_classes=19, got %d"
-                          % (where, data["num_classes"]))
+                          % (_blame(where, sources, "data.num_classes", "data.dataset"), data["num_classes"]))
     if data["dataset"] == "cityscapes" and data["cache"]:
         # The cache squares images for small data sets; Cityscapes keeps its 1:2 frames.
         raise ConfigError("%s: data.cache is for small square data sets; set data.cache=false for Cityscapes"
-                          % where)
+                          % _blame(where, sources, "data.cache", "data.dataset"))
     if not 0 <= cfg["eval"]["min_class_area"] < 1:
         raise ConfigError("%s: eval.min_class_area is a share of the image in [0, 1), got %s"
-                          % (where, cfg["eval"]["min_class_area"]))
+                          % (_blame(where, sources, "eval.min_class_area"), cfg["eval"]["min_class_area"]))
     weights = train["class_weights"]
     if isinstance(weights, str) and weights != "inverse_sqrt":
         raise ConfigError("%s: train.class_weights must be null, a list or 'inverse_sqrt', got %r"
-                          % (where, weights))
+                          % (_blame(where, sources, "train.class_weights"), weights))
     if isinstance(weights, list) and len(weights) != data["num_classes"]:
         raise ConfigError("%s: train.class_weights has %d values for %d classes (data.num_classes)"
-                          % (where, len(weights), data["num_classes"]))
+                          % (_blame(where, sources, "train.class_weights", "data.num_classes"),
+                             len(weights), data["num_classes"]))
+
+
+def apply_overrides(cfg, overrides):
+    """Apply ``section.key=value`` strings in order; returns ``{section.key: '--set TEXT'}``.
+
+    The returned map lets :func:`check_consistency` blame the argument that set a bad value.
+    """
+    sources = {}
+    for text in overrides:
+        apply_override(cfg, text)
+        sources[text.split("=", 1)[0].strip()] = "--set %s" % text
+    return sources
+
+
+def validate(cfg, where, sources=None):
+    """Check the model arguments and the value rules of a resolved config (see above)."""
+    check_model_kwargs(cfg, where, sources)
+    check_consistency(cfg, where, sources)
+    return cfg
 
 
 def load_config(path=None, overrides=()):
@@ -257,16 +337,12 @@ def load_config(path=None, overrides=()):
         if not path.is_file():
             raise ConfigError("config file %s does not exist (see configs/ for examples)" % path)
         try:
-            content = yaml.safe_load(path.read_text())
+            content = read_yaml(path.read_text())
         except yaml.YAMLError as error:
             raise ConfigError("%s is not valid YAML: %s" % (path, error)) from None
         merge(cfg, content or {}, str(path))
-    for text in overrides:
-        apply_override(cfg, text)
-    where = str(path) if path else "config"
-    check_model_kwargs(cfg, where)
-    check_consistency(cfg, where)
-    return cfg
+    sources = apply_overrides(cfg, overrides)
+    return validate(cfg, str(path) if path else "config", sources)
 
 
 def save_config(cfg, path):

@@ -86,3 +86,42 @@ def test_readme_reference_matches_the_schema():
     readme = (ROOT / "README.md").read_text()
     assert reference_markdown() in readme, "regenerate with: python -m lowpower.config"
     assert defaults()["data"]["dataset"] == "lpcvc"
+
+
+def test_yaml_1_2_floats_like_1e_3_are_numbers_in_the_file_and_in_set(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-4\n  clip_grad: +2e1\n")
+    cfg = load_config(path, ["train.poly_power=9e-1"])
+    assert cfg["train"]["lr"] == 0.001 and isinstance(cfg["train"]["lr"], float)
+    assert cfg["train"]["weight_decay"] == 0.0005
+    assert cfg["train"]["clip_grad"] == 20.0
+    assert cfg["train"]["poly_power"] == 0.9
+    # integers and strings keep their types
+    assert load_config(None, ["train.epochs=12", "model.arch=unet"])["train"]["epochs"] == 12
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.lr=-0.1", "train.lr"),
+    ("data.num_classes=0", "data.num_classes"),
+    ("train.weight_decay=-1e-4", "train.weight_decay"),
+    ("data.workers=-1", "data.workers"),
+])
+def test_impossible_values_blame_the_set_argument_and_the_key(tmp_path, override, key):
+    path = write(tmp_path, {"train": {"epochs": 2}})
+    with pytest.raises(ConfigError) as error:
+        load_config(path, [override])
+    message = str(error.value)
+    assert message.startswith("--set %s:" % override), message
+    assert key in message and str(path) not in message
+
+
+def test_cross_key_errors_blame_the_set_argument_not_the_file(tmp_path):
+    path = write(tmp_path, {"train": {"epochs": 2}})
+    with pytest.raises(ConfigError, match=r"^--set train.batch_size=0: train.batch_size must be at least 1"):
+        load_config(path, ["train.batch_size=0"])
+    with pytest.raises(ConfigError, match=r"^--set model.kwargs.base_widht=8: model.kwargs has base_widht"):
+        load_config(path, ["model.kwargs.base_widht=8"])
+    # the same fault written in the file blames the file
+    bad = write(tmp_path, {"train": {"batch_size": 0}})
+    with pytest.raises(ConfigError, match="^%s: train.batch_size" % bad):
+        load_config(bad)
