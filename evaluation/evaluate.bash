@@ -48,10 +48,11 @@ json_string() {  # a JSON string literal of $1 (backslashes, quotes, control cha
         | awk 'BEGIN { ORS = "" } NR > 1 { print "\\n" } { print }' | sed 's/^/"/; s/$/"/'
 }
 
-fail() {  # fail REASON: write a minimal report and exit 1 (used when nothing could be scored)
+fail() {  # fail REASON: write a minimal report and exit 1 (nothing was scored: the figures are null)
     {
         printf '{\n "name": %s,\n "status": "failed",\n' "$(json_string "$NAME")"
         printf ' "reason": %s,\n "problems": [%s],\n' "$(json_string "$1")" "$(json_string "$1")"
+        printf ' "mean_dice": null,\n "miou": null,\n "score": null,\n "score_wall": null,\n'
         printf ' "solution": %s,\n "data_dir": %s\n}\n' "$(json_string "$SOLUTION")" "$(json_string "$DATA_DIR")"
     } > "$JSON"
     echo "FAILED: $1" >&2

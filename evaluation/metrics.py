@@ -24,9 +24,11 @@ Example:
 import numpy as np
 
 if __package__:
-    from .contract import CLASS_NAMES, NUM_CLASSES, OUTPUT_SIZE as REFEREE_SIZE
+    from .contract import CLASS_NAMES, NUM_CLASSES
+    from .contract import OUTPUT_SIZE as REFEREE_SIZE
 else:  # run beside score.py as a script: Python put this folder first on sys.path
-    from contract import CLASS_NAMES, NUM_CLASSES, OUTPUT_SIZE as REFEREE_SIZE
+    from contract import CLASS_NAMES, NUM_CLASSES
+    from contract import OUTPUT_SIZE as REFEREE_SIZE
 
 
 def referee_prepare(arr, size=REFEREE_SIZE):

@@ -101,6 +101,7 @@ def test_crash_fails_with_the_exit_status_and_stderr(tmp_path, data_dir):
     result, report, run_dir = evaluate(tmp_path, "crash", data_dir)
     assert result.returncode == 1
     assert report["status"] == "failed" and report["solution_exit_status"] == 1
+    assert report["mean_dice"] is None and report["score"] is None and "partial" not in report
     assert "exited with status 1" in report["reason"] and "no model found" in report["reason"]
     assert "loading weights" in (run_dir / "stderr.log").read_text()  # stderr kept, not thrown away
     assert "no model found" in result.stdout
@@ -118,7 +119,10 @@ def test_two_numbers_on_stdout_fail(tmp_path, data_dir):
     result, report, _ = evaluate(tmp_path, "two_numbers", data_dir)
     assert result.returncode == 1
     assert report["status"] == "failed" and "2 numbers" in report["reason"]
-    assert report["mean_dice"] == 1.0  # the outputs are still scored, for information
+    # the outputs are scored for information, but a failed report ranks nothing (fault 9)
+    assert report["mean_dice"] is None and report["score"] is None and report["score_wall"] is None
+    assert report["partial"]["mean_dice"] == 1.0 and report["partial"]["images"] == 3
+    assert "partial, not a result" in result.stdout
 
 
 def test_too_few_outputs_fail_naming_the_missing(tmp_path, data_dir):
@@ -127,6 +131,13 @@ def test_too_few_outputs_fail_naming_the_missing(tmp_path, data_dir):
     assert report["status"] == "failed"
     assert report["missing"] == ["img_1.png", "img_2.png"]
     assert "img_1.png" in report["reason"]
+    # fault 9 of issue 12: this reported status failed with score ~ 1.0 / (s / 3) from the one mask
+    for key in ("mean_dice", "miou", "score", "score_wall"):
+        assert report[key] is None, key
+    assert report["partial"] == {"mean_dice": 1.0, "miou": 1.0, "images": 1, "of": 3,
+                                 "note": report["partial"]["note"]}
+    assert "not a result" in report["partial"]["note"]
+    assert "score = Dice" not in result.stdout  # the text shows no score row either
 
 
 def test_ids_above_13_fail_naming_the_file(tmp_path, data_dir):
@@ -145,6 +156,7 @@ def test_missing_data_folder_still_writes_a_json(tmp_path):
     assert result.returncode == 1
     report = json.loads((out / "good.json").read_text())
     assert report["status"] == "failed" and "IMG/" in report["reason"]
+    assert report["mean_dice"] is None and report["score"] is None
 
 
 def test_help_and_executable_bit():

@@ -154,7 +154,10 @@ def test_pairs_by_name_and_reports_missing_and_extra(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert status == 1 and data["status"] == "failed"
     assert data["missing"] == ["c.png"] and data["extra"] == ["z.png"]
-    assert data["images"] == 2 and data["mean_dice"] == 1.0  # the pairs that exist are still scored
+    # a failed report ranks nothing: the pairs that exist are scored, but only under "partial"
+    assert data["mean_dice"] is None and data["miou"] is None
+    assert data["partial"]["mean_dice"] == 1.0 and data["partial"]["images"] == 2 and data["partial"]["of"] == 3
+    assert data["images"] == 2 and sorted(data["per_image_dice"]) == ["a.png", "b.png"]
     assert data["referee_pairing_differs"] is True
     assert data["referee_mispairs"] == [["z.png", "c.png"]]
     text = capsys.readouterr().out
@@ -180,6 +183,46 @@ def test_out_of_range_prediction_is_an_error_naming_the_file(tmp_path):
     assert report["status"] == "failed"
     assert "bad_one.png" in report["reason"] and "14, 200" in report["reason"]
     assert report["images"] == 1 and list(report["per_image_dice"]) == ["ok.png"]
+
+
+def test_failed_report_carries_no_ranking_figure(tmp_path):
+    """Fault 9 of issue 12: one good mask of three gave status failed and mean_dice 1.0 (a subset)."""
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    pred_dir.mkdir()
+    gt_dir.mkdir()
+    half = np.zeros((512, 512), np.uint8)
+    half[:256] = 3
+    for name in ("a.png", "b.png", "c.png"):
+        write_png(gt_dir / name, half)
+    write_png(pred_dir / "a.png", half)
+    out = tmp_path / "r.json"
+    assert score.main(["-i", str(pred_dir), "-g", str(gt_dir), "--json", str(out), "-q"]) == 1
+    data = json.loads(out.read_text())
+    assert data["status"] == "failed"
+    assert data["mean_dice"] is None and data["miou"] is None
+    assert all(row["dice"] is None and row["iou"] is None for row in data["per_class"].values())
+    assert data["partial"] == {"mean_dice": 1.0, "miou": 1.0, "images": 1, "of": 3, "note": data["partial"]["note"]}
+    assert "not a result" in data["partial"]["note"]
+    # counts and the per-image value of the named file stay: they are facts about that file
+    assert data["per_class"]["building_damaged"]["gt_pixels"] == 131072
+    assert data["per_image_dice"] == {"a.png": 1.0}
+
+
+def test_scored_report_has_no_partial_and_keeps_per_class(tmp_path):
+    pred_dir, gt_dir = make_random_set(tmp_path, 11, count=2)
+    report = score.score_folders(str(pred_dir), str(gt_dir))
+    assert report["status"] == "scored" and "partial" not in report
+    assert report["mean_dice"] > 0 and report["per_class"]["background"]["dice"] is not None
+
+
+def test_withhold_is_idempotent_and_keeps_the_first_partial():
+    report = {"status": "failed", "mean_dice": 0.4, "miou": 0.3, "score": 9.0, "per_image_dice": {"a.png": 0.4},
+              "gt_images": 2, "per_class": {"background": {"dice": 0.5, "iou": 0.4, "gt_pixels": 7}}}
+    score.withhold_unless_scored(report)
+    score.withhold_unless_scored(report)
+    assert report["mean_dice"] is None and report["score"] is None and report["miou"] is None
+    assert report["partial"]["mean_dice"] == 0.4 and report["partial"]["of"] == 2
+    assert report["per_class"]["background"] == {"dice": None, "iou": None, "gt_pixels": 7}
 
 
 def test_strict_size_rejects_non_512_predictions(tmp_path):
