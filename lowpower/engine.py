@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from evaluation.metrics import SegmentationMeter
 from lowpower.distributed import all_reduce_arrays, any_process
-from solution.main import segment
+from solution.postprocess import segment
 
 
 class EpochSampler(DistributedSampler):

@@ -20,34 +20,35 @@ antialiased resize to the model's input size (Pillow's, which is the
 algorithm torchvision's ``Resize(antialias=True)`` reproduces), ``/255``, mean
 and std of the manifest.
 
+This file is the command line and the run; the rest is one module per job:
+    pipeline.py     the reader and writer pools around the model
+    imagefiles.py   decoding inputs, writing masks (the pool jobs)
+    model.py        manifest, weights, device, the timed ``Segmenter``
+    postprocess.py  logits -> class ids (also what training validation imports)
+
+An input that cannot be read (corrupt, empty, a broken symbolic link) gets an
+all-background mask and a warning on stderr; when no input at all can be read,
+the run exits 2 with the reason on stderr and prints nothing on stdout.
+
 Environment variables (for benchmarks and tests; the referee sets none):
     LOWPOWER_SEQUENTIAL=1   no pools: read, segment, write one batch at a time
     LOWPOWER_THREADS=N      torch CPU threads (default: all cores)
     LOWPOWER_STATS=FILE     write the run's timings as JSON to FILE
 """
 import argparse
-import io
 import json
 import os
-import pkgutil
 import sys
-import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
-import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
 
-PACKAGE = __name__.rpartition('.')[0] or 'solution'
-MAX_CLASSES = 14  # the referee crashes on ids above 13
+from .model import Segmenter, build_model, choose_device, load_manifest
+from .pipeline import segment_folder
+
 SEQUENTIAL_ENV = 'LOWPOWER_SEQUENTIAL'
-THREADS_ENV = 'LOWPOWER_THREADS'
 STATS_ENV = 'LOWPOWER_STATS'
-BILINEAR = getattr(Image, 'Resampling', Image).BILINEAR
+EXIT_OK, EXIT_WRITE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 class InputError(Exception):
@@ -61,6 +62,7 @@ def warn(message):
 
 
 def parse_args(argv=None):
+    """The referee's command line: -i IMG_DIR -o OUT_DIR."""
     parser = argparse.ArgumentParser(
         prog='solution.pyz',
         description='Segment every image in INPUT into a 512x512 PNG of class ids in OUTPUT '
@@ -70,386 +72,41 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-# ----------------------------------------------------------------------------- package contents
+def list_inputs(folder):
+    """Sorted names of the inputs in folder: regular files and broken symbolic links, not hidden.
 
-def load_manifest():
-    return json.loads(pkgutil.get_data(PACKAGE, 'manifest.json').decode('utf-8'))
-
-
-def load_weights():
-    """The state dict from weights.npz: plain arrays, no pickle."""
-    data = pkgutil.get_data(PACKAGE, 'weights.npz')
-    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-        return dict((key, torch.from_numpy(arrays[key])) for key in arrays.files)
-
-
-def build_model(manifest):
-    """Rebuild the network from the shipped ``networks`` source and load the weights.
-
-    fp16 weights are cast to the model's fp32 parameters here; on CUDA the
-    model is halved again when the manifest asks for fp16.
-    """
-    import networks  # the generated registry of the one shipped model
-    model = networks.create_model(manifest['arch'], **manifest['arch_kwargs'])
-    model.load_state_dict(load_weights(), strict=True)
-    return model.eval()
-
-
-# ----------------------------------------------------------------------------- reading
-
-def to_rgb8(image, order):
-    """Any decoded image array -> HxWx3 uint8 RGB.
-
-    16-bit images are scaled to 8 bits (x * 255 / 65535, rounded), floats are
-    taken as [0, 1], grayscale is replicated, alpha is dropped.
-    """
-    if image.dtype != np.uint8:
-        if image.dtype == np.uint16:
-            image = cv2.convertScaleAbs(image, alpha=255.0 / 65535.0)
-        elif image.dtype.kind == 'f':
-            image = cv2.convertScaleAbs(np.nan_to_num(image.astype(np.float32)), alpha=255.0)
-        else:
-            image = np.clip(image, 0, 255).astype(np.uint8)
-    if image.ndim == 3 and image.shape[2] in (1, 2):  # gray, gray + alpha
-        image = image[:, :, 0]
-    if image.ndim == 2:
-        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2RGB)
-    if image.ndim != 3:
-        raise ValueError('unexpected image shape {}'.format(image.shape))
-    if order == 'bgr':
-        if image.shape[2] == 4:
-            return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-        return cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(image[:, :, :3])
-
-
-def decode(data):
-    """Encoded bytes -> HxWx3 uint8 RGB, or None when neither OpenCV nor Pillow can read them.
-
-    The format is found from the content, not the file name (a JPEG named .png reads fine).
-    """
-    if not data:
-        return None
-    try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        image = None
-    if image is not None and image.size:
-        return to_rgb8(image, 'bgr')
-    try:  # formats OpenCV does not read (GIF, ...)
-        pil = Image.open(io.BytesIO(data))
-        pil.load()
-    except Exception:  # noqa: BLE001 -- any failure means unreadable
-        return None
-    if pil.mode not in ('L', 'RGB', 'RGBA', 'I;16', 'I;16B', 'I;16L'):
-        pil = pil.convert('RGB')
-    return to_rgb8(np.asarray(pil), 'rgb')
-
-
-def resize(rgb, size):
-    """Bilinear antialiased resize to size x size: the train-time evaluation's resize."""
-    if rgb.shape[0] == size and rgb.shape[1] == size:
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((size, size), BILINEAR))
-
-
-def read_image(path, size):
-    """File -> model-sized uint8 RGB array. Raises ValueError when the file is not an image."""
-    with open(path, 'rb') as handle:
-        data = handle.read()
-    rgb = decode(data)
-    if rgb is None:
-        raise ValueError('not a readable image ({} bytes)'.format(len(data)))
-    return resize(rgb, size)
-
-
-# Seconds spent in each read and write job (list.append is atomic: safe from the pools).
-JOB_SECONDS = {'read': [], 'write': []}
-
-
-def read_job(folder, name, size):
-    """Reader-pool job: (image or None, reason)."""
-    begin = time.perf_counter()
-    try:
-        return read_image(os.path.join(folder, name), size), None
-    except Exception as error:  # noqa: BLE001 -- bad input must never kill the run
-        return None, '{}: {}'.format(type(error).__name__, error)
-    finally:
-        JOB_SECONDS['read'].append(time.perf_counter() - begin)
-
-
-# ----------------------------------------------------------------------------- writing
-
-def write_mask(path, mask):
-    """Write a uint8 mask as PNG (PNG whatever the file name's extension)."""
-    ok, encoded = cv2.imencode('.png', mask)
-    if not ok:
-        raise IOError('PNG encoding failed')
-    with open(path, 'wb') as handle:
-        handle.write(encoded.tobytes())
-
-
-def write_job(folder, name, mask):
-    """Writer-pool job: None, or the reason the mask could not be written."""
-    begin = time.perf_counter()
-    try:
-        write_mask(os.path.join(folder, name), mask)
-        return None
-    except Exception as error:  # noqa: BLE001
-        return '{}: {}'.format(type(error).__name__, error)
-    finally:
-        JOB_SECONDS['write'].append(time.perf_counter() - begin)
-
-
-# ----------------------------------------------------------------------------- the model
-
-def channel_argmax(logits):
-    """``logits.argmax(1).to(torch.uint8)``, the same result (first maximum wins), 3-4x faster on a CPU.
-
-    ``torch.argmax`` over the channels of an NCHW tensor reduces along a strided dimension, which
-    the CPU does slowly (about 50 ms for 14x512x512); a running maximum over the channels is a
-    handful of contiguous element-wise passes.
-    """
-    best = logits[:, 0].clone()
-    index = torch.zeros(best.shape, dtype=torch.uint8, device=logits.device)
-    for channel in range(1, logits.shape[1]):
-        values = logits[:, channel]
-        better = values > best
-        torch.max(best, values, out=best)
-        index.masked_fill_(better, channel)
-    return index
-
-
-def class_ids(logits):
-    """uint8 argmax over the channels: torch's on CUDA, the running maximum on a CPU."""
-    if logits.is_cuda:
-        return logits.argmax(1).to(torch.uint8)
-    return channel_argmax(logits)
-
-
-def class_areas(ids, classes):
-    """(N, classes) pixel counts of every class id in each image of ``ids`` (N, H, W)."""
-    count = ids.shape[0]
-    offsets = torch.arange(count, device=ids.device).view(count, 1) * classes
-    flat = ids.view(count, -1).long() + offsets
-    return torch.bincount(flat.view(-1), minlength=count * classes).view(count, classes)
-
-
-def drop_small_classes(ids, logits, min_fraction, rounds=2):
-    """``ids`` (the argmax of ``logits``) with, per image, every class that covers less than
-    ``min_fraction`` of the pixels replaced, pixel by pixel, by the next most likely class.
-
-    The referee's per-image mean Dice scores a class predicted where it is absent as 0 for that
-    image, so a few stray pixels of a wrong class cost as much as missing a whole object. Areas are
-    counted at the scored size: bilinear upsampling shrinks scattered and thin regions, so areas at
-    the model's resolution overstate what the referee sees (on the demo's val split counting at
-    512 was worth about 0.025 mean Dice). Only the pixels of dropped classes are recomputed, so the
-    cost is a bincount and a gather, not another pass over the logits. A second round catches
-    classes that appear, small, only because they took a dropped class's pixels. Training
-    validation, test.py and the package call this same function.
+    A broken link is an input the user meant to give (say, into an unmounted data disk): it gets
+    an all-background mask and a warning, like any unreadable file, rather than silently no mask.
 
     Args:
-        ids: (N, H, W) uint8 class ids, the argmax of ``logits``.
-        logits: (N, C, H, W) scores at the scored size.
-        min_fraction: share of an image's pixels a class needs to be kept; 0 returns ``ids``.
-        rounds: passes of counting and reassigning.
+        folder: the -i folder.
 
-    Example:
-        >>> logits = torch.zeros(1, 3, 10, 10); logits[0, 1, 0, 0] = 1.0   # class 1 on one pixel
-        >>> drop_small_classes(class_ids(logits), logits, 0.05).unique().tolist()
-        [0]
+    Raises:
+        InputError: the folder is missing, not a folder, or holds no input.
     """
-    if min_fraction <= 0:
-        return ids
-    count, classes = logits.shape[:2]
-    limit = min_fraction * ids.shape[1] * ids.shape[2]
-    dropped = torch.zeros(count, classes, dtype=torch.bool, device=ids.device)
-    ids = ids.clone()
-    for _ in range(rounds):
-        areas = class_areas(ids, classes)
-        small = (areas > 0) & (areas < limit)
-        if not bool(small.any()):
-            break
-        dropped |= small
-        hit = dropped.gather(1, ids.view(count, -1).long()).view(ids.shape)
-        image, row, col = hit.nonzero(as_tuple=True)
-        scores = logits[image, :, row, col].float().masked_fill(dropped[image], float('-inf'))
-        ids[image, row, col] = scores.argmax(1).to(ids.dtype)
-    return ids
-
-
-def segment(logits, size, min_fraction=0.0):
-    """uint8 class ids at ``size`` (a side, or (H, W)): bilinear upsampling of the logits, argmax,
-    then ``drop_small_classes``. The one post-processing path of validation, test.py and the package.
-
-    Example:
-        >>> segment(torch.zeros(2, 14, 64, 64), 512).shape
-        torch.Size([2, 512, 512])
-    """
-    size = (size, size) if isinstance(size, int) else tuple(int(side) for side in size)
-    if tuple(logits.shape[-2:]) != size:
-        logits = F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
-    return drop_small_classes(class_ids(logits), logits, min_fraction)
-
-
-class Segmenter(object):
-    """uint8 RGB batches in, uint8 512x512 masks out; sums the model seconds.
-
-    The timed part is everything done on the device: upload of the uint8
-    batch, normalisation, forward pass, bilinear upsampling of the logits to
-    the output size, argmax, small-class removal. CUDA is synchronised before and after.
-    """
-
-    def __init__(self, model, manifest, device, half):
-        self.device = device
-        self.half = half
-        self.model = model.to(device)
-        if half:
-            self.model.half()
-        self.output_size = int(manifest.get('output_size', 512))
-        self.min_class_area = float(manifest.get('min_class_area', 0.0))
-        self.batch_size = int(manifest.get('batch_size', 1))
-        self.mean = torch.tensor(manifest['mean'], dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(manifest['std'], dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self.cuda = device.type == 'cuda'
-        self.seconds = 0.0
-
-    def synchronize(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def forward(self, batch):
-        """(N, H, W, 3) uint8 numpy -> (N, S, S) uint8 tensor on the device."""
-        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).contiguous()
-        # as torchvision's ToDtype(float32, scale=True) + Normalize at train time
-        x = x.float().mul_(1.0 / 255).sub_(self.mean).div_(self.std)
-        if self.half:
-            x = x.half()
-        logits = self.model(x)
-        if isinstance(logits, dict):
-            logits = logits['out']
-        elif isinstance(logits, (list, tuple)):
-            logits = logits[0]
-        return segment(logits[:, :MAX_CLASSES], self.output_size, self.min_class_area)
-
-    def __call__(self, batch):
-        count = len(batch)
-        if self.cuda and count < self.batch_size:  # keep one shape for cudnn.benchmark
-            padding = np.zeros((self.batch_size - count,) + batch.shape[1:], batch.dtype)
-            batch = np.concatenate([batch, padding])
-        with torch.no_grad():
-            self.synchronize()
-            begin = time.perf_counter()
-            masks = self.forward(batch)
-            self.synchronize()
-            self.seconds += time.perf_counter() - begin
-        return masks[:count].cpu().numpy()
-
-    def warm_up(self, input_size, rounds):
-        batch = np.zeros((self.batch_size, input_size, input_size, 3), np.uint8)
-        for _ in range(rounds):
-            self(batch)
-        self.seconds = 0.0
-
-
-def choose_device(manifest):
-    """(device, half, description). CUDA when present, else the CPU with every core."""
-    fp16 = manifest.get('precision') == 'fp16'
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
-        return torch.device('cuda'), fp16, 'cuda ({})'.format('fp16' if fp16 else 'fp32')
-    threads = int(os.environ.get(THREADS_ENV) or os.cpu_count() or 1)
-    torch.set_num_threads(max(1, threads))
-    if fp16:
-        warn('no CUDA: computing in fp32 on the CPU with the fp16-rounded weights')
-    return torch.device('cpu'), False, 'cpu ({} threads, fp32)'.format(torch.get_num_threads())
-
-
-# ----------------------------------------------------------------------------- the run
-
-class InlineExecutor(object):
-    """An executor that runs each job at once: the strictly sequential mode."""
-
-    def submit(self, function, *args):
-        future = Future()
-        try:
-            future.set_result(function(*args))
-        except BaseException as error:  # noqa: BLE001
-            future.set_exception(error)
-        return future
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return False
-
-
-def list_inputs(folder):
-    """Sorted names of the regular, non-hidden files in folder. Raises InputError."""
     if not os.path.exists(folder):
         raise InputError('input folder {} does not exist'.format(folder))
     if not os.path.isdir(folder):
         raise InputError('input {} is not a folder'.format(folder))
-    names = sorted(name for name in os.listdir(folder)
-                   if not name.startswith('.') and os.path.isfile(os.path.join(folder, name)))
+    names = []
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if not name.startswith('.') and (os.path.isfile(path) or not os.path.exists(path)):
+            names.append(name)  # not os.path.exists: a broken link (lexists, since listdir saw it)
     if not names:
         raise InputError('input folder {} holds no files'.format(folder))
+    return sorted(names)
+
+
+def prepare_folders(args):
+    """The input names; the output folder created. Raises InputError with the one-line reason."""
+    names = list_inputs(args.input)
+    try:
+        if not os.path.isdir(args.output):
+            os.makedirs(args.output)
+    except OSError as error:
+        raise InputError('cannot create output folder {}: {}'.format(args.output, error)) from error
     return names
-
-
-def segment_folder(names, args, segmenter, input_size, sequential):
-    """Read, segment and write every file; returns (unreadable names, write failures)."""
-    cores = os.cpu_count() or 1
-    batch_size = segmenter.batch_size
-    if sequential:
-        readers, writers, depth = InlineExecutor(), InlineExecutor(), batch_size
-        write_slots = threading.BoundedSemaphore(1)
-    else:
-        readers = ThreadPoolExecutor(max_workers=min(4, cores))
-        writers = ThreadPoolExecutor(max_workers=min(2, cores))
-        depth = batch_size + 2 * min(4, cores)
-        write_slots = threading.BoundedSemaphore(4 * batch_size + 8)  # bounds the masks held in memory
-    blank = np.zeros((segmenter.output_size, segmenter.output_size), np.uint8)
-    unreadable, written = [], []
-
-    def submit_write(pool, name, mask):
-        write_slots.acquire()
-        future = pool.submit(write_job, args.output, name, mask)
-        future.add_done_callback(lambda _: write_slots.release())
-        written.append((name, future))
-
-    with readers as read_pool, writers as write_pool:
-        queue = deque()
-        pending = iter(names)
-
-        def refill():
-            while len(queue) < depth:
-                name = next(pending, None)
-                if name is None:
-                    return
-                queue.append((name, read_pool.submit(read_job, args.input, name, input_size)))
-
-        refill()
-        while queue:
-            batch_names, images = [], []
-            while queue and len(images) < batch_size:
-                name, future = queue.popleft()
-                image, reason = future.result()
-                refill()
-                if image is None:
-                    warn('warning: {} is unreadable ({}); writing an all-background mask'.format(name, reason))
-                    unreadable.append(name)
-                    submit_write(write_pool, name, blank)
-                else:
-                    batch_names.append(name)
-                    images.append(image)
-            if images:
-                masks = segmenter(np.stack(images))
-                for name, mask in zip(batch_names, masks):
-                    submit_write(write_pool, name, mask)
-    failures = [(name, future.result()) for name, future in written if future.result()]
-    return unreadable, failures
 
 
 class ClaimedStdout(object):
@@ -485,51 +142,89 @@ class ClaimedStdout(object):
         return False
 
 
+# ----------------------------------------------------------------------------- the run
+
+def warn_unreadable(name, reason):
+    """The warning for an input that gets an all-background mask."""
+    warn('warning: {} is unreadable ({}); writing an all-background mask'.format(name, reason))
+
+
+def start_segmenter(manifest):
+    """(Segmenter, device description): the model rebuilt on its device and warmed up."""
+    cv2.setNumThreads(1)  # the reader and writer pools are the parallelism
+    device, half, described = choose_device(manifest)
+    if manifest.get('precision') == 'fp16' and not half:
+        warn('no CUDA: computing in fp32 on the CPU with the fp16-rounded weights')
+    segmenter = Segmenter(build_model(manifest), manifest, device, half)
+    segmenter.warm_up(int(manifest['input_size']), rounds=3 if segmenter.cuda else 1)
+    return segmenter, described
+
+
+def run_folder(names, args, start):
+    """Segment every input; returns (the run's stats, the seconds to print).
+
+    The stats are what LOWPOWER_STATS writes: images, unreadable, write_failures, the model, loop,
+    start-up and whole-run seconds, the pools' read and write seconds, the mode and the device.
+    """
+    manifest = load_manifest()
+    segmenter, described = start_segmenter(manifest)
+    sequential = os.environ.get(SEQUENTIAL_ENV, '') not in ('', '0')
+    timings = {'read': [], 'write': []}
+    loop_start = time.time()
+    unreadable, failures = segment_folder(names, args.input, args.output, segmenter, int(manifest['input_size']),
+                                          sequential, timings, on_unreadable=warn_unreadable)
+    end = time.time()
+    for name, reason in failures:
+        warn('error: could not write the mask of {}: {}'.format(name, reason))
+    timer = manifest.get('timer', 'model')
+    stats = {'images': len(names), 'unreadable': len(unreadable), 'write_failures': len(failures),
+             'model_seconds': segmenter.seconds, 'loop_seconds': end - loop_start,
+             'startup_seconds': loop_start - start, 'wall_seconds': end - start,
+             'read_seconds': sum(timings['read']), 'write_seconds': sum(timings['write']),
+             'sequential': sequential, 'device': described, 'timer': timer,
+             'batch_size': segmenter.batch_size}
+    return stats, segmenter.seconds if timer == 'model' else end - start
+
+
+def summary_line(stats):
+    """The run's one summary line for stderr."""
+    count = stats['images']
+    return '{} images ({} unreadable) on {}, {}: model {:.3f} s ({:.1f} ms/image), loop {:.3f} s ' \
+           '({:.1f} ms/image), whole run {:.3f} s; printed: {} seconds'.format(
+               count, stats['unreadable'], stats['device'], 'sequential' if stats['sequential'] else 'pooled',
+               stats['model_seconds'], 1000.0 * stats['model_seconds'] / count, stats['loop_seconds'],
+               1000.0 * stats['loop_seconds'] / count, stats['wall_seconds'], stats['timer'])
+
+
 def main(argv=None, start=None):
+    """Run the program; returns the exit status (see README.md).
+
+    Args:
+        argv: the arguments (default sys.argv[1:]).
+        start: when the run started (``__main__.py`` takes it before torch is imported).
+
+    Example:
+        >>> main(['-i', 'IMG', '-o', 'OUT'])  # doctest: +SKIP
+        12.345678
+        0
+    """
     start = time.time() if start is None else start
     args = parse_args(argv)
     try:
-        names = list_inputs(args.input)
-        try:
-            if not os.path.isdir(args.output):
-                os.makedirs(args.output)
-        except OSError as error:
-            raise InputError('cannot create output folder {}: {}'.format(args.output, error))
+        names = prepare_folders(args)
     except InputError as error:
         warn('error: {}'.format(error))
-        return 2
-
+        return EXIT_BAD_INPUT
     with ClaimedStdout() as stdout:
-        manifest = load_manifest()
-        cv2.setNumThreads(1)  # the reader and writer pools are the parallelism
-        device, half, described = choose_device(manifest)
-        input_size = int(manifest['input_size'])
-        segmenter = Segmenter(build_model(manifest), manifest, device, half)
-        segmenter.warm_up(input_size, rounds=3 if segmenter.cuda else 1)
-        sequential = os.environ.get(SEQUENTIAL_ENV, '') not in ('', '0')
-
-        loop_start = time.time()
-        unreadable, failures = segment_folder(names, args, segmenter, input_size, sequential)
-        end = time.time()
-
-        timer = manifest.get('timer', 'model')
-        seconds = segmenter.seconds if timer == 'model' else end - start
-        for name, reason in failures:
-            warn('error: could not write the mask of {}: {}'.format(name, reason))
-        count = len(names)
-        warn('{} images ({} unreadable) on {}, {}: model {:.3f} s ({:.1f} ms/image), '
-             'loop {:.3f} s ({:.1f} ms/image), whole run {:.3f} s; printed: {} seconds'.format(
-                 count, len(unreadable), described, 'sequential' if sequential else 'pooled',
-                 segmenter.seconds, 1000.0 * segmenter.seconds / count,
-                 end - loop_start, 1000.0 * (end - loop_start) / count, end - start, timer))
+        stats, seconds = run_folder(names, args, start)
+        warn(summary_line(stats))
         if os.environ.get(STATS_ENV):
-            stats = {'images': count, 'unreadable': len(unreadable), 'write_failures': len(failures),
-                     'model_seconds': segmenter.seconds, 'loop_seconds': end - loop_start,
-                     'startup_seconds': loop_start - start, 'wall_seconds': end - start,
-                     'read_seconds': sum(JOB_SECONDS['read']), 'write_seconds': sum(JOB_SECONDS['write']),
-                     'sequential': sequential, 'device': described, 'timer': timer,
-                     'batch_size': segmenter.batch_size}
             with open(os.environ[STATS_ENV], 'w') as handle:
                 json.dump(stats, handle, indent=1)
+        if stats['unreadable'] == len(names):
+            # Nothing was segmented: printing 0.000000 would pass for a (very fast) result.
+            warn('error: none of the {} files in {} could be read as an image; nothing was segmented '
+                 '(see the warnings above)'.format(len(names), args.input))
+            return EXIT_BAD_INPUT
         stdout.emit('%.6f\n' % seconds)
-    return 1 if failures else 0
+    return EXIT_WRITE_FAILED if stats['write_failures'] else EXIT_OK

@@ -1,10 +1,10 @@
-"""Small-class removal (solution.main.drop_small_classes / segment): shared by validation, test.py
+"""Small-class removal (solution.postprocess.drop_small_classes / segment): shared by validation, test.py
 and the package."""
 import torch
 import torch.nn.functional as F
 
 from lowpower.engine import predict_masks
-from solution.main import class_areas, class_ids, drop_small_classes, segment
+from solution.postprocess import class_areas, class_ids, drop_small_classes, segment
 
 
 def logits_with_blob(blob_pixels, side=20, classes=4):

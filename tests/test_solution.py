@@ -4,6 +4,7 @@ The pyz runs under this interpreter (the device's Python 3.6 is not available he
 reference masks come from the in-repository model with the same preprocessing written out
 independently below.
 """
+import ast
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import zipfile
 
 import cv2
 import numpy as np
@@ -21,10 +23,12 @@ from PIL import Image
 
 import networks
 from evaluation.contract import CLASS_NAMES as LPCVC_CLASSES
+from lowpower import engine
 from lowpower.checkpoint import build_model, load_checkpoint, save_checkpoint
 from lowpower.data.transforms import eval_transforms
 from lowpower.package import build_package
-from solution import main as program
+from solution import imagefiles, postprocess
+from solution.model import Segmenter
 
 INPUT_SIZE = 64
 REFEREE_FLOAT = re.compile(r"[0-9]+\.[0-9]+")
@@ -178,7 +182,7 @@ def test_reference_preprocessing_is_the_train_time_evaluation(images):
         train_time, _ = transform(rgb, np.zeros(rgb.shape[:2], np.uint8))
         mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
         std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-        ours = torch.from_numpy(np.array(program.resize(rgb, INPUT_SIZE))).permute(2, 0, 1).float() / 255
+        ours = torch.from_numpy(np.array(imagefiles.resize(rgb, INPUT_SIZE))).permute(2, 0, 1).float() / 255
         difference = ((ours - mean) / std - train_time).abs() * std * 255
         assert float(difference.max()) <= 1.0 + 1e-3, name
 
@@ -275,12 +279,89 @@ def test_bad_input_folder_exits_nonzero_with_one_line(packages, tmp_path, case):
     assert len(lines) == 1 and str(target) in lines[0], result.stderr
 
 
+def test_broken_symlink_gets_a_background_mask_and_a_warning(packages, images, tmp_path):
+    """Fault 10 of issue 12: a broken link got no mask and no warning."""
+    folder = tmp_path / "img"
+    folder.mkdir()
+    (folder / "a_rgb.png").write_bytes((images[0] / "a_rgb.png").read_bytes())
+    (folder / "b_link.png").symlink_to(tmp_path / "unmounted" / "b.png")
+    result = run_program(packages["fp32"], folder, tmp_path / "out", tmp_path / "cwd")
+    assert result.returncode == 0, result.stderr
+    assert_one_float(result.stdout)  # the warning went to stderr, never to stdout
+    mask = read_mask(tmp_path / "out" / "b_link.png")
+    assert mask.shape == (512, 512) and mask.dtype == np.uint8 and not mask.any()
+    assert re.search(r"warning: b_link\.png is unreadable \(a broken symbolic link to .*unmounted", result.stderr)
+    assert sorted(os.listdir(tmp_path / "out")) == ["a_rgb.png", "b_link.png"]
+
+
+def test_folder_of_only_unreadable_files_exits_nonzero(packages, images, tmp_path):
+    """Fault 10 of issue 12: a folder in which nothing is an image printed 0.000000 and exited 0."""
+    folder = tmp_path / "img"
+    folder.mkdir()
+    for name in BROKEN:
+        (folder / name).write_bytes((images[0] / name).read_bytes())
+    (folder / "w_link.png").symlink_to(tmp_path / "nowhere.png")
+    result = run_program(packages["fp32"], folder, tmp_path / "out", tmp_path / "cwd")
+    assert result.returncode == 2
+    assert result.stdout == ""  # no number that could pass for a result
+    last = result.stderr.strip().splitlines()[-1]
+    assert "none of the 4 files in {} could be read as an image".format(folder) in last, result.stderr
+
+
+def test_package_ships_every_solution_module(packages):
+    """package.py copies every solution/*.py; the split modules must be in the archive."""
+    with zipfile.ZipFile(str(packages["fp32"])) as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("solution/manifest.json"))
+    modules = {"__main__.py" if path.name == "__main__.py" else "solution/" + path.name
+               for path in pathlib.Path(postprocess.__file__).parent.glob("*.py")}
+    assert modules >= {"solution/main.py", "solution/postprocess.py", "solution/model.py",
+                       "solution/pipeline.py", "solution/imagefiles.py"}
+    assert modules <= names
+    assert manifest["referee_classes"] == len(LPCVC_CLASSES)
+
+
+def test_validation_uses_the_shipped_post_processing():
+    assert engine.segment is postprocess.segment
+
+
+def test_post_processing_holds_no_threads_or_state():
+    """postprocess.py imports torch only and defines functions only: no pools, no module globals."""
+    tree = ast.parse(pathlib.Path(postprocess.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported == {"torch", "torch.nn.functional"}
+    assert all(isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef)) or
+               (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) for node in tree.body)
+
+
+class FiveChannels(torch.nn.Module):
+    """Logits whose channels 3 and 4 win everywhere: ids a 3-class referee must never see."""
+
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], 5, x.shape[2], x.shape[3])
+        logits[:, 1, :, : x.shape[3] // 2] = 1.0
+        logits[:, 3:] = 5.0
+        return {"out": logits}
+
+
+def test_segmenter_scores_only_the_manifest_referee_classes():
+    """The channel limit comes from the manifest's referee_classes (the contract), not a literal 14."""
+    manifest = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "output_size": 8}
+    batch = np.zeros((2, 8, 8, 3), np.uint8)
+    three = Segmenter(FiveChannels(), dict(manifest, referee_classes=3), torch.device("cpu"), False)(batch)
+    assert three.shape == (2, 8, 8) and three.dtype == np.uint8
+    assert set(np.unique(three).tolist()) == {0, 1}  # channels 3 and 4 never scored
+    five = Segmenter(FiveChannels(), dict(manifest, referee_classes=5), torch.device("cpu"), False)(batch)
+    assert set(np.unique(five).tolist()) == {3}
+
+
 # ----------------------------------------------------------------------------- the reader, in process
 
 def test_decode_handles_every_input_kind(images):
     folder, expected = images
     for name, rgb in expected.items():
-        decoded = program.decode((folder / name).read_bytes())
+        decoded = imagefiles.decode((folder / name).read_bytes())
         if rgb is None:
             assert decoded is None, name
         else:
@@ -292,7 +373,7 @@ def test_decode_falls_back_to_pillow_for_formats_opencv_lacks():
     rgb[:, :15] = (200, 10, 10)
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="GIF")
-    decoded = program.decode(buffer.getvalue())
+    decoded = imagefiles.decode(buffer.getvalue())
     assert decoded.shape == (20, 30, 3) and decoded.dtype == np.uint8
     assert tuple(decoded[0, 0]) == (200, 10, 10)
 
@@ -301,5 +382,5 @@ def test_channel_argmax_matches_torch_argmax():
     torch.manual_seed(0)
     logits = torch.randn(2, 14, 33, 47)
     logits[:, 5] = logits[:, 3]  # ties: the first maximum wins, as in torch.argmax
-    np.testing.assert_array_equal(program.channel_argmax(logits).numpy(),
+    np.testing.assert_array_equal(postprocess.channel_argmax(logits).numpy(),
                                   logits.argmax(1).to(torch.uint8).numpy())
