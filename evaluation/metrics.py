@@ -253,8 +253,13 @@ class SegmentationMeter(object):
 
 
 def format_number(value, digits=4):
-    """Fixed-point number, or '-' for NaN."""
-    return '-' if np.isnan(value) else '{:.{}f}'.format(value, digits)
+    """Fixed-point number, or '-' for NaN and for None (a JSON report's null: NaN or withheld).
+
+    Example:
+        >>> format_number(0.51234), format_number(None), format_number(float('nan'), 2)
+        ('0.5123', '-', '-')
+    """
+    return '-' if value is None or np.isnan(value) else '{:.{}f}'.format(value, digits)
 
 
 def format_table(summary, class_names=CLASS_NAMES):

@@ -168,3 +168,11 @@ def test_class_names_follow_design():
     assert len(LPCVC_CLASSES) == 14
     assert LPCVC_CLASSES[0] == "background" and LPCVC_CLASSES[13] == "vehicle"
     assert metrics.REFEREE_SIZE == 512
+
+
+def test_format_number_shows_a_dash_for_nan_and_for_a_json_null():
+    """A report's null (NaN, or a figure withheld from a failed evaluation) prints as '-', not a crash."""
+    assert metrics.format_number(0.51234) == "0.5123"
+    assert metrics.format_number(2.0, 2) == "2.00"
+    assert metrics.format_number(float("nan")) == "-"
+    assert metrics.format_number(None) == "-"
