@@ -127,6 +127,7 @@ class ClaimedStdout(object):
         return self
 
     def emit(self, text):
+        """Write text to the real stdout (the saved descriptor, unbuffered: nothing can follow it)."""
         if self.saved is None:
             self.python_stdout.write(text)
             self.python_stdout.flush()
