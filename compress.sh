@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Package a checkpoint as a self-contained solution.pyz for the device.
 #   ./compress.sh runs/NAME/best.pt [-o solution.pyz] [--precision fp16|fp32] [--input-size N]
-#                 [--timer model|wall] [--python "/usr/bin/env python3.6"]
+#                 [--timer model|wall] [--python "/usr/bin/env python3.6"] [--no-verify]
+#   ./compress.sh [options]    the newest runs/*/best.pt -> evaluation/solution.pyz, so that
+#                              `cd evaluation && ./evaluate.bash solution.pyz` scores it
 # A thin wrapper over `python -m lowpower.package` (see --help); works from any folder,
 # with paths taken relative to the folder it is called from.
 set -euo pipefail

@@ -2,9 +2,10 @@
 
     python -m lowpower.bench_solution solution.pyz --images data/synthetic/test/IMG --repeats 3
 
-Runs the pyz the way the referee does (``python -I solution.pyz -i IMAGES -o OUT`` from an empty
-folder), alternating the normal pooled mode with ``LOWPOWER_SEQUENTIAL=1`` (no pools: read,
-segment, write one batch at a time; same code otherwise), and reads each run's timings from the
+Runs the pyz the way the referee does (``lowpower.pyz.run_pyz``: ``python -I -W ignore
+solution.pyz -i IMAGES -o OUT`` from an empty folder), alternating the normal pooled mode with
+``LOWPOWER_SEQUENTIAL=1`` (no pools: read, segment, write one batch at a time; same code
+otherwise), and reads each run's timings from the
 ``LOWPOWER_STATS`` JSON the program writes. Prints, per mode, the median over the repeats of:
 
 - process: wall clock of the whole process (Python start, imports, model build, warm-up, loop);
@@ -21,35 +22,36 @@ import filecmp
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from lowpower.pyz import run_pyz
 
 BAR = 0.8
 
 
 def run_once(pyz, images, python, sequential, threads, workdir):
-    """One run of the program; returns its stats dict plus 'process_seconds' and the output folder."""
+    """One run of the program (``lowpower.pyz.run_pyz``, the referee's command, no time limit).
+
+    Returns:
+        Its ``LOWPOWER_STATS`` dict plus ``process_seconds`` (wall clock of the whole process),
+        ``printed`` (its stdout) and the output folder.
+    """
     out = Path(tempfile.mkdtemp(prefix="out-", dir=workdir))
     stats_file = Path(workdir) / "stats.json"
-    cwd = Path(tempfile.mkdtemp(prefix="cwd-", dir=workdir))
     env = dict(os.environ, LOWPOWER_STATS=str(stats_file))
     env.pop("LOWPOWER_SEQUENTIAL", None)
     if sequential:
         env["LOWPOWER_SEQUENTIAL"] = "1"
     if threads:
         env["LOWPOWER_THREADS"] = str(threads)
-    begin = time.perf_counter()
-    result = subprocess.run([python, "-I", str(Path(pyz).resolve()), "-i", str(Path(images).resolve()),
-                             "-o", str(out)], cwd=str(cwd), env=env, capture_output=True, text=True)
-    process_seconds = time.perf_counter() - begin
-    if result.returncode != 0:
-        raise SystemExit("the program failed (exit %d):\n%s" % (result.returncode, result.stderr[-3000:]))
+    run = run_pyz(pyz, images, out, python=python, timeout=None, env=env)
+    if not run.ok:
+        raise SystemExit("the program failed (exit %s):\n%s" % (run.exit_code, run.stderr[-3000:]))
     stats = json.loads(stats_file.read_text())
-    stats["process_seconds"] = process_seconds
-    stats["printed"] = result.stdout.strip()
+    stats["process_seconds"] = run.wall_seconds
+    stats["printed"] = run.stdout.strip()
     return stats, out
 
 

@@ -273,7 +273,10 @@ class PyzRun:
         return self.stderr.strip().splitlines()[-lines:]
 
 
-def group_memory(pgid, page=os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096):
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def group_memory(pgid, page=PAGE_SIZE):
     """(summed resident bytes, largest per-process peak VmHWM) of a process group; zeros without /proc.
 
     VmHWM is read from the process itself rather than from wait4's ru_maxrss: after fork the

@@ -75,3 +75,61 @@ def test_weights_megabytes_counts_fp16_as_half():
 def test_error_rows_are_shown_in_the_table():
     table = bench.markdown_table([{"model": "broken", "error": "Traceback ...\nRuntimeError: out of memory"}])
     assert "| broken | error: RuntimeError: out of memory |" in table
+
+
+# ----------------------------------------------------------------------------- bench_solution
+
+FAKE_PROGRAM = """
+import argparse, json, os, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("-i")
+parser.add_argument("-o")
+args = parser.parse_args()
+os.makedirs(args.o, exist_ok=True)
+sequential = os.environ.get("LOWPOWER_SEQUENTIAL") == "1"
+for name in sorted(os.listdir(args.i)):
+    with open(os.path.join(args.o, name), "wb") as handle:
+        handle.write(b"seq" if sequential and os.environ.get("DIFFER") else b"mask")
+with open(os.environ["LOWPOWER_STATS"], "w") as handle:
+    json.dump({"loop_seconds": 2.0 if sequential else 1.0, "model_seconds": 0.5, "read_seconds": 0.4,
+               "write_seconds": 0.6, "device": "cpu"}, handle)
+print("0.500000")
+sys.exit(int(os.environ.get("EXIT", "0")))
+"""
+
+
+@pytest.fixture()
+def fake_package(tmp_path):
+    import zipapp
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "__main__.py").write_text(FAKE_PROGRAM)
+    images = tmp_path / "img"
+    images.mkdir()
+    for name in ("a.png", "b.png"):
+        (images / name).write_bytes(b"image")
+    zipapp.create_archive(str(src), str(tmp_path / "fake.pyz"))
+    return tmp_path / "fake.pyz", images
+
+
+def test_bench_solution_runs_both_modes_through_run_pyz(fake_package, capsys):
+    from lowpower import bench_solution
+
+    pyz, images = fake_package
+    assert bench_solution.main([str(pyz), "--images", str(images), "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "loop wall 0.500 (bar <= 0.80: met)" in out  # pooled 1.0 s / sequential 2.0 s
+    assert "masks identical in both modes: yes" in out
+
+
+def test_bench_solution_flags_different_masks_and_failed_runs(fake_package, capsys, monkeypatch):
+    from lowpower import bench_solution
+
+    pyz, images = fake_package
+    monkeypatch.setenv("DIFFER", "1")
+    assert bench_solution.main([str(pyz), "--images", str(images), "--repeats", "1"]) == 1
+    assert "masks identical in both modes: NO" in capsys.readouterr().out
+    monkeypatch.setenv("EXIT", "2")
+    with pytest.raises(SystemExit, match="the program failed \\(exit 2\\)"):
+        bench_solution.main([str(pyz), "--images", str(images), "--repeats", "1"])

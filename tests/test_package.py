@@ -2,8 +2,9 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
-import sys
+import time
 import zipfile
 
 import numpy as np
@@ -19,9 +20,11 @@ from lowpower.package import (
     generated_init,
     import_closure,
     main,
+    parse_args,
     read_checkpoint,
-    vermin_check,
+    resolve_paths,
 )
+from lowpower.pyz import vermin_check
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEMPLATE = REPO_ROOT / "solution"
@@ -199,8 +202,8 @@ def test_never_wipes_a_folder_that_is_not_a_build(checkpoint, tmp_path):
 
 
 def test_generated_python_passes_vermin_36(built):
-    ok, report = vermin_check(built["build_dir"])
-    assert ok, report
+    result = vermin_check(built["build_dir"])
+    assert result.ok, result.text
 
 
 def test_refuses_an_unregistered_model(tmp_path):
@@ -247,3 +250,77 @@ def test_compress_sh_works_from_any_folder(checkpoint, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "rel" / "s.pyz").is_file()
     assert "built rel/s.pyz" in result.stdout
+
+
+def test_verification_is_presubmit_on_two_images(checkpoint, tmp_path):
+    info = build_package(checkpoint, tmp_path / "v.pyz", precision="fp16", build_dir=tmp_path / "b")
+    assert pathlib.Path(info["path"]).is_file()
+    first = info["checks"][0]
+    assert first.startswith("presubmit on 2 sample images: passed")
+    for check in ("archive", "python 3.6", "imports", "run", "stdout", "outputs", "memory"):
+        assert check in first, first
+
+
+def test_a_package_that_fails_presubmit_is_not_written(checkpoint, tmp_path, monkeypatch):
+    import lowpower.package_build
+
+    template = tmp_path / "template"
+    shutil.copytree(TEMPLATE, template, ignore=shutil.ignore_patterns("__pycache__", "*.json", "*.npz"))
+    main_py = template / "main.py"
+    main_py.write_text(main_py.read_text() + "\nraise RuntimeError('broken template')\n")
+    monkeypatch.setattr(lowpower.package_build, "TEMPLATE_DIR", template)
+    with pytest.raises(PackageError) as error:
+        build_package(checkpoint, tmp_path / "bad.pyz", build_dir=tmp_path / "b")
+    message = str(error.value)
+    assert "\n" not in message
+    assert "fails presubmit on 2 sample images: run: exit status 1" in message
+    assert "RuntimeError: broken template" in message
+    assert not (tmp_path / "bad.pyz").exists() and not (tmp_path / "bad.pyz.partial").exists()
+
+
+def make_runs(root, names_and_ages):
+    """root/NAME/best.pt for each name, modified ``age`` seconds ago."""
+    now = time.time()
+    for name, age in names_and_ages:
+        (root / name).mkdir(parents=True)
+        path = make_checkpoint(root / name / "best.pt")
+        os.utime(path, (now - age, now - age))
+    return root
+
+
+def test_no_checkpoint_packages_the_newest_run(tmp_path, capsys):
+    runs = make_runs(tmp_path / "runs", [("old", 300), ("newest", 10), ("middle", 100)])
+    (runs / "stray.pt").write_bytes(b"")  # only RUNS/*/best.pt count
+    out = tmp_path / "s.pyz"
+    assert main(["--runs", str(runs), "-o", str(out), "--no-verify", "--build-dir", str(tmp_path / "b")]) == 0
+    captured = capsys.readouterr()
+    assert "packaging the newest checkpoint: %s" % (runs / "newest" / "best.pt") in captured.err
+    assert out.is_file() and "built %s" % out in captured.out
+
+
+def test_no_checkpoint_writes_evaluation_solution_pyz_by_default(tmp_path):
+    make_runs(tmp_path / "runs", [("only", 5)])
+    args = parse_args(["--runs", str(tmp_path / "runs")])
+    checkpoint, output = resolve_paths(args)
+    assert checkpoint == tmp_path / "runs" / "only" / "best.pt"
+    assert output == REPO_ROOT / "evaluation" / "solution.pyz"  # evaluate.bash solution.pyz finds it there
+    explicit = parse_args([str(checkpoint)])
+    assert resolve_paths(explicit) == (checkpoint, pathlib.Path("solution.pyz"))
+
+
+def test_no_checkpoint_and_no_runs_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "runs" / "empty").mkdir(parents=True)
+    assert main(["--runs", str(tmp_path / "runs"), "-o", str(tmp_path / "s.pyz"), "--no-verify"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no %s/*/best.pt to package" % (tmp_path / "runs") in err
+    assert not (tmp_path / "s.pyz").exists()
+
+
+def test_compress_sh_without_a_checkpoint(tmp_path):
+    runs = make_runs(tmp_path / "runs", [("a", 50), ("b", 5)])
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([str(REPO_ROOT / "compress.sh"), "--runs", str(runs), "-o", "s.pyz", "--no-verify",
+                             "--build-dir", str(tmp_path / "b")],
+                            cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert str(runs / "b" / "best.pt") in result.stderr and (tmp_path / "s.pyz").is_file()

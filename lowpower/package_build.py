@@ -1,0 +1,184 @@
+"""Lay out, zip and verify a package: the build step of ``lowpower.package``.
+
+``build_package`` reads the checkpoint (``package_manifest``), finds the model's source
+(``package_closure``), writes the build folder, zips it and, unless told not to, runs presubmit's
+checks on two sample images before the pyz is moved into place.
+
+Example:
+    >>> info = build_package("runs/demo/best.pt", "/tmp/s.pyz", precision="fp16")  # doctest: +SKIP
+    >>> info["manifest"]["precision"], info["checks"][0][:30]  # doctest: +SKIP
+    ('fp16', 'presubmit on 2 sample images: ')
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+import zipapp
+from pathlib import Path
+
+import numpy as np
+
+from lowpower.checkpoint import build_model
+from lowpower.package_closure import SOURCE_ROOT, find_builder, generated_init, import_closure
+from lowpower.package_manifest import (
+    PackageError,
+    describe_checkpoint,
+    export_weights,
+    program_settings,
+    read_checkpoint,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_DIR = REPO_ROOT / "solution"
+DEFAULT_PYTHON = "/usr/bin/env python3.6"
+VERIFY_TIMEOUT = 600.0
+
+
+# ----------------------------------------------------------------------------- build
+
+def check_options(precision, timer, batch_size, min_class_area):
+    """PackageError for an option outside its range, before any work is done."""
+    if precision not in ("fp32", "fp16"):
+        raise PackageError("precision must be fp32 or fp16, got %r" % precision)
+    if timer not in ("model", "wall"):
+        raise PackageError("timer must be model or wall, got %r" % timer)
+    if int(batch_size) < 1:
+        raise PackageError("batch size must be at least 1, got %s" % batch_size)
+    if min_class_area is not None and not 0 <= min_class_area < 1:
+        raise PackageError("min class area must be in [0, 1), got %s" % min_class_area)
+
+
+def rebuild_model(state, checkpoint):
+    """The checkpoint's model in eval mode; PackageError when its weights do not fit its arch."""
+    try:
+        return build_model(state).eval()
+    except Exception as error:  # noqa: BLE001 -- a size mismatch, an unknown kwarg ...
+        raise PackageError("%s: cannot rebuild %s(%s) from it: %s" % (
+            checkpoint, state["arch"], state["arch_kwargs"], str(error).strip().splitlines()[0])) from None
+
+
+def default_build_dir(output):
+    return REPO_ROOT / "build" / (Path(output).stem or "solution")
+
+
+def lay_out(build_dir, manifest, arrays, closure, builder_module, builder_name):
+    """Write the package tree into a fresh ``build_dir``; returns its files (relative, sorted)."""
+    build_dir = Path(build_dir)
+    if build_dir.exists():
+        ours = (build_dir / "__main__.py").is_file() and (build_dir / "solution" / "manifest.json").is_file()
+        if not build_dir.is_dir() or (any(build_dir.iterdir()) and not ours):
+            raise PackageError("refusing to replace %s: it is not an empty folder or an earlier package "
+                               "build; pick another --build-dir" % build_dir)
+        shutil.rmtree(build_dir)
+    (build_dir / "solution").mkdir(parents=True)
+    (build_dir / "networks").mkdir()
+    for source in sorted(TEMPLATE_DIR.glob("*.py")):
+        target = build_dir / ("__main__.py" if source.name == "__main__.py" else "solution/" + source.name)
+        shutil.copyfile(source, target)
+    (build_dir / "solution" / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    np.savez(build_dir / "solution" / "weights.npz", **arrays)
+    (build_dir / "networks" / "__init__.py").write_text(
+        generated_init(manifest["arch"], builder_module, builder_name), encoding="utf-8")
+    for _, source in closure:
+        target = build_dir / source.relative_to(SOURCE_ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    return sorted(p.relative_to(build_dir).as_posix() for p in build_dir.rglob("*") if p.is_file())
+
+
+def write_sample_images(folder):
+    """Two inputs that exercise the reader: a 512x512 RGB PNG and an odd-sized RGBA one."""
+    import cv2
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(folder / "a.png"), rng.integers(0, 256, (512, 512, 3), dtype=np.uint8))
+    cv2.imwrite(str(folder / "b.png"), rng.integers(0, 256, (300, 417, 4), dtype=np.uint8))
+    return folder
+
+
+def verify_package(pyz, python=sys.executable, timeout=VERIFY_TIMEOUT):
+    """presubmit's checks on ``pyz`` with two sample images; returns the lines for the summary.
+
+    Raises:
+        PackageError: one line naming each failed check and why.
+    """
+    from lowpower.presubmit import check
+    from lowpower.presubmit_run import RunOptions
+
+    about = "2 sample images"
+    with tempfile.TemporaryDirectory(prefix="lowpower-verify-") as temp:
+        images = write_sample_images(Path(temp) / "img")
+        report = check(str(pyz), images=images, options=RunOptions(python=python, timeout=timeout),
+                       description=about)
+    if report.failed:
+        reasons = "; ".join("%s: %s" % (row["check"], " ".join(row["detail"].split())) for row in report.failed)
+        raise PackageError("the built package fails presubmit on %s: %s (build it with --no-verify, then "
+                           "run python -m lowpower.presubmit on it for the full report)" % (about, reasons))
+    passed = ", ".join(row["check"] for row in report.rows_with("PASS"))
+    warned = ["presubmit WARN %s: %s" % (row["check"], row["detail"]) for row in report.rows_with("WARN")]
+    return ["presubmit on %s: passed %s" % (about, passed)] + warned
+
+
+def zip_package(build_dir, output, python, verify):
+    """Zip ``build_dir`` into ``output`` (verified first when asked); returns the check lines."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")  # never leave a half-checked pyz in place
+    zipapp.create_archive(build_dir, partial, interpreter=python, compressed=True)
+    try:
+        checks = verify_package(partial) if verify else []
+        os.replace(partial, output)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return checks
+
+
+def build_package(checkpoint, output="solution.pyz", precision="fp32", input_size=None, timer="model",
+                  python=DEFAULT_PYTHON, batch_size=1, build_dir=None, verify=True, min_class_area=None):
+    """Build ``output`` from ``checkpoint``; returns a dict describing it (see ``summary``).
+
+    Args:
+        checkpoint: a checkpoint written by train.py (``lowpower.checkpoint``).
+        output: the pyz to write; its folder is created.
+        precision: ``fp32`` or ``fp16`` (weights stored in fp16; computed in fp16 on CUDA, in fp32
+            with the fp16-rounded weights on a CPU).
+        input_size: square model input size; default the checkpoint's.
+        timer: ``model`` (summed synchronised model seconds) or ``wall`` (the whole run).
+        python: the interpreter line of the pyz.
+        batch_size: images per forward pass.
+        build_dir: where the package tree is laid out (default ``build/<output stem>``).
+        verify: run presubmit's checks on two images before moving the pyz into place.
+        min_class_area: per-image share below which a predicted class is dropped (see
+            ``solution.main.drop_small_classes``); default the checkpoint config's
+            ``eval.min_class_area``, so the package scores what validation scored.
+
+    Raises:
+        PackageError: with the reason, naming the file at fault.
+    """
+    check_options(precision, timer, batch_size, min_class_area)
+    checkpoint, output = Path(checkpoint), Path(output)
+    state = read_checkpoint(checkpoint)
+    manifest = describe_checkpoint(state, checkpoint, input_size)
+    builder_module, builder_name = find_builder(state["arch"])
+    model = rebuild_model(state, checkpoint)
+    closure = import_closure(builder_module)
+    arrays = export_weights(model, precision)
+    parameters = sum(p.numel() for p in model.parameters())
+    manifest.update(program_settings(state, precision, timer, batch_size, min_class_area, parameters))
+    build_dir = Path(build_dir) if build_dir else default_build_dir(output)
+    files = lay_out(build_dir, manifest, arrays, closure, builder_module, builder_name)
+    checks = zip_package(build_dir, output, python, verify)
+    return {
+        "path": str(output),
+        "bytes": output.stat().st_size,
+        "build_dir": str(build_dir),
+        "files": files,
+        "modules": [source.relative_to(SOURCE_ROOT).as_posix() for _, source in closure],
+        "weights_bytes": (build_dir / "solution" / "weights.npz").stat().st_size,
+        "parameters": parameters,
+        "manifest": manifest,
+        "checks": checks,
+    }
