@@ -24,13 +24,15 @@ package with it on two images).
 
 Example:
     .venv/bin/python -m lowpower.presubmit runs/demo/solution.pyz
-    .venv/bin/python -m lowpower.presubmit solution.pyz --images data/lpcvc/LPCVC_Val_sample --samples 20
+    .venv/bin/python -m lowpower.presubmit solution.pyz --samples 20
+    .venv/bin/python -m lowpower.presubmit solution.pyz --images evaluation/test  # IMG/ and GT/
 """
 import argparse
 import json
 import os
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 from evaluation.contract import REFEREE_TIMEOUT
@@ -83,12 +85,19 @@ def check(solution, images=None, samples=8, options=None, description=None):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m lowpower.presubmit",
-        description="Check a solution.pyz for everything that would get it rejected by the LPCVC "
+        description=textwrap.fill(
+                    "Check a solution.pyz for everything that would get it rejected by the LPCVC "
                     "referee or scored badly: archive layout, Python 3.6 syntax (vermin), imports "
-                    "the device lacks, a run alone in an empty folder on sample images, the single "
+                    "the device lacks (dynamic imports it cannot see are a warning with file:line), "
+                    "a run alone in an empty folder on sample images, the single "
                     "float on stdout, the output PNGs, peak memory and the projected time for 600 "
-                    "images. Exit status 1 when a hard check fails.",
-)
+                    "images. Exit status 1 when a hard check fails.", 100),
+        epilog="examples:\n"
+               "  python -m lowpower.presubmit runs/demo/solution.pyz\n"
+               "  python -m lowpower.presubmit solution.pyz --samples 20 --json presubmit.json\n"
+               "  python -m lowpower.presubmit solution.pyz --images evaluation/test --device-slowdown 0.5"
+               "   # IMG/ + GT/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("solution", help="the archive to check, e.g. runs/demo/solution.pyz")
     parser.add_argument("--images", help="sample images: a folder of PNGs, or a folder with IMG/ "
                                          "(and GT/ to report accuracy); default: synthetic images")
