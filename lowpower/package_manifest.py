@@ -51,8 +51,11 @@ def read_checkpoint(path):
         raise PackageError("checkpoint %s does not exist" % path)
     try:
         state = load_checkpoint(path)
-    except ValueError as error:
-        raise PackageError(str(error)) from None
+    except ValueError as error:  # load_checkpoint's own refusal; it names the file
+        reason = " ".join(str(error).split())
+        # keep the lead every refusal here has, whatever wording the loader uses for unreadable files
+        raise PackageError(reason if "is not a lowpower checkpoint" in reason
+                           else "%s is not a lowpower checkpoint: %s" % (path.name, reason)) from None
     except Exception as error:  # noqa: BLE001 -- torch.load raises many types on foreign files
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise PackageError("%s is not a lowpower checkpoint: torch.load cannot read it (%s: %s)"
