@@ -119,3 +119,16 @@ def test_a_colour_classifier_stays_at_or_below_045_on_the_val_split(tmp_path):
     baseline = float(np.mean(scores))
     print("colour baseline, val mean Dice: %.4f" % baseline)
     assert 0.0 < baseline <= 0.45
+
+
+def test_generate_refuses_a_folder_holding_other_files(tmp_path):
+    from lowpower.synthetic import ForeignFilesError
+
+    root = tmp_path / "photos"
+    (root / "LPCVC_Val/IMG/val").mkdir(parents=True)
+    own = root / "LPCVC_Val/IMG/val/val_00000.png"   # a generator-like name, but in a folder of user data
+    own.write_bytes(b"mine")
+    (root / "LPCVC_Val/IMG/val/DSC_0001.JPG").write_bytes(b"mine too")
+    with pytest.raises(ForeignFilesError, match="photos.*DSC_0001.JPG"):
+        generate(root, train=1, val=1, test=0, size=64, workers=1, progress=False)
+    assert own.read_bytes() == b"mine" and not (root / "LPCVC_Train").exists()

@@ -115,8 +115,13 @@ def find_split_dirs(root, split):
     )
 
 
-def _index_by_stem(folder):
-    """Map file stem -> path for the image files in ``folder``; duplicate stems are an error."""
+def index_by_stem(folder):
+    """Map file stem -> path for the image files in ``folder``, and list the clashing names.
+
+    Returns:
+        ``(by_stem, duplicates)``: the first file of each stem, and ``"a.png / a.jpg"`` strings for
+        stems that more than one file shares (pairing those by name would be ambiguous).
+    """
     by_stem = {}
     duplicates = []
     for path in sorted(Path(folder).iterdir()):
@@ -126,6 +131,12 @@ def _index_by_stem(folder):
             duplicates.append("%s / %s" % (by_stem[path.stem].name, path.name))
             continue
         by_stem[path.stem] = path
+    return by_stem, duplicates
+
+
+def _index_by_stem(folder):
+    """:func:`index_by_stem` that raises on duplicate stems."""
+    by_stem, duplicates = index_by_stem(folder)
     if duplicates:
         raise DataError(
             "files in %s share a name with different extensions, so pairing is ambiguous: %s"
@@ -185,7 +196,7 @@ def read_rgb(path):
     """
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise DataError("cannot read image %s (missing, empty or not an image)" % path)
+        raise DataError("cannot read image %s (missing, empty, truncated or not an image)" % path)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -204,7 +215,7 @@ def read_mask(path):
     """
     mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if mask is None:
-        raise DataError("cannot read mask %s (missing, empty or not an image)" % path)
+        raise DataError("cannot read mask %s (missing, empty, truncated or not an image)" % path)
     if mask.ndim == 3:
         mask = mask[:, :, 0]
     if mask.dtype != np.uint8:

@@ -11,6 +11,7 @@ Each image is a pure function of (seed, split, index), so asking for more
 images later keeps the first ones identical.
 """
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -46,6 +47,49 @@ def write_scene(job):
 
 
 COMPLETE_MARKER = ".complete"
+_OWN_NAME = re.compile(r"^(train|val|test)_[0-9]{5}\.png$")
+
+
+class ForeignFilesError(ValueError):
+    """The destination holds files the generator did not write; nothing was written."""
+
+
+def foreign_files(out):
+    """Files under ``out`` that :func:`generate` would not have written (sorted).
+
+    The generator writes only ``SPLIT_DIRS[split]/<split>_NNNNN.png`` and the marker, so anything
+    else means the folder is someone's own data.
+
+    Example:
+        >>> foreign_files("/nonexistent")
+        []
+    """
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    own_dirs = {(out / sub).resolve(): split for split, subs in SPLIT_DIRS.items() for sub in subs}
+    foreign = []
+    for path in sorted(out.rglob("*")):
+        if path.is_dir() or path == out / COMPLETE_MARKER:
+            continue
+        match = _OWN_NAME.match(path.name)
+        split = own_dirs.get(path.parent.resolve())
+        if not (match and split == match.group(1)):
+            foreign.append(path)
+    return foreign
+
+
+def check_destination(out):
+    """Raise :class:`ForeignFilesError` (naming ``out`` and a few of the files) unless every file
+    under ``out`` is one the generator writes."""
+    foreign = foreign_files(out)
+    if foreign:
+        shown = ", ".join(str(path.relative_to(out)) for path in foreign[:3])
+        more = " and %d more" % (len(foreign) - 3) if len(foreign) > 3 else ""
+        raise ForeignFilesError(
+            "%s holds files the synthetic generator did not make (%s%s), so it will not write into it: "
+            "point data.root (or --out) at a new or empty folder, or set data.dataset to lpcvc to train on "
+            "those files" % (out, shown, more))
 
 
 def generate(out, train=300, val=50, test=50, seed=0, size=512, workers=None, progress=True):
@@ -62,8 +106,13 @@ def generate(out, train=300, val=50, test=50, seed=0, size=512, workers=None, pr
     Example:
         >>> generate("data/synthetic", train=8, val=2, test=2, progress=False)
         PosixPath('data/synthetic')
+
+    Raises:
+        ForeignFilesError: ``out`` holds files the generator did not make (a user's own data, which
+            same-named generated files would replace); nothing is written.
     """
     out = Path(out)
+    check_destination(out)
     counts = {"train": train, "val": val, "test": test}
     for split in counts:
         for sub in SPLIT_DIRS[split]:

@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-from lowpower.synthetic import generate
+from lowpower.synthetic import ForeignFilesError, generate
 
 
 def parse_args(argv=None):
@@ -26,7 +26,10 @@ def main(argv=None):
     for name in ("train", "val", "test"):
         if getattr(args, name) < 0:
             sys.exit("--%s must be 0 or more, got %d" % (name, getattr(args, name)))
-    out = generate(args.out, args.train, args.val, args.test, args.seed, args.size, args.workers)
+    try:
+        out = generate(args.out, args.train, args.val, args.test, args.seed, args.size, args.workers)
+    except ForeignFilesError as error:
+        sys.exit("python -m lowpower.synthetic: error: %s" % error)
     print("wrote %d train, %d val, %d test images to %s" % (args.train, args.val, args.test, out),
           file=sys.stderr)
 
