@@ -86,6 +86,9 @@ def test_good_archive_passes(tmp_path, capsys, images):
         assert rows[name][0] == "PASS", (name, text)
     assert "mean Dice 1.0000" in rows["accuracy"][1]
     assert "MiB" in rows["size"][1]
+    # a PASS says what it cannot prove: the device's runtime is not this machine's
+    result, detail = rows["not proven here"][:2]
+    assert result == "INFO" and "torch 1.10" in detail and "TensorRT 8.2" in detail
 
 
 def test_default_samples_are_synthetic(tmp_path, capsys):
