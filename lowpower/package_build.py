@@ -152,7 +152,7 @@ def build_package(checkpoint, output="solution.pyz", precision="fp32", input_siz
         build_dir: where the package tree is laid out (default ``build/<output stem>``).
         verify: run presubmit's checks on two images before moving the pyz into place.
         min_class_area: per-image share below which a predicted class is dropped (see
-            ``solution.main.drop_small_classes``); default the checkpoint config's
+            ``solution.postprocess.drop_small_classes``); default the checkpoint config's
             ``eval.min_class_area``, so the package scores what validation scored.
 
     Raises:

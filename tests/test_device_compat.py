@@ -1,53 +1,41 @@
-"""The folders that ship to the device must run on Python 3.6 and stand alone."""
-import ast
+"""The folders that ship to the device must run on Python 3.6 and stand alone.
+
+The rules are lowpower.pyz's (the ones presubmit applies to every package) with the device facts
+of evaluation.contract, so this test and presubmit cannot drift apart.
+"""
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-from evaluation.contract import DEVICE_PACKAGES, VERMIN_FLAGS
+from lowpower.pyz import device_has, own_modules, scan_folder, vermin_check
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEVICE_FOLDERS = [name for name in ("networks", "solution", "evaluation") if (REPO_ROOT / name).is_dir()]
 
 
-def python_files(folder):
-    return sorted((REPO_ROOT / folder).rglob("*.py"))
-
-
-def imported_top_level_modules(path):
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield alias.name.split(".")[0]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node.module.split(".")[0]
-
-
 @pytest.mark.parametrize("folder", DEVICE_FOLDERS)
 def test_vermin_finds_no_python_36_violations(folder):
-    # vermin has no __main__ module, so call its entry point through the running interpreter
-    command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())"]
-    result = subprocess.run(command + list(VERMIN_FLAGS) + [folder], cwd=str(REPO_ROOT),
-                            capture_output=True, text=True, timeout=120)
-    report = result.stdout + result.stderr
-    assert result.returncode == 0 and "requires" not in report.lower(), report
+    result = vermin_check(REPO_ROOT / folder)
+    assert result.ok is not None, result.text  # vermin is pinned in requirements.txt
+    assert result.ok, "\n".join(result.violations) or result.text
 
 
 @pytest.mark.parametrize("folder", DEVICE_FOLDERS)
 def test_device_code_never_imports_lowpower(folder):
-    offenders = [str(path.relative_to(REPO_ROOT)) for path in python_files(folder)
-                 if "lowpower" in set(imported_top_level_modules(path))]
+    offenders = [str(item) for item in scan_folder(REPO_ROOT / folder).imports if item.top == "lowpower"]
     assert offenders == []
 
 
 @pytest.mark.parametrize("folder", DEVICE_FOLDERS)
 def test_device_code_imports_only_what_the_device_has(folder):
-    siblings = {path.stem for path in (REPO_ROOT / folder).glob("*.py")}  # script-mode imports
-    allowed = set(sys.stdlib_module_names) | DEVICE_PACKAGES | set(DEVICE_FOLDERS) | siblings
-    offenders = sorted("{}: {}".format(path.relative_to(REPO_ROOT), module)
-                       for path in python_files(folder)
-                       for module in set(imported_top_level_modules(path)) - allowed)
-    assert offenders == []
+    # its sibling modules (script-mode imports) and the other device folders (they ship together)
+    local = own_modules(REPO_ROOT / folder) | set(DEVICE_FOLDERS)
+    scan = scan_folder(REPO_ROOT / folder)
+    offenders = [str(item) for item in scan.imports
+                 if item.level == 0 and not device_has(item.module) and item.top not in local]
+    assert scan.unparsable == [] and offenders == []
+
+
+@pytest.mark.parametrize("folder", DEVICE_FOLDERS)
+def test_device_code_has_no_dynamic_import_presubmit_would_warn_about(folder):
+    assert [str(item) for item in scan_folder(REPO_ROOT / folder).dynamic] == []
