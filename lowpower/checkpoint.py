@@ -11,19 +11,29 @@ A checkpoint is a dict saved with ``torch.save``::
     metrics                validation summary at this epoch (mean_dice, miou, ...) or {}
     history                per-epoch records (loss, mean_dice, miou) for the curves
     classes, mean, std, input_size   what the packager writes into the manifest
+    step_in_epoch, epoch_loss  mid-epoch position and the epoch's running loss sum / step count
+    rng                    per-process random states (python, numpy, torch, CUDA) for exact resume
 
 Writes are atomic (temporary file in the same folder, then ``os.replace``) so a
 job killed mid-save never leaves a truncated ``last.pt``.
 """
 import os
+import random
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import networks
 
 REQUIRED_KEYS = ("arch", "arch_kwargs", "model")
+# The temporary names save_checkpoint writes (mkstemp: NAME.<random>.tmp) for the files train.py saves.
+TEMP_PATTERNS = ("last.pt.*.tmp", "best.pt.*.tmp")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or is not ours; the message names the file."""
 
 
 def save_checkpoint(state, path):
@@ -58,11 +68,71 @@ def load_checkpoint(path, map_location="cpu"):
     if not path.is_file():
         raise FileNotFoundError("checkpoint %s does not exist (train.py writes runs/NAME/best.pt and last.pt)" % path)
     # Our checkpoints hold plain containers, numbers and tensors only, so the safe loader reads them.
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    missing = [key for key in REQUIRED_KEYS if key not in state]
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated zip, not a torch file, pickled objects: all mean "not readable"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError("cannot read checkpoint %s (truncated, or not a torch checkpoint: %s); "
+                              "use another one, e.g. best.pt of the same run" % (path, reason[:160])) from None
+    missing = [key for key in REQUIRED_KEYS if key not in state] if isinstance(state, dict) else REQUIRED_KEYS
     if missing:
-        raise ValueError("%s is not a lowpower checkpoint: missing %s" % (path, ", ".join(missing)))
+        raise CheckpointError("%s is not a lowpower checkpoint: missing %s" % (path, ", ".join(missing)))
     return state
+
+
+def remove_stale_temps(folder):
+    """Delete the temporary files a save killed half-way left in ``folder``; returns their paths.
+
+    ``save_checkpoint`` removes its temporary file itself unless the process dies (SIGKILL, node
+    failure) in between, so at start-up any ``last.pt.*.tmp`` / ``best.pt.*.tmp`` is garbage.
+    Call it only where one process writes (rank 0), before its first save.
+
+    Example:
+        >>> remove_stale_temps("runs/demo")  # doctest: +SKIP
+        [PosixPath('runs/demo/last.pt.k2j4x9.tmp')]
+    """
+    stale = sorted(path for pattern in TEMP_PATTERNS for path in Path(folder).glob(pattern) if path.is_file())
+    for path in stale:
+        path.unlink()
+    return stale
+
+
+def capture_rng_state():
+    """This process's random states as tensors and plain data (the safe loader reads them back).
+
+    python ``random``, numpy's global generator, torch's CPU generator and, when CUDA is in use,
+    every CUDA device's generator. With these restored, a run resumed mid-epoch draws the same
+    numbers (dropout, anything else random in the main process) as the uninterrupted run.
+
+    Example:
+        >>> restore_rng_state(capture_rng_state())
+    """
+    version, internal, gauss = random.getstate()
+    numpy_state = np.random.get_state(legacy=False)
+    state = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"bit_generator": numpy_state["bit_generator"],
+                  "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                  "pos": int(numpy_state["state"]["pos"]), "has_gauss": int(numpy_state["has_gauss"]),
+                  "gauss": float(numpy_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state):
+    """Set the random states :func:`capture_rng_state` returned (CUDA ones when both have CUDA)."""
+    python = state["python"]
+    random.setstate((python["version"], tuple(int(v) for v in python["state"].tolist()), python["gauss"]))
+    numpy = state["numpy"]
+    np.random.set_state({"bit_generator": numpy["bit_generator"], "has_gauss": numpy["has_gauss"],
+                         "gauss": numpy["gauss"],
+                         "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": numpy["pos"]}})
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def build_model(state):

@@ -109,3 +109,16 @@ def any_process(flag):
 def cleanup():
     if is_distributed():
         dist.destroy_process_group()
+
+
+def all_gather_objects(value):
+    """``[value of rank 0, value of rank 1, ...]`` on every rank (``[value]`` in one process).
+
+    Used for the per-rank random states a checkpoint keeps; the values travel pickled between
+    the processes of one job, never into a file.
+    """
+    if not is_distributed():
+        return [value]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered

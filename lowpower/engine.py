@@ -7,9 +7,11 @@ Example:
     >>> meter.summary()["mean_dice"]                                                  # doctest: +SKIP
 """
 import math
+import random
 import signal
 import sys
 
+import numpy as np
 import torch
 from torch.utils.data import DistributedSampler, Sampler
 from tqdm import tqdm
@@ -19,16 +21,37 @@ from lowpower.distributed import all_reduce_arrays, any_process
 from solution.postprocess import segment
 
 
+def sample_seed(seed, epoch, rank, position):
+    """The augmentation seed of the ``position``-th sample that ``rank`` draws in ``epoch``.
+
+    A pure function of its arguments (numpy's SeedSequence mixes them), so the same sample gets
+    the same crop, flip and jitter whether the epoch ran straight through or was resumed half-way,
+    and whichever DataLoader worker happens to load it.
+
+    Example:
+        >>> sample_seed(0, 1, 0, 5) == sample_seed(0, 1, 0, 5) != sample_seed(0, 1, 0, 6)
+        True
+    """
+    return int(np.random.SeedSequence([seed, epoch, rank, position]).generate_state(1, np.uint64)[0])
+
+
 class EpochSampler(DistributedSampler):
     """A DistributedSampler (also for one process) that can skip the batches already trained.
 
-    The order is a function of (seed, epoch, rank), so a run resumed mid-epoch sees the remaining
-    batches of the very same order.
+    It yields ``(index, augmentation seed)`` pairs for :class:`SeededItems`. The order is a
+    function of (seed, epoch, rank) and each seed of (seed, epoch, rank, position), so a run
+    resumed mid-epoch sees the remaining batches of the very same order, augmented the same way.
 
     Args:
         dataset: the training set.
         num_replicas, rank: the process group (1 and 0 alone).
-        seed: shuffling seed.
+        seed: shuffling and augmentation seed.
+
+    Example:
+        >>> sampler = EpochSampler(list(range(6)), seed=0)
+        >>> sampler.set_position(epoch=2, skip_samples=4)
+        >>> [index for index, _ in sampler], len(sampler)
+        ([4, 5], 2)
     """
 
     def __init__(self, dataset, num_replicas=1, rank=0, seed=0):
@@ -43,10 +66,51 @@ class EpochSampler(DistributedSampler):
 
     def __iter__(self):
         indices = list(super().__iter__())
-        return iter(indices[self.skip:])
+        return iter([(index, sample_seed(self.seed, self.epoch, self.rank, position))
+                     for position, index in enumerate(indices) if position >= self.skip])
 
     def __len__(self):
         return max(0, self.num_samples - self.skip)
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """A dataset indexed by ``(index, seed)`` pairs: each item is made under its own seed.
+
+    Why: a DataLoader seeds each worker once, from a base seed drawn per epoch, so which random
+    numbers a sample's augmentation gets depends on which worker loaded it and on everything that
+    worker loaded before -- state no checkpoint can hold, and different after a mid-epoch resume.
+    Seeding python ``random``, numpy and torch from the sampler's per-sample seed makes the
+    augmentation a function of (seed, epoch, rank, position) alone. In the main process
+    (``data.workers: 0``) the previous random states are put back afterwards, so loading never
+    disturbs the training's own random numbers.
+
+    Args:
+        dataset: the training set, whose transforms draw from the global generators.
+
+    Example:
+        >>> items = SeededItems([10, 20, 30])
+        >>> items[(2, 12345)]
+        30
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, seed = item
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2 ** 32)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
 
 
 class ShardSampler(Sampler):
@@ -147,8 +211,11 @@ def autocast(device, enabled):
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, device, epoch,
                     stop=None, clip_grad=None, amp=False, progress=True, total_steps=None,
-                    channels_last=False):
+                    channels_last=False, step_offset=0):
     """One pass over ``loader``; stops early (after a whole step) when ``stop`` is requested.
+
+    Raises:
+        FloatingPointError: the loss is NaN or infinite (the message names the epoch and step).
 
     Returns:
         (mean loss over the steps taken, steps taken, stopped early)
@@ -164,8 +231,9 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
         with autocast(device, amp):
             loss = criterion(model(images), masks)
         if not math.isfinite(loss.item()):
-            raise FloatingPointError("loss is %s at epoch %d step %d: lower train.lr or set train.clip_grad"
-                                     % (loss.item(), epoch + 1, steps + 1))
+            raise FloatingPointError("loss is %s at epoch %d step %d: lower train.lr, set train.clip_grad, "
+                                     "or check the data (python -m lowpower.data check DATA_ROOT)"
+                                     % (loss.item(), epoch + 1, step_offset + steps + 1))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if clip_grad:

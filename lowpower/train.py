@@ -1,14 +1,17 @@
 """train.py: train a network from a YAML config, on one CPU/GPU or many under torchrun.
 
     python train.py --cfg configs/synthetic/demo.yaml --out runs/demo
-    python train.py --cfg configs/synthetic/demo.yaml --set train.epochs=1 train.lr=0.01
+    python train.py --cfg configs/synthetic/demo.yaml --set train.epochs=1 train.lr=1e-3 --set data.workers=0
     torchrun --nproc_per_node=4 train.py --cfg configs/lpcvc/deeplabv3_r18_512.yaml
     python train.py --cfg ... --out runs/x --resume auto          # continue runs/x/last.pt if any
 
 Writes ``OUT/config.yaml`` (the resolved config), ``OUT/log.txt``, ``OUT/last.pt`` (every epoch
 and on SIGTERM), ``OUT/best.pt`` (best validation mean Dice), ``OUT/history.json`` and
 ``OUT/curves.png``. ``train.batch_size`` is per process: the global batch is
-batch_size x processes, and ``train.lr`` is not rescaled for you.
+batch_size x processes, and ``train.lr`` is not rescaled for you. A run stopped mid-epoch and
+resumed ends with the same weights, bit for bit, as one that ran straight through.
+With ``data.cache: false`` every file is read once before the first epoch
+(``python -m lowpower.data check`` does the same by hand).
 """
 import argparse
 import json
@@ -24,13 +27,14 @@ from torch.utils.data import DataLoader
 import networks
 from evaluation.metrics import format_table
 from lowpower import distributed
-from lowpower.checkpoint import load_checkpoint, save_checkpoint
-from lowpower.config import ConfigError, apply_override, check_consistency, check_model_kwargs, \
-    load_config, save_config
+from lowpower.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, remove_stale_temps, \
+    restore_rng_state, save_checkpoint
+from lowpower.config import ConfigError, apply_overrides, defaults, load_config, merge, save_config, validate
 from lowpower.data import DataError
-from lowpower.data.build import REPO_ROOT, build_dataset, class_names, ensure_synthetic
+from lowpower.data.build import REPO_ROOT, build_dataset, class_names, data_root, ensure_synthetic
+from lowpower.data.check import check_dataset
 from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from lowpower.engine import EpochSampler, ShardSampler, StopFlag, build_optimizer, evaluate, \
+from lowpower.engine import EpochSampler, SeededItems, ShardSampler, StopFlag, build_optimizer, evaluate, \
     poly_with_warmup, summary_metrics, train_one_epoch
 from lowpower.losses import SegmentationLoss, inverse_sqrt_weights, mask_pixel_counts
 from lowpower.plots import plot_curves
@@ -44,13 +48,28 @@ def parse_args(argv=None):
         prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", help="YAML run config (see configs/ and the README's config reference); "
                                       "optional with --resume, which then reuses the checkpoint's config")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="overrides that win over the file, e.g. train.epochs=5 model.kwargs.base_width=8")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="overrides that win over the file, e.g. train.epochs=5 model.kwargs.base_width=8; "
+                             "may be given several times (all apply, later ones win)")
     parser.add_argument("--out", help="run folder (default runs/<config name>)")
     parser.add_argument("--resume", metavar="CKPT",
                         help="continue from a checkpoint; 'auto' takes OUT/last.pt when it exists")
+    parser.add_argument("--override-config", action="store_true",
+                        help="with --resume and --cfg: continue with the --cfg config although it differs from "
+                             "the checkpoint's (without it train.py refuses and lists the keys that differ)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     return parser.parse_args(argv)
+
+
+def run_folder(args):
+    """OUT: --out, else the folder of an explicit --resume file, else runs/<config name>."""
+    if args.out:
+        return Path(args.out)
+    if args.resume and args.resume != "auto":
+        return Path(args.resume).parent
+    if not args.cfg:
+        raise ConfigError("give --out DIR or --cfg FILE")
+    return REPO_ROOT / "runs" / Path(args.cfg).stem
 
 
 def resolve_resume(args, out):
@@ -63,18 +82,83 @@ def resolve_resume(args, out):
     return Path(args.resume)
 
 
-def resolve_config(args, resume_state):
-    """File config (or the checkpoint's) with the command line's overrides applied last."""
+def config_differences(old, new):
+    """``['section.key: old -> new', ...]`` for every key whose value differs.
+
+    Example:
+        >>> config_differences(defaults(), load_config(None, ["train.epochs=3"]))
+        ['train.epochs: 100 -> 3']
+    """
+    return ["%s.%s: %r -> %r" % (section, name, old[section][name], new[section][name])
+            for section in new for name in new[section] if old[section][name] != new[section][name]]
+
+
+def resolve_config(args, resume_state, resume_path):
+    """The run's config: --cfg and --set, or the checkpoint's with --set applied.
+
+    With both --resume and --cfg the two must agree unless ``--override-config``: a silently
+    replaced config (another width, another data set) would otherwise continue a different run.
+    """
+    saved = None
+    if resume_state is not None:  # defaults first, so a checkpoint from before a new key still resolves
+        saved = merge(defaults(), resume_state["config"], "config of %s" % resume_path)
     if args.cfg:
-        return load_config(args.cfg, args.set)
-    if resume_state is None:
+        cfg = load_config(args.cfg, args.set)
+        changed = config_differences(saved, cfg) if saved is not None else []
+        if changed and not args.override_config:
+            raise ConfigError("--cfg %s%s differs from the config %s was trained with: %s. Add --override-config to "
+                              "continue with the new values, or drop --cfg to keep the checkpoint's"
+                              % (args.cfg, " with --set" if args.set else "", resume_path, "; ".join(changed)))
+        return cfg, changed
+    if saved is None:
         raise ConfigError("give --cfg FILE (or --resume CKPT to reuse a checkpoint's config)")
-    cfg = resume_state["config"]
-    for text in args.set:
-        apply_override(cfg, text)
-    check_model_kwargs(cfg, "checkpoint config")
-    check_consistency(cfg, "checkpoint config")
-    return cfg
+    return validate(saved, "config of %s" % resume_path, apply_overrides(saved, args.set)), []
+
+
+def on_rank0(work, info):
+    """Run ``work()`` on rank 0 alone; if it fails, every rank raises (none waits at a barrier)."""
+    error = None
+    if info.rank == 0:
+        try:
+            work()
+        except (ConfigError, DataError) as caught:
+            error = caught
+    if distributed.any_process(error is not None):
+        raise error or DataError("rank 0 stopped the run; see its log")
+
+
+def setup(args, cfg, out):
+    """Processes, run folder, logging, threads, config.yaml, stale temp files, synthetic data."""
+    info = distributed.init_distributed_mode(cfg["train"]["device"])
+    if info.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
+    setup_logging(out, info.rank == 0)
+    if cfg["train"]["threads"]:
+        torch.set_num_threads(cfg["train"]["threads"])
+    if info.rank == 0:
+        save_config(cfg, out / "config.yaml")
+        # A save killed between its write and its rename leaves NAME.pt.<random>.tmp; only rank 0
+        # saves, and not yet, so anything matching is garbage from an earlier job.
+        for path in remove_stale_temps(out):
+            LOG.info("removed %s, a stale temporary file of a save that was killed", path.name)
+    on_rank0(lambda: ensure_synthetic(cfg, LOG.info), info)
+    return info
+
+
+def check_data(cfg, info, progress):
+    """Without the cache no file is read before it is needed, so a corrupt validation image would
+    surface only after a whole epoch: read every train and val file once now, and list every problem."""
+    def work():
+        root = data_root(cfg)
+        report = check_dataset(root, cfg["data"]["dataset"], cfg["data"]["num_classes"],
+                               splits=("train", "val"), progress=progress)
+        if report.problems:
+            raise DataError("%d problem(s) in the data, found before training (python -m lowpower.data check %s "
+                            "lists them again):\n  %s" % (len(report.problems), root, "\n  ".join(report.problems)))
+        LOG.info("data check: %s pairs read, no problems; pixel share per class:\n%s",
+                 " + ".join("%d %s" % (n, split) for split, n in report.pairs.items()), report.share_table())
+    on_rank0(work, info)
 
 
 def setup_logging(out, is_main):
@@ -129,29 +213,179 @@ def make_loaders(cfg, info, progress):
     sampler = EpochSampler(train_set, info.world_size, info.rank, cfg["train"]["seed"])
     workers = cfg["data"]["workers"]
     pin = info.device.type == "cuda"
-    train_loader = DataLoader(train_set, batch_size=batch, sampler=sampler, num_workers=workers,
-                              pin_memory=pin, drop_last=True, persistent_workers=False)
+    # SeededItems makes every sample's augmentation a function of (seed, epoch, rank, position), so
+    # the workers' own seeds no longer matter; the loader gets a generator of its own so that drawing
+    # those seeds leaves the main process's random numbers, which a checkpoint restores, alone.
+    train_loader = DataLoader(SeededItems(train_set), batch_size=batch, sampler=sampler, num_workers=workers,
+                              pin_memory=pin, drop_last=True, persistent_workers=False,
+                              generator=torch.Generator().manual_seed(cfg["train"]["seed"]))
     val_loader = DataLoader(val_set, batch_size=cfg["eval"]["batch_size"],
                             sampler=ShardSampler(val_set, info.world_size, info.rank),
                             num_workers=min(workers, 2), pin_memory=pin)
     return train_set, train_loader, val_loader
 
 
-def checkpoint_state(cfg, model, optimizer, scheduler, scaler, epoch, step, best, metrics, history):
+class Run:
+    """One training run: the config, its folder and processes, the model and its optimiser, the
+    loaders and the counters that ``last.pt`` carries. Each method does one job.
+
+    Example:
+        >>> run = Run(load_config("configs/synthetic/demo.yaml"), Path("runs/demo"), info, True)  # doctest: +SKIP
+        >>> run.build(); run.loop()                                                               # doctest: +SKIP
+    """
+
+    def __init__(self, cfg, out, info, progress):
+        self.cfg, self.out, self.info, self.progress = cfg, out, info, progress
+        self.is_main = info.rank == 0
+        self.start_epoch, self.start_step, self.best, self.history, self.metrics = 0, 0, -1.0, [], {}
+        self.rng, self.epoch_loss = None, (0.0, 0)
+        self.started = time.time()
+
+    def build(self):
+        """Model (DDP-wrapped later), loaders, loss, optimiser, schedule and loss scaler."""
+        cfg, info = self.cfg, self.info
+        torch.manual_seed(cfg["train"]["seed"])
+        model = make_model(cfg, load_pretrained=self.is_main).to(info.device)
+        if cfg["train"]["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
+        if info.distributed and cfg["train"]["sync_bn"]:
+            if info.device.type == "cuda":
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:  # SyncBatchNorm has no CPU kernel: it would fail on the first training step
+                LOG.warning("train.sync_bn ignored on CPU: each process keeps its own BatchNorm statistics")
+        self.model = self.model_without_ddp = model
+        self.train_set, self.train_loader, self.val_loader = make_loaders(cfg, info, self.progress)
+        self.criterion = make_criterion(cfg, self.train_set, info.device)
+        self.optimizer = build_optimizer(model, cfg["train"])
+        self.steps_per_epoch = len(self.train_loader.sampler) // cfg["train"]["batch_size"]
+        total_steps = self.steps_per_epoch * cfg["train"]["epochs"]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_with_warmup(
+            total_steps, cfg["train"]["warmup_iters"], cfg["train"]["poly_power"]))
+        self.scaler = torch.amp.GradScaler(info.device.type,
+                                           enabled=cfg["train"]["amp"] and info.device.type == "cuda")
+
+    def resume(self, state, path):
+        """Load a checkpoint's weights, optimiser, schedule, counters and random states."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            detail = [line.strip() for line in str(error).splitlines() if line.strip()]
+            raise ConfigError("the weights in %s do not fit the configured model or optimiser (%s); with "
+                              "--override-config change only keys that keep them (epochs, lr, data, ...)"
+                              % (path, detail[-1][:200] if detail else type(error).__name__)) from None
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.start_step = state["epoch"], state.get("step_in_epoch", 0)
+        self.best, self.metrics = state.get("best_mean_dice", -1.0), state.get("metrics", {})
+        self.history = list(state.get("history", []))
+        self.epoch_loss = tuple(state.get("epoch_loss", (0.0, 0)))
+        rng = state.get("rng") or []
+        if len(rng) == self.info.world_size:
+            self.rng = rng[self.info.rank]
+        elif self.start_step:
+            LOG.warning("%s holds random states for %d process(es), not %d: the rest of epoch %d is reseeded, "
+                        "so it will not repeat an uninterrupted run exactly", path, len(rng),
+                        self.info.world_size, self.start_epoch + 1)
+        LOG.info("resumed from %s: %d epochs done%s", path, self.start_epoch,
+                 " and %d steps of the next" % self.start_step if self.start_step else "")
+
+    def save(self, name, epoch, step, epoch_loss=(0.0, 0)):
+        """Every rank's random states, then rank 0 writes ``OUT/name`` (all ranks must call it)."""
+        rng = distributed.all_gather_objects(capture_rng_state())
+        if self.is_main:
+            save_checkpoint(checkpoint_state(self, epoch, step, epoch_loss, rng), self.out / name)
+
+    def train_epoch(self, epoch, stop):
+        """Train one epoch (its rest, when resumed inside it); returns (mean loss, stopped)."""
+        cfg, train = self.cfg, self.cfg["train"]
+        skip = self.start_step if epoch == self.start_epoch else 0
+        self.train_loader.sampler.set_position(epoch, skip * train["batch_size"])
+        if skip and self.rng is not None:
+            restore_rng_state(self.rng)  # exactly where the stopped run was, after its step `skip`
+        else:  # a function of (seed, epoch, rank), so a resume at an epoch boundary needs no saved state
+            torch.manual_seed(train["seed"] * 100003 + epoch * 1009 + self.info.rank)
+        done_sum, done_steps = self.epoch_loss if skip else (0.0, 0)
+        loss, steps, stopped = train_one_epoch(
+            self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler, self.scaler,
+            self.info.device, epoch, stop, clip_grad=train["clip_grad"], amp=train["amp"], progress=self.progress,
+            total_steps=self.steps_per_epoch - skip, channels_last=train["channels_last"], step_offset=skip)
+        loss_sum = done_sum + (distributed.all_reduce_mean(loss) * steps if steps else 0.0)
+        steps += done_steps
+        if stopped:  # the running sum goes into last.pt, so the epoch's loss averages all of its steps
+            self.save("last.pt", epoch, skip + steps - done_steps, epoch_loss=(loss_sum, steps))
+        return (loss_sum / steps if steps else float("nan")), stopped
+
+    def end_epoch(self, epoch, loss):
+        """Validate when due, log, append to the history, save best.pt / last.pt and the curves."""
+        cfg, epochs = self.cfg, self.cfg["train"]["epochs"]
+        record = {"epoch": epoch + 1, "loss": loss, "seconds": round(time.time() - self.started, 1)}
+        self.summary = None
+        if (epoch + 1) % cfg["train"]["val_every"] == 0 or epoch + 1 == epochs:
+            self.summary = validate(self.model_without_ddp, self.val_loader, self.info, cfg, self.progress)
+            self.metrics = summary_metrics(self.summary)
+            record.update(mean_dice=self.metrics["mean_dice"], miou=self.metrics["miou"])
+            score = -1.0 if math.isnan(self.metrics["mean_dice"]) else self.metrics["mean_dice"]
+            improved = score > self.best
+            self.best = max(self.best, score)
+            LOG.info("epoch %d/%d  loss %.4f  val mean Dice %.4f  mIoU %.4f%s  (%.0f s)", epoch + 1, epochs, loss,
+                     self.metrics["mean_dice"], self.metrics["miou"], "  best" if improved else "",
+                     time.time() - self.started)
+            self.history.append(record)
+            if improved:
+                self.save("best.pt", epoch + 1, 0)
+        else:
+            self.history.append(record)
+            LOG.info("epoch %d/%d  loss %.4f  (%.0f s)", epoch + 1, epochs, loss, time.time() - self.started)
+        self.save("last.pt", epoch + 1, 0)
+        if self.is_main:
+            write_outputs(self.out, self.history, cfg)
+
+    def loop(self):
+        """The epochs from the resume point on; returns the exit status (0, or EXIT_STOPPED)."""
+        stop, last_summary, epochs = StopFlag().install(), None, self.cfg["train"]["epochs"]
+        for epoch in range(self.start_epoch, epochs):
+            loss, stopped = self.train_epoch(epoch, stop)
+            if stopped:
+                distributed.barrier()  # no rank exits (and makes torchrun stop the others) before the save
+                LOG.info("%s received: saved %s in epoch %d; continue with --resume auto --out %s",
+                         stop.signal_name or "stop", self.out / "last.pt", epoch + 1, self.out)
+                return EXIT_STOPPED
+            self.end_epoch(epoch, loss)
+            last_summary = self.summary or last_summary
+            if distributed.any_process(stop.requested):
+                LOG.info("%s received after epoch %d: last.pt is saved; continue with --resume auto --out %s",
+                         stop.signal_name or "stop", epoch + 1, self.out)
+                return EXIT_STOPPED
+        if self.start_epoch >= epochs:
+            LOG.info("nothing to do: the checkpoint already finished %d epochs", epochs)
+        if last_summary is not None:
+            LOG.info("validation after the last epoch (val split, %d images):\n%s", last_summary["images"],
+                     format_table(last_summary, class_names(self.cfg)))
+        if self.history:
+            LOG.info("best val mean Dice %.4f; outputs in %s (best.pt, last.pt, config.yaml, curves.png, log.txt)",
+                     self.best, self.out)
+        return 0
+
+
+def checkpoint_state(run, epoch, step, epoch_loss, rng):
     """Everything that rebuilds, resumes and packages the run (see lowpower.checkpoint)."""
+    cfg = run.cfg
     return {
         "arch": cfg["model"]["arch"],
         "arch_kwargs": dict(cfg["model"]["kwargs"], num_classes=cfg["data"]["num_classes"]),
-        "model": {name: value.contiguous() for name, value in model.state_dict().items()},
+        "model": {name: value.contiguous() for name, value in run.model_without_ddp.state_dict().items()},
         "config": cfg,
         "epoch": epoch,
         "step_in_epoch": step,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "best_mean_dice": best,
-        "metrics": metrics,
-        "history": history,
+        "epoch_loss": [float(epoch_loss[0]), int(epoch_loss[1])],
+        "rng": rng,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "best_mean_dice": run.best,
+        "metrics": run.metrics,
+        "history": run.history,
         "classes": list(class_names(cfg)),
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
@@ -179,141 +413,38 @@ def write_outputs(out, history, cfg):
 
 def run(args):
     """Train as ``args`` (from :func:`parse_args`) says; returns the process exit status."""
-    cfg_name = Path(args.cfg).stem if args.cfg else None
-    out = Path(args.out) if args.out else None
-    if out is None and args.resume and args.resume != "auto":
-        out = Path(args.resume).parent
-    if out is None:
-        if cfg_name is None:
-            raise ConfigError("give --out DIR or --cfg FILE")
-        out = REPO_ROOT / "runs" / cfg_name
+    out = run_folder(args)
     resume_path = resolve_resume(args, out)
     resume_state = load_checkpoint(resume_path) if resume_path else None
-    cfg = resolve_config(args, resume_state)
-
-    info = distributed.init_distributed_mode(cfg["train"]["device"])
-    is_main = info.rank == 0
-    progress = is_main and not args.no_progress
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    distributed.barrier()
-    setup_logging(out, is_main)
-    if cfg["train"]["threads"]:
-        torch.set_num_threads(cfg["train"]["threads"])
-    if is_main:
-        save_config(cfg, out / "config.yaml")
-        ensure_synthetic(cfg, LOG.info)
-    distributed.barrier()
-
-    torch.manual_seed(cfg["train"]["seed"])
-    model = make_model(cfg, load_pretrained=is_main).to(info.device)
-    if cfg["train"]["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    if info.distributed and cfg["train"]["sync_bn"]:
-        if info.device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        else:  # SyncBatchNorm has no CPU kernel: it would fail on the first training step
-            LOG.warning("train.sync_bn ignored on CPU: each process keeps its own BatchNorm statistics")
-    train_set, train_loader, val_loader = make_loaders(cfg, info, progress)
-    criterion = make_criterion(cfg, train_set, info.device)
-    optimizer = build_optimizer(model, cfg["train"])
-    steps_per_epoch = len(train_loader.sampler) // cfg["train"]["batch_size"]
-    total_steps = steps_per_epoch * cfg["train"]["epochs"]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, poly_with_warmup(total_steps, cfg["train"]["warmup_iters"], cfg["train"]["poly_power"]))
-    scaler = torch.amp.GradScaler(info.device.type, enabled=cfg["train"]["amp"] and info.device.type == "cuda")
-
-    start_epoch, start_step, best, history, metrics = 0, 0, -1.0, [], {}
-    if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        scaler.load_state_dict(resume_state["scaler"])
-        start_epoch = resume_state["epoch"]
-        start_step = resume_state.get("step_in_epoch", 0)
-        best = resume_state.get("best_mean_dice", -1.0)
-        history = list(resume_state.get("history", []))
-        metrics = resume_state.get("metrics", {})
-        LOG.info("resumed from %s: %d epochs done%s", resume_path, start_epoch,
-                 " and %d steps of the next" % start_step if start_step else "")
-    model_without_ddp = model
-    if info.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
-
-    parameters = sum(p.numel() for p in model_without_ddp.parameters())
-    LOG.info("run folder %s | %s (%.2f M parameters) | %d train, %d val images | %d process(es) on %s | "
-             "%d steps per epoch, %d epochs", out, cfg["model"]["arch"], parameters / 1e6, len(train_set),
-             len(val_loader.dataset), info.world_size, info.device, steps_per_epoch, cfg["train"]["epochs"])
-
-    stop = StopFlag().install()
-    last_summary = None
-    epochs = cfg["train"]["epochs"]
-    started = time.time()
-
-    def save(name, epoch, step):
-        if is_main:
-            save_checkpoint(checkpoint_state(cfg, model_without_ddp, optimizer, scheduler, scaler, epoch,
-                                             step, best, metrics, history), out / name)
-
-    for epoch in range(start_epoch, epochs):
-        skip = start_step if epoch == start_epoch else 0
-        train_loader.sampler.set_position(epoch, skip * cfg["train"]["batch_size"])
-        torch.manual_seed(cfg["train"]["seed"] * 100003 + epoch * 1009 + info.rank + skip)
-        loss, steps, stopped = train_one_epoch(
-            model, train_loader, criterion, optimizer, scheduler, scaler, info.device, epoch, stop,
-            clip_grad=cfg["train"]["clip_grad"], amp=cfg["train"]["amp"], progress=progress,
-            total_steps=steps_per_epoch - skip, channels_last=cfg["train"]["channels_last"])
-        loss = distributed.all_reduce_mean(loss)
-        if stopped:
-            save("last.pt", epoch, skip + steps)
-            distributed.barrier()  # no rank exits (and makes torchrun stop the others) before the save
-            LOG.info("%s received: saved %s at epoch %d step %d; continue with --resume auto --out %s",
-                     stop.signal_name or "stop", out / "last.pt", epoch + 1, skip + steps, out)
-            distributed.cleanup()
-            return EXIT_STOPPED
-        record = {"epoch": epoch + 1, "loss": loss, "seconds": round(time.time() - started, 1)}
-        if (epoch + 1) % cfg["train"]["val_every"] == 0 or epoch + 1 == epochs:
-            summary = last_summary = validate(model_without_ddp, val_loader, info, cfg, progress)
-            metrics = summary_metrics(summary)
-            record.update(mean_dice=metrics["mean_dice"], miou=metrics["miou"])
-            score = -1.0 if math.isnan(metrics["mean_dice"]) else metrics["mean_dice"]
-            improved = score > best
-            if improved:
-                best = score
-            LOG.info("epoch %d/%d  loss %.4f  val mean Dice %.4f  mIoU %.4f%s  (%.0f s)", epoch + 1, epochs,
-                     loss, metrics["mean_dice"], metrics["miou"], "  best" if improved else "",
-                     time.time() - started)
-            history.append(record)
-            if improved:
-                save("best.pt", epoch + 1, 0)
-        else:
-            history.append(record)
-            LOG.info("epoch %d/%d  loss %.4f  (%.0f s)", epoch + 1, epochs, loss, time.time() - started)
-        save("last.pt", epoch + 1, 0)
-        if is_main:
-            write_outputs(out, history, cfg)
-        if distributed.any_process(stop.requested):
-            LOG.info("%s received after epoch %d: last.pt is saved; continue with --resume auto --out %s",
-                     stop.signal_name or "stop", epoch + 1, out)
-            distributed.cleanup()
-            return EXIT_STOPPED
-    if start_epoch >= epochs:
-        LOG.info("nothing to do: the checkpoint already finished %d epochs", epochs)
-    if last_summary is not None:
-        LOG.info("validation after the last epoch (val split, %d images):\n%s", last_summary["images"],
-                 format_table(last_summary, class_names(cfg)))
-    if is_main and history:
-        LOG.info("best val mean Dice %.4f; outputs in %s (best.pt, last.pt, config.yaml, curves.png, log.txt)",
-                 best, out)
-    distributed.cleanup()
-    return 0
+    cfg, changed = resolve_config(args, resume_state, resume_path)
+    info = setup(args, cfg, out)
+    progress = info.rank == 0 and not args.no_progress
+    try:
+        if resume_state is None:
+            check_data(cfg, info, progress)
+        session = Run(cfg, out, info, progress)
+        session.build()
+        if resume_state is not None:
+            if changed:
+                LOG.info("--override-config: continuing %s with %s", resume_path, "; ".join(changed))
+            session.resume(resume_state, resume_path)
+        if info.distributed:
+            session.model = torch.nn.parallel.DistributedDataParallel(
+                session.model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+        parameters = sum(p.numel() for p in session.model_without_ddp.parameters())
+        LOG.info("run folder %s | %s (%.2f M parameters) | %d train, %d val images | %d process(es) on %s | "
+                 "%d steps per epoch, %d epochs", out, cfg["model"]["arch"], parameters / 1e6, len(session.train_set),
+                 len(session.val_loader.dataset), info.world_size, info.device, session.steps_per_epoch,
+                 cfg["train"]["epochs"])
+        return session.loop()
+    finally:
+        distributed.cleanup()
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
         return run(args)
-    except (ConfigError, DataError, FileNotFoundError) as error:
+    except (ConfigError, DataError, CheckpointError, FileNotFoundError, FloatingPointError) as error:
         print("train.py: error: %s" % error, file=sys.stderr)
         return 2

@@ -133,3 +133,53 @@ def test_train_py_help_runs_from_anywhere(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--resume" in result.stdout and "--set" in result.stdout
+
+
+def test_a_synthetic_root_holding_other_files_is_never_written_into(tmp_path, capsys):
+    root, out = tmp_path / "my_photos", tmp_path / "run"
+    (root / "LPCVC_Train/IMG/train").mkdir(parents=True)
+    mine = root / "LPCVC_Train/IMG/train/train_00000.png"
+    mine.write_bytes(b"a user's own image")
+    (root / "notes.txt").write_text("field notes")
+    args = tiny_args(root, out, "train.epochs=1", "data.synthetic_train=2", "data.synthetic_val=1",
+                     "data.synthetic_test=0")
+    assert train_main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert str(root) in error and "notes.txt" in error and len(error.splitlines()) == 1
+    assert mine.read_bytes() == b"a user's own image"
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["notes.txt", "train_00000.png"]
+
+
+def test_an_interrupted_generation_is_redone(tmp_path):
+    root = tmp_path / "half"
+    generate(root, train=2, val=1, test=1, seed=1, size=64, workers=1, progress=False)
+    (root / ".complete").unlink()  # as if killed before the marker
+    args = tiny_args(root, tmp_path / "run", "train.epochs=1", "data.synthetic_train=2",
+                     "data.synthetic_val=2", "data.synthetic_test=1")
+    assert train_main(args) == 0 and (root / ".complete").is_file()
+
+
+def test_repeated_set_options_all_apply(tiny_data, tmp_path, capsys):
+    args = tiny_args(tiny_data, tmp_path / "r", "train.epochs=1") + ["--set", "train.epochs=abc",
+                                                                      "--set", "train.threads=1"]
+    assert train_main(args) == 2
+    assert "--set train.epochs=abc: train.epochs must be an integer" in capsys.readouterr().err
+    parsed = train_module.parse_args(["--set", "a.b=1", "c.d=2", "--set", "e.f=3"])
+    assert parsed.set == ["a.b=1", "c.d=2", "e.f=3"]
+
+
+def test_a_negative_lr_is_one_line_naming_the_key(tiny_data, tmp_path, capsys):
+    assert train_main(tiny_args(tiny_data, tmp_path / "r", "train.lr=-1e-3")) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == "train.py: error: --set train.lr=-1e-3: train.lr must be greater than 0, got -0.001"
+
+
+def test_a_nan_loss_names_epoch_and_step_in_one_line(tiny_data, tmp_path, capsys):
+    args = tiny_args(tiny_data, tmp_path / "r", "train.epochs=1", "train.optimizer=sgd", "train.lr=1e30",
+                     "train.warmup_iters=0")
+    assert train_main(args) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    error = error.split("train.py: error: ", 1)[1].strip()  # after the log lines: one line
+    assert len(error.splitlines()) == 1
+    assert "epoch 1 step 2" in error and "train.lr" in error and "data" in error

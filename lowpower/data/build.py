@@ -12,7 +12,7 @@ import cv2
 import torch
 from tqdm import tqdm
 
-from lowpower.data.lpcvc import CLASS_NAMES, LPCVCDataset
+from lowpower.data.lpcvc import CLASS_NAMES, DataError, LPCVCDataset
 from lowpower.data.transforms import eval_transforms, train_transforms
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,20 +28,27 @@ def ensure_synthetic(cfg, log=print):
     """Generate the synthetic data set at ``data.root`` when a synthetic config finds it missing.
 
     A ``.complete`` marker is written only after the last file, so an interrupted generation is
-    simply redone (the same seed gives the same files).
+    simply redone (the same seed gives the same files). A folder holding files the generator did
+    not make is never written into.
+
+    Raises:
+        DataError: ``data.root`` holds other files (the message names the folder and the way out).
     """
     data = cfg["data"]
     root = data_root(cfg)
     marker = root / ".complete"
     if data["dataset"] != "synthetic" or marker.is_file():
         return root
-    from lowpower.synthetic import generate  # the generator is only needed on first use
+    from lowpower.synthetic import ForeignFilesError, check_destination, generate  # needed on first use only
 
+    try:
+        check_destination(root)  # before saying "generating": a user's own files are never touched
+    except ForeignFilesError as error:
+        raise DataError("data.root %s" % error) from None
     log("data.root %s has no complete synthetic data set: generating %d train, %d val, %d test "
         "images (seed %d) ..." % (root, data["synthetic_train"], data["synthetic_val"],
                                   data["synthetic_test"], data["synthetic_seed"]))
-    generate(root, data["synthetic_train"], data["synthetic_val"], data["synthetic_test"],
-             data["synthetic_seed"])
+    generate(root, data["synthetic_train"], data["synthetic_val"], data["synthetic_test"], data["synthetic_seed"])
     return root
 
 
