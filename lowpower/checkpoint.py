@@ -135,6 +135,27 @@ def restore_rng_state(state):
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def model_from_config(cfg, load_pretrained=True, log=None):
+    """Build the configured network, with ImageNet backbone weights when ``model.pretrained`` asks
+    and ``load_pretrained`` (a process that gets its weights otherwise, like DDP ranks > 0, needs
+    neither the file nor a network).
+
+    Example:
+        >>> model_from_config(load_config("configs/synthetic/demo.yaml"))  # doctest: +SKIP
+    """
+    model = networks.create_model(cfg["model"]["arch"], num_classes=cfg["data"]["num_classes"],
+                                  **cfg["model"]["kwargs"])
+    pretrained = cfg["model"]["pretrained"]
+    if pretrained and load_pretrained:
+        from lowpower.pretrained import load_pretrained_backbone
+
+        weights = "IMAGENET1K_V1" if pretrained is True else pretrained
+        missing = load_pretrained_backbone(model, cfg["model"]["arch"], weights)
+        if log:
+            log("loaded %s backbone weights (%d backbone keys not in the file)" % (weights, len(missing)))
+    return model
+
+
 def build_model(state):
     """Rebuild the network a checkpoint describes and load its weights.
 
@@ -144,3 +165,33 @@ def build_model(state):
     model = networks.create_model(state["arch"], **state["arch_kwargs"])
     model.load_state_dict(state["model"])
     return model
+
+
+def training_state(cfg, model, optimizer, scheduler, scaler, **counters):
+    """The checkpoint dict of a training run (see the module docstring for the keys).
+
+    Args:
+        cfg: resolved run config.
+        model: the unwrapped model (no DDP ``module.`` prefix).
+        optimizer, scheduler, scaler: their ``state_dict()`` is stored.
+        counters: epoch, step_in_epoch, epoch_loss, rng, best_mean_dice, metrics, history.
+
+    Example:
+        >>> save_checkpoint(training_state(cfg, model, opt, sched, scaler, epoch=3), "runs/x/last.pt")  # doctest: +SKIP
+    """
+    from lowpower.data.build import class_names
+    from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    return dict({
+        "arch": cfg["model"]["arch"],
+        "arch_kwargs": dict(cfg["model"]["kwargs"], num_classes=cfg["data"]["num_classes"]),
+        "model": {name: value.contiguous() for name, value in model.state_dict().items()},
+        "config": cfg,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "classes": list(class_names(cfg)),
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "input_size": cfg["data"]["input_size"],
+    }, **counters)

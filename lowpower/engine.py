@@ -303,3 +303,27 @@ def evaluate(model, loader, device, num_classes, amp=False, progress=False, chan
         if on_batch is not None:
             on_batch(preds, masks.numpy())
     return SegmentationMeter.from_state(all_reduce_arrays(meter.state()))
+
+
+def validate_ranks(model, loader, device, cfg, distributed=False, progress=False):
+    """Referee-rule scores of a run config's validation split, summed over the ranks.
+
+    Args:
+        model: the unwrapped model.
+        loader: this rank's shard of the split (:class:`ShardSampler`).
+        device: where the model is.
+        cfg: resolved run config (num_classes, amp, channels_last, min_class_area).
+        distributed: under torchrun; rank 0's BatchNorm buffers are broadcast first.
+        progress: a bar over the batches.
+
+    Returns:
+        the meter's summary dict (mean_dice, miou, per-class scores, confusion matrix, images).
+    """
+    if distributed:
+        # Ranks drift apart in BatchNorm statistics between broadcasts; score rank 0's weights,
+        # the ones the checkpoint holds.
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, 0)
+    meter = evaluate(model, loader, device, cfg["data"]["num_classes"], amp=cfg["train"]["amp"], progress=progress,
+                     channels_last=cfg["train"]["channels_last"], min_class_area=cfg["eval"]["min_class_area"])
+    return meter.summary()

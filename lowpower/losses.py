@@ -94,3 +94,25 @@ class SegmentationLoss(torch.nn.Module):
         if self.dice_weight > 0:
             loss = loss + self.dice_weight * soft_dice_loss(logits, target, self.ignore_index)
         return loss
+
+
+def criterion_from_config(cfg, train_set, device, log=None):
+    """The loss a run config asks for; 'inverse_sqrt' class weights come from the training masks.
+
+    Args:
+        cfg: resolved run config (``train.class_weights``, ``train.dice_weight``, ``data.num_classes``).
+        train_set: the training split, with ``load_pair(i)`` (only read for 'inverse_sqrt').
+        device: where the loss (its weight tensor) lives.
+        log: called with a line naming the computed weights.
+
+    Example:
+        >>> criterion_from_config({"train": {"class_weights": None, "dice_weight": 0.5},
+        ...                        "data": {"num_classes": 3}}, [], "cpu").dice_weight
+        0.5
+    """
+    weights = cfg["train"]["class_weights"]
+    if weights == "inverse_sqrt":
+        weights = inverse_sqrt_weights(mask_pixel_counts(train_set, cfg["data"]["num_classes"])).tolist()
+        if log:
+            log("class weights (inverse sqrt of pixel share): %s" % " ".join("%.2f" % w for w in weights))
+    return SegmentationLoss(cfg["data"]["num_classes"], weights, cfg["train"]["dice_weight"]).to(device)

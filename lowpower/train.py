@@ -22,21 +22,24 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
-import networks
 from evaluation.metrics import format_table
+from lowpower import checkpoint as ckpt
 from lowpower import distributed
-from lowpower.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, remove_stale_temps, \
-    restore_rng_state, save_checkpoint
-from lowpower.config import ConfigError, apply_overrides, defaults, load_config, merge, save_config, validate
+from lowpower.config import ConfigError, apply_overrides, defaults, load_config, merge, save_config
+from lowpower.config import validate as validate_config
 from lowpower.data import DataError
-from lowpower.data.build import REPO_ROOT, build_dataset, class_names, data_root, ensure_synthetic
-from lowpower.data.check import check_dataset
-from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from lowpower.engine import EpochSampler, SeededItems, ShardSampler, StopFlag, build_optimizer, evaluate, \
-    poly_with_warmup, summary_metrics, train_one_epoch
-from lowpower.losses import SegmentationLoss, inverse_sqrt_weights, mask_pixel_counts
+from lowpower.data.build import REPO_ROOT, build_loaders, class_names, data_root, ensure_synthetic
+from lowpower.data.check import check_dataset, require_no_problems
+from lowpower.engine import (
+    StopFlag,
+    build_optimizer,
+    poly_with_warmup,
+    summary_metrics,
+    train_one_epoch,
+    validate_ranks,
+)
+from lowpower.losses import criterion_from_config
 from lowpower.plots import plot_curves
 
 LOG = logging.getLogger("lowpower.train")
@@ -112,7 +115,7 @@ def resolve_config(args, resume_state, resume_path):
         return cfg, changed
     if saved is None:
         raise ConfigError("give --cfg FILE (or --resume CKPT to reuse a checkpoint's config)")
-    return validate(saved, "config of %s" % resume_path, apply_overrides(saved, args.set)), []
+    return validate_config(saved, "config of %s" % resume_path, apply_overrides(saved, args.set)), []
 
 
 def on_rank0(work, info):
@@ -140,7 +143,7 @@ def setup(args, cfg, out):
         save_config(cfg, out / "config.yaml")
         # A save killed between its write and its rename leaves NAME.pt.<random>.tmp; only rank 0
         # saves, and not yet, so anything matching is garbage from an earlier job.
-        for path in remove_stale_temps(out):
+        for path in ckpt.remove_stale_temps(out):
             LOG.info("removed %s, a stale temporary file of a save that was killed", path.name)
     on_rank0(lambda: ensure_synthetic(cfg, LOG.info), info)
     return info
@@ -153,9 +156,7 @@ def check_data(cfg, info, progress):
         root = data_root(cfg)
         report = check_dataset(root, cfg["data"]["dataset"], cfg["data"]["num_classes"],
                                splits=("train", "val"), progress=progress)
-        if report.problems:
-            raise DataError("%d problem(s) in the data, found before training (python -m lowpower.data check %s "
-                            "lists them again):\n  %s" % (len(report.problems), root, "\n  ".join(report.problems)))
+        require_no_problems(report)
         LOG.info("data check: %s pairs read, no problems; pixel share per class:\n%s",
                  " + ".join("%d %s" % (n, split) for split, n in report.pairs.items()), report.share_table())
     on_rank0(work, info)
@@ -173,56 +174,6 @@ def setup_logging(out, is_main):
         handler = logging.FileHandler(out / "log.txt")
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         LOG.addHandler(handler)
-
-
-def make_model(cfg, load_pretrained=True):
-    """Build the configured network, with ImageNet backbone weights when ``model.pretrained`` asks
-    and ``load_pretrained`` (under torchrun only rank 0 loads them: DDP copies rank 0's weights to
-    every process, so compute nodes other than the first need neither the file nor a network)."""
-    model = networks.create_model(cfg["model"]["arch"], num_classes=cfg["data"]["num_classes"],
-                                  **cfg["model"]["kwargs"])
-    pretrained = cfg["model"]["pretrained"]
-    if pretrained and load_pretrained:
-        from lowpower.pretrained import load_pretrained_backbone
-
-        weights = "IMAGENET1K_V1" if pretrained is True else pretrained
-        missing = load_pretrained_backbone(model, cfg["model"]["arch"], weights)
-        LOG.info("loaded %s backbone weights (%d backbone keys not in the file)", weights, len(missing))
-    return model
-
-
-def make_criterion(cfg, train_set, device):
-    """The loss the config asks for; 'inverse_sqrt' weights come from the training masks."""
-    weights = cfg["train"]["class_weights"]
-    if weights == "inverse_sqrt":
-        counts = mask_pixel_counts(train_set, cfg["data"]["num_classes"])
-        weights = inverse_sqrt_weights(counts).tolist()
-        LOG.info("class weights (inverse sqrt of pixel share): %s", " ".join("%.2f" % w for w in weights))
-    return SegmentationLoss(cfg["data"]["num_classes"], weights, cfg["train"]["dice_weight"]).to(device)
-
-
-def make_loaders(cfg, info, progress):
-    """Training loader with a resumable sampler, and a validation loader sharded across ranks."""
-    train_set = build_dataset(cfg, "train", progress=progress)
-    val_set = build_dataset(cfg, "val", progress=progress)
-    batch = cfg["train"]["batch_size"]
-    if len(train_set) < batch * info.world_size:
-        raise ConfigError("the training split has %d images, fewer than one step needs (%d = "
-                          "train.batch_size x %d processes)" % (len(train_set), batch * info.world_size,
-                                                                 info.world_size))
-    sampler = EpochSampler(train_set, info.world_size, info.rank, cfg["train"]["seed"])
-    workers = cfg["data"]["workers"]
-    pin = info.device.type == "cuda"
-    # SeededItems makes every sample's augmentation a function of (seed, epoch, rank, position), so
-    # the workers' own seeds no longer matter; the loader gets a generator of its own so that drawing
-    # those seeds leaves the main process's random numbers, which a checkpoint restores, alone.
-    train_loader = DataLoader(SeededItems(train_set), batch_size=batch, sampler=sampler, num_workers=workers,
-                              pin_memory=pin, drop_last=True, persistent_workers=False,
-                              generator=torch.Generator().manual_seed(cfg["train"]["seed"]))
-    val_loader = DataLoader(val_set, batch_size=cfg["eval"]["batch_size"],
-                            sampler=ShardSampler(val_set, info.world_size, info.rank),
-                            num_workers=min(workers, 2), pin_memory=pin)
-    return train_set, train_loader, val_loader
 
 
 class Run:
@@ -245,7 +196,8 @@ class Run:
         """Model (DDP-wrapped later), loaders, loss, optimiser, schedule and loss scaler."""
         cfg, info = self.cfg, self.info
         torch.manual_seed(cfg["train"]["seed"])
-        model = make_model(cfg, load_pretrained=self.is_main).to(info.device)
+        # Under torchrun only rank 0 reads pretrained weights: DDP copies rank 0's weights to every process.
+        model = ckpt.model_from_config(cfg, load_pretrained=self.is_main, log=LOG.info).to(info.device)
         if cfg["train"]["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         if info.distributed and cfg["train"]["sync_bn"]:
@@ -254,8 +206,9 @@ class Run:
             else:  # SyncBatchNorm has no CPU kernel: it would fail on the first training step
                 LOG.warning("train.sync_bn ignored on CPU: each process keeps its own BatchNorm statistics")
         self.model = self.model_without_ddp = model
-        self.train_set, self.train_loader, self.val_loader = make_loaders(cfg, info, self.progress)
-        self.criterion = make_criterion(cfg, self.train_set, info.device)
+        self.train_set, self.train_loader, self.val_loader = build_loaders(
+            cfg, info.world_size, info.rank, pin_memory=info.device.type == "cuda", progress=self.progress)
+        self.criterion = criterion_from_config(cfg, self.train_set, info.device, LOG.info)
         self.optimizer = build_optimizer(model, cfg["train"])
         self.steps_per_epoch = len(self.train_loader.sampler) // cfg["train"]["batch_size"]
         total_steps = self.steps_per_epoch * cfg["train"]["epochs"]
@@ -292,17 +245,21 @@ class Run:
 
     def save(self, name, epoch, step, epoch_loss=(0.0, 0)):
         """Every rank's random states, then rank 0 writes ``OUT/name`` (all ranks must call it)."""
-        rng = distributed.all_gather_objects(capture_rng_state())
+        rng = distributed.all_gather_objects(ckpt.capture_rng_state())
         if self.is_main:
-            save_checkpoint(checkpoint_state(self, epoch, step, epoch_loss, rng), self.out / name)
+            state = ckpt.training_state(
+                self.cfg, self.model_without_ddp, self.optimizer, self.scheduler, self.scaler, epoch=epoch,
+                step_in_epoch=step, epoch_loss=[float(epoch_loss[0]), int(epoch_loss[1])], rng=rng,
+                best_mean_dice=self.best, metrics=self.metrics, history=self.history)
+            ckpt.save_checkpoint(state, self.out / name)
 
     def train_epoch(self, epoch, stop):
         """Train one epoch (its rest, when resumed inside it); returns (mean loss, stopped)."""
-        cfg, train = self.cfg, self.cfg["train"]
+        train = self.cfg["train"]
         skip = self.start_step if epoch == self.start_epoch else 0
         self.train_loader.sampler.set_position(epoch, skip * train["batch_size"])
         if skip and self.rng is not None:
-            restore_rng_state(self.rng)  # exactly where the stopped run was, after its step `skip`
+            ckpt.restore_rng_state(self.rng)  # exactly where the stopped run was, after its step `skip`
         else:  # a function of (seed, epoch, rank), so a resume at an epoch boundary needs no saved state
             torch.manual_seed(train["seed"] * 100003 + epoch * 1009 + self.info.rank)
         done_sum, done_steps = self.epoch_loss if skip else (0.0, 0)
@@ -322,7 +279,8 @@ class Run:
         record = {"epoch": epoch + 1, "loss": loss, "seconds": round(time.time() - self.started, 1)}
         self.summary = None
         if (epoch + 1) % cfg["train"]["val_every"] == 0 or epoch + 1 == epochs:
-            self.summary = validate(self.model_without_ddp, self.val_loader, self.info, cfg, self.progress)
+            self.summary = validate_ranks(self.model_without_ddp, self.val_loader, self.info.device, cfg,
+                                          self.info.distributed, self.progress)
             self.metrics = summary_metrics(self.summary)
             record.update(mean_dice=self.metrics["mean_dice"], miou=self.metrics["miou"])
             score = -1.0 if math.isnan(self.metrics["mean_dice"]) else self.metrics["mean_dice"]
@@ -368,44 +326,6 @@ class Run:
         return 0
 
 
-def checkpoint_state(run, epoch, step, epoch_loss, rng):
-    """Everything that rebuilds, resumes and packages the run (see lowpower.checkpoint)."""
-    cfg = run.cfg
-    return {
-        "arch": cfg["model"]["arch"],
-        "arch_kwargs": dict(cfg["model"]["kwargs"], num_classes=cfg["data"]["num_classes"]),
-        "model": {name: value.contiguous() for name, value in run.model_without_ddp.state_dict().items()},
-        "config": cfg,
-        "epoch": epoch,
-        "step_in_epoch": step,
-        "epoch_loss": [float(epoch_loss[0]), int(epoch_loss[1])],
-        "rng": rng,
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        "best_mean_dice": run.best,
-        "metrics": run.metrics,
-        "history": run.history,
-        "classes": list(class_names(cfg)),
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "input_size": cfg["data"]["input_size"],
-    }
-
-
-def validate(model, val_loader, info, cfg, progress):
-    """Referee-rule scores of the split, summed over ranks; logs the per-class table."""
-    if info.distributed:
-        # Ranks drift apart in BatchNorm statistics between broadcasts; score rank 0's weights,
-        # the ones the checkpoint holds.
-        for buffer in model.buffers():
-            torch.distributed.broadcast(buffer, 0)
-    meter = evaluate(model, val_loader, info.device, cfg["data"]["num_classes"],
-                     amp=cfg["train"]["amp"], progress=progress, channels_last=cfg["train"]["channels_last"],
-                     min_class_area=cfg["eval"]["min_class_area"])
-    return meter.summary()
-
-
 def write_outputs(out, history, cfg):
     (out / "history.json").write_text(json.dumps(history, indent=1))
     plot_curves(history, out / "curves.png", title="%s on %s" % (cfg["model"]["arch"], cfg["data"]["dataset"]))
@@ -415,7 +335,7 @@ def run(args):
     """Train as ``args`` (from :func:`parse_args`) says; returns the process exit status."""
     out = run_folder(args)
     resume_path = resolve_resume(args, out)
-    resume_state = load_checkpoint(resume_path) if resume_path else None
+    resume_state = ckpt.load_checkpoint(resume_path) if resume_path else None
     cfg, changed = resolve_config(args, resume_state, resume_path)
     info = setup(args, cfg, out)
     progress = info.rank == 0 and not args.no_progress
@@ -445,6 +365,6 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         return run(args)
-    except (ConfigError, DataError, CheckpointError, FileNotFoundError, FloatingPointError) as error:
+    except (ConfigError, DataError, ckpt.CheckpointError, FileNotFoundError, FloatingPointError) as error:
         print("train.py: error: %s" % error, file=sys.stderr)
         return 2

@@ -16,8 +16,13 @@ from lowpower import test as test_cli
 from lowpower.checkpoint import save_checkpoint
 from lowpower.config import load_config
 from lowpower.data.build import build_dataset
-from lowpower.data.cityscapes import (CLASS_NAMES, LABEL_TO_TRAIN_ID, CityscapesDataset, label_id_scores,
-                                      score_predictions)
+from lowpower.data.cityscapes import (
+    CLASS_NAMES,
+    LABEL_TO_TRAIN_ID,
+    CityscapesDataset,
+    label_id_scores,
+    score_predictions,
+)
 
 # City, sequence, frame of the fake val images (64x128, the 1:2 frame of the real 1024x2048).
 FRAMES = [("aachen", "000000", "000019"), ("aachen", "000001", "000019"), ("bochum", "000000", "000313")]

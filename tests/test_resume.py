@@ -144,3 +144,12 @@ def test_stale_temp_files_of_a_killed_save_are_removed_at_start(tiny_data, tmp_p
     assert train_main(tiny_args(tiny_data, out, "train.epochs=1")) == 0
     assert not any(path.exists() for path in stale) and keep.exists()
     assert "stale" in (out / "log.txt").read_text()
+
+
+def test_resume_without_cfg_reuses_the_checkpoint_config_with_set_applied(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert train_main(tiny_args(tiny_data, out, "train.epochs=1")) == 0
+    assert train_main(["--resume", str(out / "last.pt"), "--no-progress", "--set", "train.epochs=2"]) == 0
+    state = load_checkpoint(out / "last.pt")
+    assert state["epoch"] == 2 and state["config"]["train"]["epochs"] == 2
+    assert state["config"]["data"]["crop_size"] == 24, "the rest is the checkpoint's config"

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from lowpower.synthetic import generate
 from lowpower import train as train_module
+from lowpower.synthetic import generate
 from lowpower.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]

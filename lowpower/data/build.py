@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lowpower.data.lpcvc import CLASS_NAMES, DataError, LPCVCDataset
@@ -148,3 +149,43 @@ def build_dataset(cfg, split, train=None, root=None, progress=True):
     data = cfg["data"]
     side = int(round(data["input_size"] * (data["scale_max"] if train else 1.0)))
     return CachedPairs(base, side, transforms, resize_masks=train, progress=progress)
+
+
+def build_loaders(cfg, world_size=1, rank=0, pin_memory=False, progress=True):
+    """Training loader with a resumable, seeded sampler, and a validation loader sharded across ranks.
+
+    Args:
+        cfg: resolved run config.
+        world_size, rank: the process group (1 and 0 alone).
+        pin_memory: page-locked batches (for CUDA).
+        progress: show a bar while caching.
+
+    Returns:
+        ``(train_set, train_loader, val_loader)``.
+
+    Example:
+        >>> cfg = load_config("configs/synthetic/demo.yaml")                  # doctest: +SKIP
+        >>> train_set, train_loader, val_loader = build_loaders(cfg)           # doctest: +SKIP
+        >>> train_loader.sampler.set_position(epoch=0)                         # doctest: +SKIP
+    """
+    from lowpower.config import ConfigError
+    from lowpower.engine import EpochSampler, SeededItems, ShardSampler
+
+    train_set = build_dataset(cfg, "train", progress=progress)
+    val_set = build_dataset(cfg, "val", progress=progress)
+    batch = cfg["train"]["batch_size"]
+    if len(train_set) < batch * world_size:
+        raise ConfigError("the training split has %d images, fewer than one step needs (%d = "
+                          "train.batch_size x %d processes)" % (len(train_set), batch * world_size, world_size))
+    sampler = EpochSampler(train_set, world_size, rank, cfg["train"]["seed"])
+    workers = cfg["data"]["workers"]
+    # SeededItems makes every sample's augmentation a function of (seed, epoch, rank, position), so
+    # the workers' own seeds no longer matter; the loader gets a generator of its own so that drawing
+    # those seeds leaves the main process's random numbers, which a checkpoint restores, alone.
+    train_loader = DataLoader(SeededItems(train_set), batch_size=batch, sampler=sampler, num_workers=workers,
+                              pin_memory=pin_memory, drop_last=True, persistent_workers=False,
+                              generator=torch.Generator().manual_seed(cfg["train"]["seed"]))
+    val_loader = DataLoader(val_set, batch_size=cfg["eval"]["batch_size"],
+                            sampler=ShardSampler(val_set, world_size, rank),
+                            num_workers=min(workers, 2), pin_memory=pin_memory)
+    return train_set, train_loader, val_loader

@@ -175,6 +175,13 @@ def check_dataset(root, dataset="lpcvc", num_classes=None, splits=SPLITS, progre
     return report
 
 
+def require_no_problems(report):
+    """Raise a DataError listing every problem of ``report`` (what train.py stops with)."""
+    if report.problems:
+        raise DataError("%d problem(s) in the data, found before training (python -m lowpower.data check %s "
+                        "lists them again):\n  %s" % (len(report.problems), report.root, "\n  ".join(report.problems)))
+
+
 def format_report(report):
     """The text the command prints: a summary line, every problem, then the class share table."""
     found = ", ".join("%s %d" % item for item in report.pairs.items()) or "none"

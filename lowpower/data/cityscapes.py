@@ -38,7 +38,7 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 
 # The 19 evaluated classes, in train-id order.
-_EVALUATED = sorted((label for label in CS_LABELS if not label.ignoreInEval), key=lambda l: l.trainId)
+_EVALUATED = sorted((label for label in CS_LABELS if not label.ignoreInEval), key=lambda label: label.trainId)
 CLASS_NAMES = tuple(label.name for label in _EVALUATED)
 NUM_CLASSES = len(CLASS_NAMES)
 TRAIN_TO_LABEL_ID = np.array([label.id for label in _EVALUATED], np.uint8)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from evaluation.contract import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from evaluation.contract import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES  # noqa: F401 (CLASS_NAMES: re-exported)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "val", "test")
