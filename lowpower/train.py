@@ -151,7 +151,11 @@ def setup(args, cfg, out):
 
 def check_data(cfg, info, progress):
     """Without the cache no file is read before it is needed, so a corrupt validation image would
-    surface only after a whole epoch: read every train and val file once now, and list every problem."""
+    surface only after a whole epoch: read every train and val file once now, and list every problem.
+    With ``data.cache`` the caching reads every file at start-up anyway."""
+    if cfg["data"]["cache"]:
+        return
+
     def work():
         root = data_root(cfg)
         report = check_dataset(root, cfg["data"]["dataset"], cfg["data"]["num_classes"],

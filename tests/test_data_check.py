@@ -92,3 +92,14 @@ def test_train_checks_uncached_data_before_the_first_epoch(clean_data, tmp_path,
     error = capsys.readouterr().err
     assert all(name in error for name in names) and "python -m lowpower.data check" in error
     assert not (out / "last.pt").exists(), "no epoch was trained"
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_train_runs_the_check_only_without_the_cache(clean_data, tmp_path, cache):
+    out = tmp_path / "run"
+    args = ["--cfg", str(ROOT / "configs/synthetic/demo.yaml"), "--out", str(out), "--no-progress", "--set",
+            "data.root=%s" % clean_data, "data.cache=%s" % str(cache).lower(), "data.workers=0",
+            "model.kwargs={base_width: 4, depth: 2}", "data.input_size=32", "data.crop_size=32", "train.epochs=1",
+            "train.batch_size=2", "train.amp=false", "train.channels_last=false", "eval.output_size=64"]
+    assert train_main(args) == 0
+    assert ("data check: 4 train + 3 val pairs read, no problems" in (out / "log.txt").read_text()) is not cache
