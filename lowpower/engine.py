@@ -256,7 +256,7 @@ def predict_masks(logits, size, min_class_area=0.0):
     """uint8 class ids at ``size`` (H, W): bilinear upsampling of the logits, then argmax.
 
     With ``min_class_area`` > 0, classes covering less than that share of an image are dropped
-    after upsampling, by the packaged solution's own code (``solution.main.segment``).
+    after upsampling, by the packaged solution's own code (``solution.postprocess.segment``).
 
     Example:
         >>> predict_masks(torch.zeros(1, 14, 8, 8), (16, 16)).shape

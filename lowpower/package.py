@@ -10,7 +10,7 @@ Steps:
 
        __main__.py                 the template's entry point (solution/__main__.py)
        solution/__init__.py        the template (solution/*.py), copied unmodified
-       solution/main.py
+       solution/main.py ...        (main, pipeline, imagefiles, model, postprocess)
        solution/manifest.json      generated: what the program needs besides the weights
        solution/weights.npz        generated: the state dict as plain arrays (fp16 when asked)
        networks/__init__.py        generated: a registry of the one shipped model
