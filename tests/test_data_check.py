@@ -11,16 +11,14 @@ import pytest
 
 from lowpower.data.check import check_dataset
 from lowpower.data.check import main as check_main
-from lowpower.synthetic import generate
 from lowpower.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def clean_data(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("synthetic"), train=4, val=3, test=2, seed=7, size=64,
-                    workers=1, progress=False)
+def clean_data(synthetic_data):
+    return synthetic_data(train=4, val=3, test=2, seed=7)  # shared: tests change copies only
 
 
 def broken_copy(clean, tmp_path):
@@ -81,25 +79,19 @@ def test_help_explains_the_command():
     assert done.returncode == 0 and "--dataset" in done.stdout and "exit" in done.stdout.lower()
 
 
-def test_train_checks_uncached_data_before_the_first_epoch(clean_data, tmp_path, capsys):
+def test_train_checks_uncached_data_before_the_first_epoch(train_args, clean_data, tmp_path, capsys):
     root, names = broken_copy(clean_data, tmp_path)
     (root / ".complete").write_text("synthetic\n")
     out = tmp_path / "run"
-    args = ["--cfg", str(ROOT / "configs/synthetic/demo.yaml"), "--out", str(out), "--no-progress", "--set",
-            "data.root=%s" % root, "data.cache=false", "data.workers=0", "model.kwargs={base_width: 4, depth: 2}",
-            "data.input_size=32", "train.epochs=1", "train.amp=false", "train.channels_last=false"]
-    assert train_main(args) == 2
+    assert train_main(train_args(root, out, "train.epochs=1")) == 2
     error = capsys.readouterr().err
     assert all(name in error for name in names) and "python -m lowpower.data check" in error
     assert not (out / "last.pt").exists(), "no epoch was trained"
 
 
 @pytest.mark.parametrize("cache", [False, True])
-def test_train_runs_the_check_only_without_the_cache(clean_data, tmp_path, cache):
+def test_train_runs_the_check_only_without_the_cache(train_args, clean_data, tmp_path, cache):
     out = tmp_path / "run"
-    args = ["--cfg", str(ROOT / "configs/synthetic/demo.yaml"), "--out", str(out), "--no-progress", "--set",
-            "data.root=%s" % clean_data, "data.cache=%s" % str(cache).lower(), "data.workers=0",
-            "model.kwargs={base_width: 4, depth: 2}", "data.input_size=32", "data.crop_size=32", "train.epochs=1",
-            "train.batch_size=2", "train.amp=false", "train.channels_last=false", "eval.output_size=64"]
+    args = train_args(clean_data, out, "data.cache=%s" % str(cache).lower(), "data.crop_size=32", "train.epochs=1")
     assert train_main(args) == 0
     assert ("data check: 4 train + 3 val pairs read, no problems" in (out / "log.txt").read_text()) is not cache

@@ -33,13 +33,9 @@ def torchrun(out, overrides, nproc=2):
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
+def tiny_data(synthetic_data):
     """16 train and 5 val synthetic images of 64x64 (an odd count: the shards differ in size)."""
-    from lowpower.synthetic import generate
-
-    root = tmp_path_factory.mktemp("tiny")
-    generate(root, train=16, val=5, test=0, seed=3, size=64, workers=1, progress=False)
-    return root
+    return synthetic_data(train=16, val=5, test=0, seed=3)
 
 
 def test_two_processes_train_one_epoch_and_agree_with_a_single_process(tiny_data, tmp_path):

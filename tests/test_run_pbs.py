@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from lowpower.checkpoint import load_checkpoint
-from lowpower.synthetic import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = "4242.pbs-fake"
@@ -29,11 +28,9 @@ exec "$@"
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
+def tiny_data(synthetic_data):
     """24 train and 5 val synthetic images of 64x64."""
-    root = tmp_path_factory.mktemp("tiny")
-    generate(root, train=24, val=5, test=0, seed=5, size=64, workers=1, progress=False)
-    return root
+    return synthetic_data(train=24, val=5, test=0, seed=5)
 
 
 def job_env(tmp_path, data_root, nodes, nproc, epochs=1, batch=2, path_first=None):

@@ -12,24 +12,16 @@ from evaluation.metrics import confusion_matrix, image_mean_dice
 from lowpower import panels
 from lowpower import test as test_cli
 from lowpower.data import PALETTE
-from lowpower.synthetic import generate
 from lowpower.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model.arch=unet", "model.kwargs={base_width: 4, depth: 2}", "data.input_size=32",
-        "data.workers=0", "data.cache=false", "train.amp=false", "train.channels_last=false",
-        "train.batch_size=2", "train.warmup_iters=2", "train.epochs=4", "eval.batch_size=2",
-        "eval.output_size=64", "data.dataset=synthetic"]
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    data = generate(tmp_path_factory.mktemp("data"), train=8, val=3, test=2, seed=5, size=64,
-                    workers=1, progress=False)
+def tiny_run(synthetic_data, train_args, tmp_path_factory):
+    data = synthetic_data(train=8, val=3, test=2, seed=5)
     out = tmp_path_factory.mktemp("run")
-    args = ["--cfg", str(ROOT / "configs/synthetic/demo.yaml"), "--out", str(out), "--no-progress",
-            "--set"] + TINY + ["data.root=%s" % data]
-    assert train_main(args) == 0
+    assert train_main(train_args(data, out, "train.epochs=4")) == 0
     return data, out / "best.pt"
 
 

@@ -14,25 +14,20 @@ from lowpower.synthetic import generate
 from lowpower.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model.arch=unet", "model.kwargs={base_width: 4, depth: 2}", "data.input_size=32",
-        "data.workers=0", "data.cache=false", "train.amp=false", "train.channels_last=false",
-        "train.batch_size=2", "train.warmup_iters=2", "eval.batch_size=2", "train.val_every=1",
-        "eval.output_size=64"]
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("synthetic"), train=6, val=2, test=2, seed=3, size=64,
-                    workers=1, progress=False)
+def tiny_data(synthetic_data):
+    return synthetic_data(train=6, val=2, test=2, seed=3)
 
 
-def tiny_args(data, out, *extra):
-    sets = TINY + ["data.dataset=synthetic", "data.root=%s" % data] + list(extra)
-    return ["--cfg", str(ROOT / "configs/synthetic/demo.yaml"), "--out", str(out), "--no-progress",
-            "--set"] + sets
+@pytest.fixture
+def tiny_args(train_args):
+    """The tiny run of conftest, validating every epoch."""
+    return lambda data, out, *extra: train_args(data, out, "train.val_every=1", *extra)
 
 
-def test_one_epoch_leaves_checkpoints_config_and_curves(tiny_data, tmp_path):
+def test_one_epoch_leaves_checkpoints_config_and_curves(tiny_args, tiny_data, tmp_path):
     out = tmp_path / "run"
     assert train_main(tiny_args(tiny_data, out, "train.epochs=1")) == 0
     for name in ("best.pt", "last.pt", "config.yaml", "curves.png", "log.txt", "history.json"):
@@ -49,14 +44,6 @@ def test_one_epoch_leaves_checkpoints_config_and_curves(tiny_data, tmp_path):
     assert not list(out.glob("*.tmp*")), "checkpoints are written through a temporary file"
 
 
-@pytest.fixture
-def restore_signal_handlers():
-    """train.py installs SIGTERM/SIGINT handlers; give pytest its own back afterwards."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
 
 def sigterm_after(function):
     """Wrap ``function`` so the process receives a real SIGTERM right after (or before) it runs."""
@@ -67,7 +54,7 @@ def sigterm_after(function):
     return wrapped
 
 
-def test_sigterm_then_resume_continues_exactly(tiny_data, tmp_path, monkeypatch, restore_signal_handlers):
+def test_sigterm_then_resume_continues_exactly(tiny_args, tiny_data, tmp_path, monkeypatch, restore_signal_handlers):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train_main(tiny_args(tiny_data, straight, "train.epochs=2")) == 0
     # a walltime SIGTERM lands at the end of epoch 1 of the same 2-epoch run
@@ -88,7 +75,7 @@ def test_sigterm_then_resume_continues_exactly(tiny_data, tmp_path, monkeypatch,
     assert [h["loss"] for h in a["history"]] == pytest.approx([h["loss"] for h in b["history"]], rel=1e-6)
 
 
-def test_sigterm_mid_epoch_saves_the_step_and_resumes(tiny_data, tmp_path, monkeypatch,
+def test_sigterm_mid_epoch_saves_the_step_and_resumes(tiny_args, tiny_data, tmp_path, monkeypatch,
                                                       restore_signal_handlers):
     out = tmp_path / "run"
     real_step = train_module.train_one_epoch
@@ -109,7 +96,7 @@ def test_sigterm_mid_epoch_saves_the_step_and_resumes(tiny_data, tmp_path, monke
     assert "and 1 steps of the next" in (out / "log.txt").read_text()
 
 
-def test_a_misspelled_key_fails_naming_it(tiny_data, tmp_path, capsys):
+def test_a_misspelled_key_fails_naming_it(tiny_args, tiny_data, tmp_path, capsys):
     assert train_main(tiny_args(tiny_data, tmp_path / "r", "train.epoch=1")) == 2
     error = capsys.readouterr().err
     assert "train.epoch" in error and "train.epochs" in error
@@ -119,7 +106,7 @@ def test_a_misspelled_key_fails_naming_it(tiny_data, tmp_path, capsys):
     assert "learning_rate" in capsys.readouterr().err
 
 
-def test_a_missing_synthetic_folder_is_generated_saying_so(tmp_path):
+def test_a_missing_synthetic_folder_is_generated_saying_so(tiny_args, tmp_path):
     root, out = tmp_path / "fresh", tmp_path / "run"
     args = tiny_args(root, out, "train.epochs=1", "data.synthetic_train=4", "data.synthetic_val=2",
                      "data.synthetic_test=1")
@@ -135,7 +122,7 @@ def test_train_py_help_runs_from_anywhere(tmp_path):
     assert result.returncode == 0 and "--resume" in result.stdout and "--set" in result.stdout
 
 
-def test_a_synthetic_root_holding_other_files_is_never_written_into(tmp_path, capsys):
+def test_a_synthetic_root_holding_other_files_is_never_written_into(tiny_args, tmp_path, capsys):
     root, out = tmp_path / "my_photos", tmp_path / "run"
     (root / "LPCVC_Train/IMG/train").mkdir(parents=True)
     mine = root / "LPCVC_Train/IMG/train/train_00000.png"
@@ -150,7 +137,7 @@ def test_a_synthetic_root_holding_other_files_is_never_written_into(tmp_path, ca
     assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["notes.txt", "train_00000.png"]
 
 
-def test_an_interrupted_generation_is_redone(tmp_path):
+def test_an_interrupted_generation_is_redone(tiny_args, tmp_path):
     root = tmp_path / "half"
     generate(root, train=2, val=1, test=1, seed=1, size=64, workers=1, progress=False)
     (root / ".complete").unlink()  # as if killed before the marker
@@ -159,7 +146,7 @@ def test_an_interrupted_generation_is_redone(tmp_path):
     assert train_main(args) == 0 and (root / ".complete").is_file()
 
 
-def test_repeated_set_options_all_apply(tiny_data, tmp_path, capsys):
+def test_repeated_set_options_all_apply(tiny_args, tiny_data, tmp_path, capsys):
     args = tiny_args(tiny_data, tmp_path / "r", "train.epochs=1") + ["--set", "train.epochs=abc",
                                                                       "--set", "train.threads=1"]
     assert train_main(args) == 2
@@ -168,13 +155,13 @@ def test_repeated_set_options_all_apply(tiny_data, tmp_path, capsys):
     assert parsed.set == ["a.b=1", "c.d=2", "e.f=3"]
 
 
-def test_a_negative_lr_is_one_line_naming_the_key(tiny_data, tmp_path, capsys):
+def test_a_negative_lr_is_one_line_naming_the_key(tiny_args, tiny_data, tmp_path, capsys):
     assert train_main(tiny_args(tiny_data, tmp_path / "r", "train.lr=-1e-3")) == 2
     error = capsys.readouterr().err.strip()
     assert error == "train.py: error: --set train.lr=-1e-3: train.lr must be greater than 0, got -0.001"
 
 
-def test_a_nan_loss_names_epoch_and_step_in_one_line(tiny_data, tmp_path, capsys):
+def test_a_nan_loss_names_epoch_and_step_in_one_line(tiny_args, tiny_data, tmp_path, capsys):
     args = tiny_args(tiny_data, tmp_path / "r", "train.epochs=1", "train.optimizer=sgd", "train.lr=1e30",
                      "train.warmup_iters=0")
     assert train_main(args) == 2

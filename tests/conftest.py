@@ -1,0 +1,63 @@
+"""Fixtures that several test files share: small synthetic data sets, a seconds-long training
+command line, and signal handlers given back after train.py installs its own.
+
+Example (in a test)::
+
+    def test_something(synthetic_data, train_args, tmp_path):
+        data = synthetic_data(train=6, val=2, test=2, seed=3)
+        assert train_main(train_args(data, tmp_path / "run", "train.epochs=1")) == 0
+"""
+import signal
+from pathlib import Path
+
+import pytest
+
+from lowpower.synthetic import generate
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# `--set` values that turn the demo config into a seconds-long CPU run on 64x64 synthetic images.
+TINY_TRAINING = ["model.arch=unet", "model.kwargs={base_width: 4, depth: 2}", "data.input_size=32",
+                 "data.workers=0", "data.cache=false", "train.amp=false", "train.channels_last=false",
+                 "train.batch_size=2", "train.warmup_iters=2", "eval.batch_size=2", "eval.output_size=64"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """A function ``(train, val, test, seed, size=64) -> root`` of a generated LPCVC-layout set.
+
+    Sets are made once per session and shared by every test that asks for the same arguments, so a
+    test that changes files must copy the set first.
+    """
+    made = {}
+
+    def make(train, val, test, seed, size=64):
+        key = (train, val, test, seed, size)
+        if key not in made:
+            root = tmp_path_factory.mktemp("synthetic_%d_%d_%d_s%d_%d" % key)
+            made[key] = generate(root, train=train, val=val, test=test, seed=seed, size=size, workers=1,
+                                 progress=False)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def train_args():
+    """A function ``(data, out, *overrides) -> argv`` for ``lowpower.train.main``: the demo config
+    made tiny (TINY_TRAINING) on the synthetic set at ``data``; later overrides win."""
+
+    def make(data, out, *overrides):
+        return ["--cfg", str(REPO_ROOT / "configs/synthetic/demo.yaml"), "--out", str(out), "--no-progress",
+                "--set", *TINY_TRAINING, "data.dataset=synthetic", "data.root=%s" % data, *overrides]
+
+    return make
+
+
+@pytest.fixture
+def restore_signal_handlers():
+    """train.py installs SIGTERM/SIGINT handlers; give pytest its own back afterwards."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
