@@ -5,7 +5,8 @@
 #
 # DATA_DIR holds IMG/ (inputs) and GT/ (label PNGs, same names); default evaluation/test.
 # Environment:
-#   PYTHON      interpreter for the solution and the scorer (default python3; python3.6 on the device)
+#   PYTHON      interpreter for the solution and the scorer (default: the repository's .venv/bin/python
+#               when this folder sits in a lowpower checkout, else python3; python3.6 on the device)
 #   TIMEOUT     seconds before the run is stopped (default 900, the referee's limit)
 #   OUTPUT_DIR  where NAME.json and NAME/ (predictions, stdout, stderr log) go (default evaluation/output)
 #
@@ -18,6 +19,11 @@
 set -u
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# In a checkout, the environment `make setup` made (torch, numpy, OpenCV, Pillow), as compress.sh does;
+# a bare evaluation/ folder (the scoring machine) uses python3.
+if [ -z "${PYTHON:-}" ] && [ -x "$HERE/../.venv/bin/python" ]; then
+    PYTHON="$HERE/../.venv/bin/python"
+fi
 PYTHON="${PYTHON:-python3}"
 TIMEOUT="${TIMEOUT:-900}"
 OUTPUT_DIR="${OUTPUT_DIR:-$HERE/output}"

@@ -19,8 +19,8 @@ When run by evaluate.bash (the ``--solution-status`` options), it also judges
 the solution's run: exit status, the single float on stdout, timeout, outputs
 of the wrong size, and writes the full report.
 
-This file is the command line. The work is done by one module per job, all
-re-exported here so ``from evaluation import score`` reaches every name:
+This file is the command line. The work is done by one module per job; import
+what you need from them (``from evaluation.folders import score_folders``):
 
     readpng.py    reading a PNG exactly as imageio does (read_png_like_imageio, read_label)
     pairing.py    pairing folders by name (list_pngs, pair_by_name)
@@ -32,52 +32,25 @@ Python 3.6 syntax; numpy, OpenCV and Pillow only. Works both as a script and
 imported as ``evaluation.score``.
 
 Example:
-    >>> from evaluation import score  # doctest: +SKIP
-    >>> score.score_folders('output/solution/pred', 'test/GT')['status']  # doctest: +SKIP
+    >>> from evaluation.folders import score_folders  # doctest: +SKIP
+    >>> score_folders('output/solution/pred', 'test/GT')['status']  # doctest: +SKIP
     'scored'
 """
 import argparse
 import os
 import sys
 
-# Every name below is part of evaluation.score's interface (lowpower/presubmit.py and the tests use
-# them), hence the noqa: F401 on names this file does not use itself.
 if __package__:
-    from . import metrics  # noqa: F401
-    from .contract import CLASS_NAMES, NUM_CLASSES, OUTPUT_SIZE  # noqa: F401
-    from .folders import (  # noqa: F401
-        RANKING_FIGURES,
-        class_names,
-        json_number,
-        referee_confusion_matrix,
-        score_folders,
-        score_pairs,
-        tally,
-        withhold_unless_scored,
-    )
-    from .judge import EXIT_FAILED, EXIT_SCORED, EXIT_TIMED_OUT, evaluate_run, parse_reported_seconds  # noqa: F401
-    from .pairing import SHOWN, list_pngs, pair_by_name  # noqa: F401
-    from .readpng import PNG_SIGNATURE, is_plain_grey8_png, read_label, read_png_like_imageio  # noqa: F401
-    from .report import JSON_FIRST, format_report, report_json, write_json  # noqa: F401
+    from .contract import NUM_CLASSES, OUTPUT_SIZE
+    from .folders import score_folders
+    from .judge import EXIT_FAILED, EXIT_SCORED, evaluate_run
+    from .report import format_report, write_json
 else:  # run as a script (evaluate.bash): Python put this folder first on sys.path
-    import metrics  # noqa: F401
-    from contract import CLASS_NAMES, NUM_CLASSES, OUTPUT_SIZE  # noqa: F401
-    from folders import (  # noqa: F401
-        RANKING_FIGURES,
-        class_names,
-        json_number,
-        referee_confusion_matrix,
-        score_folders,
-        score_pairs,
-        tally,
-        withhold_unless_scored,
-    )
-    from judge import EXIT_FAILED, EXIT_SCORED, EXIT_TIMED_OUT, evaluate_run, parse_reported_seconds  # noqa: F401
-    from pairing import SHOWN, list_pngs, pair_by_name  # noqa: F401
-    from readpng import PNG_SIGNATURE, is_plain_grey8_png, read_label, read_png_like_imageio  # noqa: F401
-    from report import JSON_FIRST, format_report, report_json, write_json  # noqa: F401
+    from contract import NUM_CLASSES, OUTPUT_SIZE
+    from folders import score_folders
+    from judge import EXIT_FAILED, EXIT_SCORED, evaluate_run
+    from report import format_report, write_json
 
-REFEREE_SIZE = OUTPUT_SIZE  # the name this module used before contract.py
 
 
 def parse_args(argv=None):

@@ -15,8 +15,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation import score
+from evaluation import metrics
 from evaluation.contract import NUM_CLASSES, OUTPUT_SIZE, REFEREE_IMAGES, REFEREE_TIMEOUT
+from evaluation.folders import score_folders
+from evaluation.judge import parse_reported_seconds
+from evaluation.pairing import list_pngs
+from evaluation.readpng import read_png_like_imageio
 from lowpower.presubmit_report import mib, parse_size
 from lowpower.pyz import run_pyz
 
@@ -65,7 +69,7 @@ def sample_images(images, samples, workdir):
 
 def run_checks(solution, report, workdir, images, gt, description, options):
     """Run ``solution`` alone in an empty folder on ``images`` and check everything it did."""
-    input_names = score.list_pngs(str(images))[0]
+    input_names = list_pngs(str(images))[0]
     if not input_names:
         report.add("run", "FAIL", "no PNG images in {}".format(images), "pass --images DIR")
         return
@@ -82,7 +86,7 @@ def run_checks(solution, report, workdir, images, gt, description, options):
         report.add("working folder", "WARN", "left files in its working folder: {}".format(
             ", ".join(run.strays[:5])), "write only into the -o folder (the referee's folder may be read-only)")
     if gt is not None and out.is_dir():
-        scored = score.score_folders(str(out), str(gt), workers=1)
+        scored = score_folders(str(out), str(gt), workers=1)
         if scored["mean_dice"] is not None:
             report.add("accuracy", "INFO", "mean Dice {:.4f} (referee rule) on {}, {} scored".format(
                 scored["mean_dice"], description, scored["images"]))
@@ -113,7 +117,7 @@ def check_exit(run, report, description, options):
 
 def check_stdout(run, report, images):
     """Exactly one float on stdout; returns the printed seconds or None."""
-    reported, problem = score.parse_reported_seconds(run.stdout)
+    reported, problem = parse_reported_seconds(run.stdout)
     if problem:
         report.add("stdout", "FAIL", problem, "print exactly one float (the summed inference seconds) "
                    "on stdout and nothing else; log to stderr")
@@ -132,13 +136,13 @@ def check_outputs(input_names, out, outputs, report):
     matched = sorted(set(input_names) & set(written))
     for name in matched:
         try:
-            raw = score.read_png_like_imageio(str(out / name))
+            raw = read_png_like_imageio(str(out / name))
         except Exception as error:  # noqa: BLE001 - any unreadable output is reported by name
             errors.append("{}: unreadable ({})".format(name, error))
             continue
         if raw.shape[:2] != (OUTPUT_SIZE, OUTPUT_SIZE):
             errors.append("{}: {}x{} (width x height), must be 512x512".format(name, raw.shape[1], raw.shape[0]))
-        prepared = score.metrics.referee_prepare(raw)
+        prepared = metrics.referee_prepare(raw)
         if prepared.max() >= NUM_CLASSES:
             errors.append("{}: ids {} outside 0..13".format(
                 name, sorted(set(prepared[prepared >= NUM_CLASSES].tolist()))[:5]))

@@ -163,3 +163,27 @@ def test_help_and_executable_bit():
     assert os.access(str(EVALUATE), os.X_OK)
     result = subprocess.run(["bash", str(EVALUATE), "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and "TIMEOUT" in result.stdout and "OUTPUT_DIR" in result.stdout
+
+
+def test_in_a_checkout_the_default_interpreter_is_the_checkouts_venv(tmp_path, data_dir):
+    # `cd evaluation && ./evaluate.bash solution.pyz` must work as the sample solution's README says:
+    # the venv of `make setup` has numpy, OpenCV and Pillow; the bare python3 may not.
+    import shutil
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO_ROOT / "evaluation", checkout / "evaluation",
+                    ignore=shutil.ignore_patterns("output", "test", "__pycache__"))
+    (checkout / ".venv").symlink_to(sys.prefix, target_is_directory=True)  # this test's own environment
+    venv_python = checkout / ".venv" / "bin" / "python"
+    archive = make_pyz(tmp_path, "good", PROGRAMS["good"])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    env["OUTPUT_DIR"] = str(tmp_path / "output")
+    result = subprocess.run(["./evaluate.bash", str(archive), str(data_dir)], cwd=checkout / "evaluation",
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert str(venv_python) in result.stderr, "the run names the interpreter it used"
+    (checkout / ".venv").unlink()  # a bare evaluation/ folder, as on the scoring machine: python3 from PATH
+    result = subprocess.run(["./evaluate.bash", str(archive), str(data_dir)], cwd=checkout / "evaluation",
+                            env=env, capture_output=True, text=True, timeout=120)
+    running = next(line for line in result.stderr.splitlines() if line.startswith("running good"))
+    assert ".venv" not in running and running.rstrip(")").endswith("python3"), running

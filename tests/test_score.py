@@ -11,6 +11,11 @@ import pytest
 from PIL import Image
 
 from evaluation import contract, metrics, score
+from evaluation.folders import referee_confusion_matrix, score_folders, withhold_unless_scored
+from evaluation.judge import parse_reported_seconds
+from evaluation.pairing import pair_by_name
+from evaluation.readpng import is_plain_grey8_png, read_png_like_imageio
+from evaluation.report import report_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCORE_PY = REPO_ROOT / "evaluation" / "score.py"
@@ -94,7 +99,7 @@ def make_random_set(folder, seed, count=6):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_mean_dice_equals_plain_restatement_on_random_sets(tmp_path, seed):
     pred_dir, gt_dir = make_random_set(tmp_path, seed)
-    report = score.score_folders(str(pred_dir), str(gt_dir))
+    report = score_folders(str(pred_dir), str(gt_dir))
     expected = referee_mean_dice(sorted(pred_dir.iterdir()), sorted(gt_dir.iterdir()))
     assert report["status"] == "scored", report["problems"]
     assert report["images"] == 6
@@ -113,7 +118,7 @@ def test_hand_computed_two_images(tmp_path):
     write_png(pred_dir / "a.png", np.zeros((512, 512), np.uint8))
     write_png(gt_dir / "b.png", half)
     write_png(pred_dir / "b.png", half)
-    report = score.score_folders(str(pred_dir), str(gt_dir))
+    report = score_folders(str(pred_dir), str(gt_dir))
     assert report["mean_dice"] == pytest.approx(2 / 3, abs=1e-12)
     assert report["per_image_dice"] == {"a.png": pytest.approx(1 / 3), "b.png": 1.0}
     # per-class dice is the mean over images where defined: class 0 (2/3 + 1) / 2, class 1 (0 + 1) / 2
@@ -165,7 +170,7 @@ def test_pairs_by_name_and_reports_missing_and_extra(tmp_path, capsys):
 
 
 def test_same_names_different_order_never_mispairs():
-    pairing = score.pair_by_name(["b.png", "a.png"], ["a.png", "b.png"])
+    pairing = pair_by_name(["b.png", "a.png"], ["a.png", "b.png"])
     assert pairing["paired"] == ["a.png", "b.png"] and pairing["referee_mispairs"] == []
 
 
@@ -179,7 +184,7 @@ def test_out_of_range_prediction_is_an_error_naming_the_file(tmp_path):
     bad = np.zeros((512, 512), np.uint8)
     bad[0, :3] = [14, 200, 13]
     write_png(pred_dir / "bad_one.png", bad)
-    report = score.score_folders(str(pred_dir), str(gt_dir))
+    report = score_folders(str(pred_dir), str(gt_dir))
     assert report["status"] == "failed"
     assert "bad_one.png" in report["reason"] and "14, 200" in report["reason"]
     assert report["images"] == 1 and list(report["per_image_dice"]) == ["ok.png"]
@@ -210,7 +215,7 @@ def test_failed_report_carries_no_ranking_figure(tmp_path):
 
 def test_scored_report_has_no_partial_and_keeps_per_class(tmp_path):
     pred_dir, gt_dir = make_random_set(tmp_path, 11, count=2)
-    report = score.score_folders(str(pred_dir), str(gt_dir))
+    report = score_folders(str(pred_dir), str(gt_dir))
     assert report["status"] == "scored" and "partial" not in report
     assert report["mean_dice"] > 0 and report["per_class"]["background"]["dice"] is not None
 
@@ -218,8 +223,8 @@ def test_scored_report_has_no_partial_and_keeps_per_class(tmp_path):
 def test_withhold_is_idempotent_and_keeps_the_first_partial():
     report = {"status": "failed", "mean_dice": 0.4, "miou": 0.3, "score": 9.0, "per_image_dice": {"a.png": 0.4},
               "gt_images": 2, "per_class": {"background": {"dice": 0.5, "iou": 0.4, "gt_pixels": 7}}}
-    score.withhold_unless_scored(report)
-    score.withhold_unless_scored(report)
+    withhold_unless_scored(report)
+    withhold_unless_scored(report)
     assert report["mean_dice"] is None and report["score"] is None and report["miou"] is None
     assert report["partial"]["mean_dice"] == 0.4 and report["partial"]["of"] == 2
     assert report["per_class"]["background"] == {"dice": None, "iou": None, "gt_pixels": 7}
@@ -231,8 +236,8 @@ def test_strict_size_rejects_non_512_predictions(tmp_path):
     gt_dir.mkdir()
     write_png(gt_dir / "a.png", np.zeros((512, 512), np.uint8))
     write_png(pred_dir / "a.png", np.zeros((256, 300), np.uint8))
-    assert score.score_folders(str(pred_dir), str(gt_dir))["status"] == "scored"  # the referee resizes
-    strict = score.score_folders(str(pred_dir), str(gt_dir), expect_size=512)
+    assert score_folders(str(pred_dir), str(gt_dir))["status"] == "scored"  # the referee resizes
+    strict = score_folders(str(pred_dir), str(gt_dir), expect_size=512)
     assert strict["status"] == "failed" and "300x256" in strict["reason"]
 
 
@@ -244,10 +249,10 @@ def test_undefined_image_makes_the_mean_nan_like_the_referee(tmp_path):
     write_png(pred_dir / "a.png", np.zeros((512, 512), np.uint8))
     write_png(gt_dir / "b.png", np.zeros((512, 512), np.uint8))
     write_png(pred_dir / "b.png", np.zeros((512, 512), np.uint8))
-    report = score.score_folders(str(pred_dir), str(gt_dir))
+    report = score_folders(str(pred_dir), str(gt_dir))
     assert report["mean_dice"] is None and report["per_image_dice"]["a.png"] is None
     assert any("NaN" in warning for warning in report["warnings"])
-    json.loads(score.report_json(report))  # still valid JSON (no NaN literal)
+    json.loads(report_json(report))  # still valid JSON (no NaN literal)
 
 
 def test_reader_matches_imageio_conversions(tmp_path):
@@ -257,22 +262,22 @@ def test_reader_matches_imageio_conversions(tmp_path):
     colour_table = [(i * 37 % 256, i * 11 % 256, i * 5 % 256) for i in range(256)]
     colour.putpalette([v for rgb in colour_table for v in rgb])
     colour.save(str(tmp_path / "palette.png"))
-    got = score.read_png_like_imageio(str(tmp_path / "palette.png"))
+    got = read_png_like_imageio(str(tmp_path / "palette.png"))
     assert got.shape == (20, 30, 4)  # RGBA of the palette colours, not the indices
     np.testing.assert_array_equal(got[..., 0], np.array(colour_table)[ids, 0])
     grey = Image.fromarray(ids).convert("P")
     grey.putpalette([min(255, 2 * i) for i in range(256) for _ in range(3)])
     grey.save(str(tmp_path / "grey_palette.png"))
-    np.testing.assert_array_equal(score.read_png_like_imageio(str(tmp_path / "grey_palette.png")), ids * 2)
+    np.testing.assert_array_equal(read_png_like_imageio(str(tmp_path / "grey_palette.png")), ids * 2)
     Image.fromarray((ids > 6).astype(np.uint8) * 255).convert("1").save(str(tmp_path / "bits.png"))
-    np.testing.assert_array_equal(score.read_png_like_imageio(str(tmp_path / "bits.png")), (ids > 6) * 255)
+    np.testing.assert_array_equal(read_png_like_imageio(str(tmp_path / "bits.png")), (ids > 6) * 255)
     cv2.imwrite(str(tmp_path / "deep.png"), ids.astype(np.uint16) + 512)
-    deep = score.read_png_like_imageio(str(tmp_path / "deep.png"))
+    deep = read_png_like_imageio(str(tmp_path / "deep.png"))
     assert deep.dtype == np.uint16
     np.testing.assert_array_equal(deep, ids.astype(np.uint16) + 512)
     rgba = np.dstack([ids, ids + 1, ids + 2, np.full_like(ids, 255)])
     write_png(tmp_path / "rgba.png", rgba)
-    np.testing.assert_array_equal(score.read_png_like_imageio(str(tmp_path / "rgba.png")), rgba)
+    np.testing.assert_array_equal(read_png_like_imageio(str(tmp_path / "rgba.png")), rgba)
     # cv2 would give BGR(A): its channel 0 is not the referee's channel 0
     assert not np.array_equal(cv2.imread(str(tmp_path / "rgba.png"), cv2.IMREAD_UNCHANGED)[..., 0], ids)
 
@@ -282,7 +287,7 @@ def test_fast_confusion_matrix_equals_metrics():
     gt = rng.integers(0, 16, (64, 64)).astype(np.uint8)
     gt[gt == 15] = 255
     pred = rng.integers(0, 14, (64, 64)).astype(np.uint8)
-    np.testing.assert_array_equal(score.referee_confusion_matrix(gt, pred),
+    np.testing.assert_array_equal(referee_confusion_matrix(gt, pred),
                                   metrics.confusion_matrix(gt, pred))
 
 
@@ -308,7 +313,7 @@ def test_meter_update_confusion_matrix_equals_update():
     ("1.5e-05\n", None, "besides"),
 ])
 def test_parse_reported_seconds(text, seconds, complaint):
-    got, problem = score.parse_reported_seconds(text)
+    got, problem = parse_reported_seconds(text)
     assert got == seconds
     assert (problem is None) if complaint is None else (complaint in problem)
 
@@ -338,12 +343,12 @@ def test_grey_fast_path_equals_pillow(tmp_path):
                        ("pil.png", lambda p: Image.fromarray(labels).save(str(p), optimize=True))):
         path = tmp_path / name
         save(path)
-        assert score.is_plain_grey8_png(path.read_bytes())
-        got = score.read_png_like_imageio(str(path))
+        assert is_plain_grey8_png(path.read_bytes())
+        got = read_png_like_imageio(str(path))
         assert got.dtype == np.uint8 and got.shape == (64, 80)
         np.testing.assert_array_equal(got, np.array(Image.open(str(path))))
     Image.fromarray(labels).save(str(tmp_path / "trns.png"), transparency=3)
-    assert not score.is_plain_grey8_png((tmp_path / "trns.png").read_bytes())  # Pillow path
-    np.testing.assert_array_equal(score.read_png_like_imageio(str(tmp_path / "trns.png")), labels)
+    assert not is_plain_grey8_png((tmp_path / "trns.png").read_bytes())  # Pillow path
+    np.testing.assert_array_equal(read_png_like_imageio(str(tmp_path / "trns.png")), labels)
     write_png(tmp_path / "rgb.png", np.dstack([labels] * 3))
-    assert not score.is_plain_grey8_png((tmp_path / "rgb.png").read_bytes())
+    assert not is_plain_grey8_png((tmp_path / "rgb.png").read_bytes())
