@@ -222,3 +222,28 @@ def test_cli_runs_as_a_module_with_help():
     result = subprocess.run([sys.executable, "-m", "lowpower.device_api", "--help"], cwd=str(ROOT),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "fetch" in result.stdout and "guarded" in result.stdout
+
+
+class FetchFailed(Exception):
+    pass
+
+
+def test_cli_fetch_prints_the_index_and_a_failed_fetch_exits_2(tmp_path, monkeypatch, capsys):
+    import lowpower.device_api.__main__ as cli
+
+    calls = []
+
+    def load_index(cache, fetch=True, progress=True):
+        calls.append((cache, fetch, progress))
+        if "broken" in str(cache):
+            raise FetchFailed("pip download torch==1.10.2 failed: no network")
+        return INDEX
+
+    monkeypatch.setattr(cli, "_index_api", lambda: (load_index, tmp_path / "default", FetchFailed))
+    assert main(["fetch"]) == 0
+    out = capsys.readouterr().out
+    assert "{}/index.json".format(tmp_path / "default") in out and "torch 1.10.2" in out
+    assert main(["fetch", "--cache", str(tmp_path / "broken")]) == 2
+    assert main(["check", str(ROOT / "evaluation"), "--cache", str(tmp_path / "broken")]) == 2
+    assert capsys.readouterr().err.count("device_api: pip download torch==1.10.2 failed") == 2
+    assert calls[0] == (tmp_path / "default", True, True)

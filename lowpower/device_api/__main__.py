@@ -84,8 +84,9 @@ def run_check(args, index):
             print("{} [{}]".format(finding, finding.status))
     packages = ", ".join(version(index, name) for name in sorted(index.get("packages", {})))
     note = partial_note(index)
-    print("device API check: {} files against {}: {missing} missing, {guarded} guarded, {unverified} unverified{}."
-          .format(findings.files, packages or "an empty index", "; " + note if note else "", **counts))
+    files = "{} file{}".format(findings.files, "" if findings.files == 1 else "s")
+    print("device API check: {} against {}: {missing} missing, {guarded} guarded, {unverified} unverified{}."
+          .format(files, packages or "an empty index", "; " + note if note else "", **counts))
     return 1 if counts["missing"] else 0
 
 
