@@ -144,6 +144,11 @@ def test_chains_continue_into_classes_and_stop_at_values():
     assert statuses(source) == {(4, "PIL.Image.Image.resize(antialias=)"): "missing"}
 
 
+def test_a_keyword_is_reported_on_its_own_line():
+    assert statuses(HEADER + "y = F.interpolate(\n    x,\n    antialias=True)\n") == {
+        (7, "torch.nn.functional.interpolate(antialias=)"): "missing"}
+
+
 def test_open_or_unknown_signatures_take_any_keyword():
     index = json.loads(json.dumps(INDEX))
     index["modules"]["torch.nn.functional"]["interpolate"]["params"] = None
@@ -152,12 +157,19 @@ def test_open_or_unknown_signatures_take_any_keyword():
     assert check_source(source, "a.py", index) == []
 
 
-def test_partial_packages_and_inherited_members_are_unverified_not_missing():
-    source = "import numpy as np\nimport torch\nnp.float32\ntorch.Tensor.reshape\n"
-    found = check_source(source, "a.py", INDEX)
+def test_partial_packages_open_classes_and_module_getattr_are_unverified_not_missing():
+    index = json.loads(json.dumps(INDEX))
+    index["modules"]["torch"]["Tensor"]["open"] = True  # a base outside the index
+    index["modules"]["torch.jit"]["__getattr__"] = fn("name")
+    source = "import numpy as np\nimport torch\nnp.float32\ntorch.Tensor.reshape\ntorch.jit.anything\n"
+    found = check_source(source, "a.py", index)
     assert {(f.name, f.status) for f in found} == {("numpy.float32", "unverified"),
-                                                   ("torch.Tensor.reshape", "unverified")}
+                                                   ("torch.Tensor.reshape", "unverified"),
+                                                   ("torch.jit.anything", "unverified")}
     assert "numpy is partial" in found[0].reason
+    # Closed: the class's listed members, its bases' included, are all it has.
+    assert statuses(source) == {(3, "numpy.float32"): "unverified", (4, "torch.Tensor.reshape"): "missing",
+                                (5, "torch.jit.anything"): "missing"}
 
 
 def test_assigning_a_module_attribute_checks_only_its_owner():

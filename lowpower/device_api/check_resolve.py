@@ -1,11 +1,15 @@
 """Walk a dotted name through the device API index: found, missing, or not knowable.
 
 The index format is in the FETCH half (``lowpower.device_api.index``): ``modules`` maps a dotted
-module name to its public names, ``classes`` a qualified class name to its members, and every
-``module``/``class`` entry carries a ``target`` naming where its own names are, so re-exports and
-aliases resolve. This walker needs more than an entry-or-None lookup: it must tell a name the
-device lacks ("missing") from one the index cannot know ("unverified": a partial package such as
-numpy, whose C-level names are in no ``.py`` file), and it must stop, without guessing, where the
+module name to its public names, ``classes`` a qualified class name to its members (its bases'
+included), and every ``module``/``class`` entry carries a ``target`` naming where its own names
+are, so re-exports and aliases resolve. A class entry marked ``"open"`` has a base outside the
+index, and a module whose names include ``__getattr__`` may supply any name: both are unknowable
+past what is listed, as in ``index.lookup``.
+
+This walker needs more than lookup's entry-or-None: it must tell a name the device lacks
+("missing") from one the index cannot know ("unverified": a partial package such as numpy, whose
+C-level names are in no ``.py`` file), and it must stop, without guessing, where the
 chain goes on into a function or an attribute value.
 
 Example:
@@ -68,6 +72,9 @@ def walk(index, dotted):
             if found is None and "{}.{}".format(target, attr) in modules:
                 # A submodule is an attribute once imported, whether or not __init__ names it.
                 found = {"kind": "module", "target": "{}.{}".format(target, attr)}
+            if found is None and "__getattr__" in names:
+                return Walk("unverified", here, "module {} has a __getattr__, which may supply {}".format(
+                    target, attr))
             if found is None:
                 if partial:
                     return Walk("unverified", here, "{} is partial: its C-level names are in no .py file, "
@@ -76,11 +83,13 @@ def walk(index, dotted):
         elif kind == "class":
             members = classes.get(target)
             found = None if members is None else members.get(attr)
+            if found is None and (members is None or entry.get("open")):
+                # An "open" class has a base outside the index, whose members cannot be known.
+                return Walk("unverified", here, "class {} has a base outside the index, so {} cannot be "
+                            "checked".format(target, here))
             if found is None:
-                # The format lists a class's own members, not what it inherits (Tensor's methods come
-                # from a base in torch._C), so an absent member is unknown rather than missing.
-                return Walk("unverified", here, "the index lists no member {} of class {} (inherited "
-                            "members are not indexed)".format(attr, target))
+                # A closed class's members include everything its bases define.
+                return Walk("missing", here, "the device's {} has no {}".format(version(index, root), here))
         else:
             # A function's return value or an attribute's value: the index does not know its type.
             return Walk("ok", ".".join(parts[:depth - 1]), entry=entry, complete=False)

@@ -212,9 +212,10 @@ class Checker(ast.NodeVisitor):
         if not self.collecting:
             result = self._use(dotted, func, alias) if isinstance(func, ast.Attribute) else walk(self.index, dotted)
             if result.status == "ok" and result.complete:
-                keywords = [keyword.arg for keyword in node.keywords if keyword.arg]  # **kw splats: unknown
-                for keyword in unknown_keywords(result.entry, keywords):
-                    self._report(node, "{}({}=)".format(dotted, keyword), "missing",
+                keywords = {keyword.arg: keyword for keyword in node.keywords if keyword.arg}  # **kw: unknown
+                for keyword in unknown_keywords(result.entry, list(keywords)):
+                    # The keyword's own line: in a call spread over lines, that is the line to edit.
+                    self._report(keywords[keyword], "{}({}=)".format(dotted, keyword), "missing",
                                  "{} in the device's {} takes no keyword {}".format(
                                      dotted, version(self.index, dotted), keyword))
         for child in node.args + node.keywords:
