@@ -6,7 +6,8 @@ Every import of a package the index knows, and every attribute chain rooted at s
 every keyword of a call to such a chain is checked against the callee's parameters. A use the
 device lacks is "missing", unless it sits under a feature test (``hasattr``/``getattr`` with a
 default, ``try`` with an ``except AttributeError/ImportError/TypeError``), where it is "guarded".
-Names the index cannot know (numpy's C-level names, inherited class members) are "unverified".
+Names the index cannot know (numpy's C-level names, members of a class with a base outside the
+index) are "unverified".
 
 Example:
     >>> findings = check_paths(["networks", "solution.pyz"], load_index(DEFAULT_CACHE))  # doctest: +SKIP
