@@ -26,6 +26,7 @@ Example:
     >>> lookup(index, "torch.compile") is None                    # doctest: +SKIP
     True
 """
+import hashlib
 import json
 import os
 import sys
@@ -43,10 +44,18 @@ _DIST_TO_IMPORT = {"Pillow": "PIL"}
 _SKIP_DIRS = {"tests", "test", "testing_data"}  # test suites are not API and are half the .py files
 
 
-def module_name(path):
-    """("torch.nn", True) for 'torch/nn/__init__.py', None for files outside PACKAGES or in tests."""
+def indexer_version():
+    """sha256 (16 hex) of the indexing code: an index.json built by other code is rebuilt."""
+    h = hashlib.sha256()
+    for name in ("index.py", "index_ast.py", "index_resolve.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def module_name(path, packages=PACKAGES):
+    """("torch.nn", True) for 'torch/nn/__init__.py', None for files outside packages or in tests."""
     parts = path.split("/")
-    if parts[0] not in PACKAGES or not path.endswith((".py", ".pyi")) or _SKIP_DIRS & set(parts[:-1]):
+    if parts[0] not in packages or not path.endswith((".py", ".pyi")) or _SKIP_DIRS & set(parts[:-1]):
         return None
     parts[-1] = parts[-1].rsplit(".", 1)[0]
     if parts[-1] == "__init__":
@@ -68,12 +77,19 @@ def _merge(old, new):
     return {"ops": old["ops"] + new["ops"], "all": names, "classes": old["classes"]}
 
 
-def read_wheel(path, raw, unparsed):
+def read_wheel(path, raw, unparsed, packages=PACKAGES):
     """Add every module of one wheel to raw ({module: extract(...)}); sources that fail to parse go
-    to unparsed. Files are read in sorted order so that the index is the same on every build."""
+    to unparsed. Files are read in sorted order so that the index is the same on every build.
+
+    Args:
+        path: a wheel (any zip).
+        raw: {module: raw ops}, filled in place.
+        unparsed: list of the files that did not parse, filled in place.
+        packages: the top-level folders read.
+    """
     with zipfile.ZipFile(path) as zf:
         for name in sorted(zf.namelist()):
-            mod = module_name(name)
+            mod = module_name(name, packages)
             if mod is None:
                 continue
             try:
@@ -92,7 +108,8 @@ def build_index(cache=DEFAULT_CACHE):
         cache: the cache folder fetch_wheels filled.
     Returns:
         the index dict of /tmp/format.md ("format", "packages", "wheels", "partial", "modules",
-        "classes"; "unparsed" lists sources that did not parse, when any).
+        "classes"), plus "indexer" (indexer_version()) and, when any, "unparsed" (sources that did
+        not parse).
     Raises:
         DeviceApiError: a wheel is missing.
     Example:
@@ -119,7 +136,8 @@ def build_index(cache=DEFAULT_CACHE):
     classes = resolved["classes"]
     if "torch._tensor.Tensor" in classes:
         classes["torch.Tensor"] = classes["torch._tensor.Tensor"]
-    index = {"format": FORMAT, "packages": packages, "wheels": wheels, "partial": ["numpy"],
+    index = {"format": FORMAT, "indexer": indexer_version(), "packages": packages,
+             "wheels": wheels, "partial": ["numpy"],
              "modules": resolved["modules"], "classes": classes}
     if unparsed:
         index["unparsed"] = unparsed
@@ -142,7 +160,8 @@ def write_index(index, cache=DEFAULT_CACHE):
 
 
 def load_index(cache=DEFAULT_CACHE, fetch=True, progress=True):
-    """The cached index, rebuilt when missing, of another format, or built from other wheels.
+    """The cached index, rebuilt when missing, of another format, or built from other wheels or
+    by other indexing code.
 
     Args:
         cache: the cache folder.
@@ -162,7 +181,8 @@ def load_index(cache=DEFAULT_CACHE, fetch=True, progress=True):
                                  % cache) from None
     try:
         index = json.loads((cache / "index.json").read_text())
-        if index.get("format") == FORMAT and index.get("wheels") == shas:
+        if index.get("format") == FORMAT and index.get("wheels") == shas \
+                and index.get("indexer") == indexer_version():
             return index
     except (OSError, ValueError):
         pass
