@@ -36,6 +36,16 @@ def test_star_imports_honour_all(tmp_path):
     assert lookup(ix, "pkg.a") == {"kind": "module", "target": "pkg.a"}  # submodules are names
 
 
+def test_all_edited_where_we_cannot_follow_takes_every_public_name(tmp_path):
+    ix = index_of(tmp_path, {
+        "pkg/__init__.py": "from .n import *\n",
+        "pkg/n.py": ("from ._a import asarray\n__all__ = ['zeros']\nzeros = 0\n"
+                     "def extend_all(m):\n    __all__.append(m)\n"),  # numpy.core.numeric's way
+        "pkg/_a.py": "def asarray(a, dtype=None): pass\n",
+    })
+    assert lookup(ix, "pkg.asarray")["params"] == ["a", "dtype"] and lookup(ix, "pkg.zeros")
+
+
 def test_overloads_union_and_stub_adds_to_py(tmp_path):
     ix = index_of(tmp_path, {
         "pkg/__init__.py": "",
@@ -121,6 +131,9 @@ def test_names_absent_in_the_device_versions(index):
     assert lookup(index, "torch.compile") is None
     assert lookup(index, "PIL.Image.Resampling") is None
     assert lookup(index, "PIL.Image.BILINEAR") == {"kind": "attribute"}
+    # numpy is partial: its .py names are there, C-level ones (numpy.uint8) may not be
+    assert lookup(index, "numpy.asarray")["params"] == ["a", "dtype", "order"]
+    assert "numpy" in index["partial"]
 
 
 def test_keywords_of_the_device_versions(index):

@@ -117,6 +117,7 @@ class _Reader:
         self.classes = {}
         self.all = None
         self.all_dynamic = False
+        self.all_edits = 0
 
     def absolute(self, module, level):
         if not level:
@@ -151,6 +152,7 @@ class _Reader:
             self.all_dynamic = self.all_dynamic or names is None
         else:
             return False
+        self.all_edits += 1
         return True
 
     def stmt(self, st, ops, qual):
@@ -238,5 +240,10 @@ def extract(source, modname, is_package):
     """
     reader = _Reader(modname, is_package)
     ops = []
-    reader.body(ast.parse(source).body, ops, None)
-    return {"ops": ops, "all": None if reader.all_dynamic else reader.all, "classes": reader.classes}
+    tree = ast.parse(source)
+    reader.body(tree.body, ops, None)
+    # __all__ touched anywhere else (numpy's extend_all() appends to it in a function) cannot be
+    # followed: then a star import takes every public name, as too many beats too few here.
+    uses = sum(isinstance(n, ast.Name) and n.id == "__all__" for n in ast.walk(tree))
+    dynamic = reader.all_dynamic or uses > reader.all_edits
+    return {"ops": ops, "all": None if dynamic else reader.all, "classes": reader.classes}
