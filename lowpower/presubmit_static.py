@@ -1,4 +1,5 @@
-"""presubmit's checks that read the archive without running it: layout, Python 3.6, imports.
+"""presubmit's checks that read the archive without running it: layout, Python 3.6, imports, and
+the device's torch/torchvision/numpy/Pillow/imageio API (``lowpower.device_api``).
 
 Each check adds rows to a ``presubmit_report.Report``; the rules themselves (the device's packages,
 Python 3.6's standard library, the vermin flags, the import scan) live in ``lowpower.pyz`` and
@@ -15,6 +16,9 @@ import re
 import zipfile
 
 from evaluation.contract import DEVICE_PACKAGES
+from lowpower.device_api import DeviceApiError
+from lowpower.device_api.check import check_paths
+from lowpower.device_api.index import load_index
 from lowpower.presubmit_report import mib
 from lowpower.pyz import device_has, own_modules, scan_folder, vermin_check
 
@@ -39,6 +43,7 @@ def static_checks(solution, report, workdir):
         archive.extractall(str(extracted))
     check_python36(extracted, report)
     check_imports(extracted, report)
+    check_device_api(extracted, report)
     return extracted
 
 
@@ -126,3 +131,41 @@ def check_imports(folder, report):
             + (" ..." if len(scan.dynamic) > SHOWN else "")),
             "import by name (import x) so the check can see it, or make sure every module it may "
             "load is in the archive or on the device")
+
+
+_INDEXES = {}  # the device API index by cache folder: a package build runs presubmit once per package
+
+
+def device_api_index():
+    """The index of the device's wheels (fetched and built on first use), or a DeviceApiError."""
+    from lowpower.device_api.fetch import DEFAULT_CACHE
+
+    if DEFAULT_CACHE not in _INDEXES:
+        _INDEXES[DEFAULT_CACHE] = load_index(DEFAULT_CACHE, fetch=True, progress=False)
+    return _INDEXES[DEFAULT_CACHE]
+
+
+def check_device_api(folder, report):
+    """Every torch/torchvision/numpy/PIL/imageio name and keyword must exist in the device's versions.
+
+    A use the device's wheels lack is a FAIL with file:line (a use under hasattr/getattr or
+    try/except is guarded and passes); when the wheels cannot be fetched the check is a WARN.
+    """
+    try:
+        index = device_api_index()
+    except DeviceApiError as error:
+        report.add("device API", "WARN", "not checked: {}".format(error),
+                   "run python -m lowpower.device_api fetch once with access to PyPI")
+        return
+    findings = check_paths([str(folder)], index)
+    missing = [item for item in findings if item.status == "missing"]
+    versions = ", ".join("{} {}".format(name, version) for name, version in sorted(index["packages"].items()))
+    if missing:
+        report.add("device API", "FAIL", "the device lacks: {}".format(_listed(
+            "{}:{} {}".format(item.file[len(str(folder)) + 1:], item.line, item.name) for item in missing)),
+            "the device has {}; use what they have, or guard the newer API with hasattr/getattr or "
+            "try/except (python -m lowpower.device_api check FILE lists every use)".format(versions))
+    else:
+        guarded = sum(item.status == "guarded" for item in findings)
+        report.add("device API", "PASS", "every name and keyword exists in {} ({} guarded; numpy's C-level "
+                   "names are not in its wheel and stay unchecked)".format(versions, guarded))
