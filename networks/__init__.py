@@ -16,6 +16,7 @@ from networks.bisenetv2 import bisenetv2
 from networks.cunet import cunet
 from networks.deeplabv3 import deeplabv3_r18, deeplabv3_r50, deeplabv3_r101
 from networks.fanet import fanet_r18
+from networks.fanet_sample import fanet_r18_sample
 from networks.fcn import fcn_r50
 from networks.mobilenetv3 import deeplabv3_mbv3, lraspp_mbv3_large, lraspp_mbv3_small
 from networks.squeeze_unet import squeeze_unet
@@ -31,6 +32,7 @@ MODELS = {
     'squeeze_unet': squeeze_unet,
     'cunet': cunet,
     'fanet_r18': fanet_r18,
+    'fanet_r18_sample': fanet_r18_sample,
     'deeplabv3_mbv3': deeplabv3_mbv3,
     'lraspp_mbv3_large': lraspp_mbv3_large,
     'lraspp_mbv3_small': lraspp_mbv3_small,

@@ -1,6 +1,12 @@
-"""FANet on ResNet-18 (Hu, Perazzi, Heilbron, Wang, Lin, Saenko & Sclaroff,
-"Real-time Semantic Segmentation with Fast Attention", IEEE RA-L 2021,
-arXiv:2007.03815): the network of the official LPCVC 2023 sample solution.
+"""FANet-style network on torchvision's ResNet-18, head at 1/4 (registry: ``fanet_r18``).
+
+After FANet (Hu, Perazzi, Heilbron, Wang, Lin, Saenko & Sclaroff, "Real-time
+Semantic Segmentation with Fast Attention", IEEE RA-L 2021, arXiv:2007.03815).
+It is NOT the official LPCVC 2023 sample's network: torchvision's ResNet-18
+keeps layer1 at stride 1, so every level here is one octave finer than the
+sample's (features at 1/4..1/32, head at 1/4, about 3.7x the sample's FLOPs).
+The sample's network, exactly, is ``fanet_r18_sample`` in
+``networks/fanet_sample.py``; this one stays for the checkpoints trained with it.
 
 Every ResNet stage output (1/4, 1/8, 1/16, 1/32) goes through a fast
 attention module: cosine-similarity attention computed as
@@ -9,13 +15,14 @@ pixels ``n``. The attended maps are fused top-down (1x1 conv, upsample, add)
 and the 1/16 and 1/4 levels are smoothed by 3x3 convs, concatenated at 1/4
 and classified. The logits are bilinearly upsampled to the input size.
 
-Written from the paper and the layer layout of the sample solution
-(lpcvai/23LPCVC_Segmentation_Track-Sample_Solution), with three deliberate
-differences: the attention is divided by ``n`` as in the paper (the sample
-omits it; batch norm absorbs the scale at a fixed input size); the 1x1
-"up" convs use no padding (the sample pads a 1x1 conv by 1, which shifts
-features); and the unused auxiliary heads and 1/32 smoothing conv are not
-built. So the sample's checkpoints do not load here.
+Compared with the sample solution
+(lpcvai/23LPCVC_Segmentation_Track-Sample_Solution), besides the strides:
+the attention is divided by ``n`` as in the paper (the sample omits it;
+batch norm absorbs the scale at a fixed input size); the 1x1 "up" convs use
+no padding (the sample pads a 1x1 conv by 1, which shifts features); and the
+sample's unused auxiliary heads and discarded coarsest smoothing conv are not
+built. So the sample's checkpoints do not load here (they load into
+``fanet_r18_sample`` through ``lowpower.import_sample``).
 
 Device-side code: Python 3.6 syntax and the torch 1.10 / torchvision 0.11
 API only; ``model.backbone`` takes torchvision ImageNet ResNet-18 weights
@@ -42,14 +49,17 @@ class FastAttention(nn.Module):
     Args:
         channels: input and output channels.
         key_channels: channels of the query and key projections.
+        divide_by_pixels: divide by ``n`` as the paper does; the LPCVC sample
+            does not (``False`` reproduces it).
 
     Example:
         >>> FastAttention(64)(torch.zeros(2, 64, 16, 16)).shape
         torch.Size([2, 64, 16, 16])
     """
 
-    def __init__(self, channels, key_channels=32):
+    def __init__(self, channels, key_channels=32, divide_by_pixels=True):
         super(FastAttention, self).__init__()
+        self.divide_by_pixels = divide_by_pixels
         self.query = ConvBNReLU(channels, key_channels, 1, activation=False)
         self.key = ConvBNReLU(channels, key_channels, 1, activation=False)
         self.value = ConvBNReLU(channels, channels, 1)
@@ -63,7 +73,9 @@ class FastAttention(nn.Module):
         context = torch.bmm(key, value.transpose(1, 2))  # N, k, C
         attended = torch.bmm(query.transpose(1, 2), context)  # N, n, C
         attended = attended.transpose(1, 2).reshape(batch, channels, height, width)
-        return x + self.out(attended / float(height * width))
+        if self.divide_by_pixels:
+            attended = attended / float(height * width)
+        return x + self.out(attended)
 
 
 class FANet(nn.Module):
@@ -121,6 +133,14 @@ class FANet(nn.Module):
 
 def fanet_r18(num_classes=14, key_channels=32, fuse_channels=128):
     """Build a :class:`FANet` on ResNet-18; the registry entry ``fanet_r18``.
+
+    FANet-style, torchvision ResNet-18 strides, head at 1/4 (not the sample's
+    network: see ``fanet_r18_sample``).
+
+    Args:
+        num_classes: output channels (logits).
+        key_channels: query/key channels of the fast attention modules.
+        fuse_channels: channels of the smoothed 1/16 and 1/4 levels.
 
     Example:
         >>> fanet_r18(14)(torch.zeros(1, 3, 64, 64)).shape
