@@ -126,9 +126,10 @@ def read_sample_weights(path):
     try:  # a state dict holds tensors only, so the safe loader reads it
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 -- torch.load raises many types on foreign files
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise SampleWeightsError("%s is not a state dict of the sample's FANet: torch.load cannot read it (%s)"
-                                 % (path, reason)) from None
+        # Text or other non-pickle bytes surface as bare KeyErrors ('105'), so name the type too.
+        reason = (str(error).strip().splitlines() or [""])[0][:160]
+        raise SampleWeightsError("%s is not a state dict of the sample's FANet: torch.load cannot read it (%s: %s)"
+                                 % (path, type(error).__name__, reason)) from None
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise SampleWeightsError("%s is not a state dict of the sample's FANet: expected a dict of tensors, got %s"
                                  % (path, type(state).__name__))
