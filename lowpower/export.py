@@ -210,7 +210,11 @@ def export_checkpoint(checkpoint, onnx_path, input_size=None, opset=MAX_OPSET, s
     size = input_size or state.get("input_size") or state.get("config", {}).get("data", {}).get("input_size")
     if not size:
         raise ExportError("%s records no input size; pass --input-size N" % checkpoint)
-    row = export_and_verify(build_model(state).eval(), onnx_path, int(size), opset, seed)
+    try:
+        model = build_model(state).eval()
+    except (TypeError, ValueError, RuntimeError) as error:  # arch renamed, weights of another shape
+        raise ExportError("cannot rebuild the network of %s: %s" % (checkpoint, one_line(error))) from None
+    row = export_and_verify(model, onnx_path, int(size), opset, seed)
     return dict(row, name="%s (%s)" % (state["arch"], Path(checkpoint).name), input_size=int(size))
 
 

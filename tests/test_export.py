@@ -120,11 +120,13 @@ def test_cli_refuses_an_opset_the_device_cannot_use(tmp_path, capsys, opset, wor
     assert not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.parametrize("content", [None, b"not a checkpoint", "dict"])
+@pytest.mark.parametrize("content", [None, b"not a checkpoint", "dict", "weights"])
 def test_cli_bad_checkpoint_is_one_line_naming_the_file(tmp_path, capsys, content):
     path = tmp_path / "broken.pt"
     if content == "dict":
         torch.save({"model": {}}, path)
+    elif content == "weights":  # readable, but the weights are not the network's
+        torch.save({"arch": "unet", "arch_kwargs": dict(ARCH_KWARGS), "model": {"x": torch.zeros(1)}}, path)
     elif content is not None:
         path.write_bytes(content)
     assert main([str(path), "--onnx", str(tmp_path / "m.onnx")]) == 2
@@ -149,3 +151,14 @@ def test_cli_help_and_argument_errors(capsys):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 2
+
+
+def test_cli_exports_a_checkpoint_that_train_py_wrote(synthetic_data, train_args, tmp_path, capsys):
+    from lowpower.train import main as train_main
+
+    data = synthetic_data(train=4, val=2, test=2, seed=5)
+    assert train_main(train_args(data, tmp_path / "run", "train.epochs=1")) == 0
+    assert main([str(tmp_path / "run" / "best.pt"), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    assert "| ok |" in capsys.readouterr().out
+    dims = [d.dim_value for d in onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 32, 32]  # TINY_TRAINING's data.input_size
