@@ -118,11 +118,12 @@ def compare(a, b, images, gt=None, runs=5, workdir=None, timeout=REFEREE_TIMEOUT
         outs = {label: folder / "out-{}".format(label) for label in packages}
         order, results = [], {label: [] for label in packages}
         turns = [label for _ in range(runs) for label in packages]  # A B A B ...: load hits both alike
-        bar = tqdm(turns, desc="compare", unit="run", file=sys.stderr, disable=not progress)
-        for label in bar:
-            bar.set_postfix_str("{} {}".format(label, packages[label].name))
-            results[label].append(run_figures(packages[label], images, outs[label], timeout, runner))
-            order.append(label)
+        # closed on the way out, failure too, so an error starts on a line of its own
+        with tqdm(turns, desc="compare", unit="run", file=sys.stderr, disable=not progress) as bar:
+            for label in bar:
+                bar.set_postfix_str("{} {}".format(label, packages[label].name))
+                results[label].append(run_figures(packages[label], images, outs[label], timeout, runner))
+                order.append(label)
         dice, reasons = {}, {}
         for label in packages:  # the masks of the last run; the packages are deterministic
             dice[label], reasons[label] = None, "no GT"
@@ -181,18 +182,18 @@ def run(args):
     """``bench compare``: print the table; 0, or 2 with a one-line error when a run failed."""
     for path in (args.a, args.b):
         if not Path(path).is_file():
-            print("compare: {}: no such package".format(path), file=sys.stderr)
+            print("compare failed: {}: no such package".format(path), file=sys.stderr)
             return 2
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as workdir:
         images, gt, about = sample_images(args.images, args.samples, workdir)
         count = len(list_pngs(str(images))[0])
         if not count:
-            print("compare: no PNG images in {}".format(images), file=sys.stderr)
+            print("compare failed: no PNG images in {}".format(images), file=sys.stderr)
             return 2
         try:
             result = compare(args.a, args.b, images, gt, args.runs, workdir, args.timeout)
         except (CompareError, ValueError) as error:
-            print("compare: {}".format(error), file=sys.stderr)
+            print("compare failed: {}".format(error), file=sys.stderr)
             return 2
     print(report(result, "{} ({} images)".format(about, count) if args.images else about))
     return 0

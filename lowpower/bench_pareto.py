@@ -178,19 +178,19 @@ def pareto(sources, images, gt, out_dir, runs=1, timeout=REFEREE_TIMEOUT, runner
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-pareto-") as workdir:
-        bar = tqdm(sources, desc="pareto", unit="package", file=sys.stderr, disable=not progress)
-        for source in bar:
-            bar.set_postfix_str(Path(source).name)
-            try:
-                name, pyz = resolve_package(source, out_dir / "packages", build)
-            except CompareError:
-                raise
-            except Exception as error:  # PackageError, torch.load's errors ...: still one line naming it
-                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise CompareError("{}: could not be packaged: {}".format(source, first)) from error
-            row = measure(name, pyz, images, gt, count, workdir, runs, timeout, runner)
-            row["source"] = str(source)
-            rows.append(row)
+        with tqdm(sources, desc="pareto", unit="package", file=sys.stderr, disable=not progress) as bar:
+            for source in bar:
+                bar.set_postfix_str(Path(source).name)
+                try:
+                    name, pyz = resolve_package(source, out_dir / "packages", build)
+                except CompareError:
+                    raise
+                except Exception as error:  # PackageError, torch.load's errors ...: still one line naming it
+                    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    raise CompareError("{}: could not be packaged: {}".format(source, first)) from error
+                row = measure(name, pyz, images, gt, count, workdir, runs, timeout, runner)
+                row["source"] = str(source)
+                rows.append(row)
     mark_frontier(rows)
     write_csv(out_dir / "pareto.csv", rows)
     plot(out_dir / "pareto.png", rows, about)
@@ -216,12 +216,12 @@ def run(args):
     with tempfile.TemporaryDirectory(prefix="bench-pareto-") as workdir:
         images, gt, about = sample_images(args.images, args.samples, workdir)
         if gt is None:
-            print("pareto: {} has no GT/ folder; mean Dice needs one".format(args.images), file=sys.stderr)
+            print("pareto failed: {} has no GT/ folder; mean Dice needs one".format(args.images), file=sys.stderr)
             return 2
         try:
             rows = pareto(args.sources, images, gt, args.out, max(1, args.runs), args.timeout, about=about)
         except CompareError as error:
-            print("pareto: {}".format(error), file=sys.stderr)
+            print("pareto failed: {}".format(error), file=sys.stderr)
             return 2
     print(table(rows))
     print("\nwrote {} and {}".format(Path(args.out) / "pareto.csv", Path(args.out) / "pareto.png"))
