@@ -119,8 +119,9 @@ def plot(path, rows, about=""):
     figure, axes = plt.subplots(figsize=(7, 4.5))
     front = sorted((row for row in rows if row["frontier"]), key=lambda row: row["ms_per_image"])
     others = [row for row in rows if not row["frontier"]]
-    axes.scatter([r["ms_per_image"] for r in others], [r["mean_dice"] for r in others], color="tab:gray",
-                 label="dominated")
+    if others:  # no empty "dominated" entry in the legend
+        axes.scatter([r["ms_per_image"] for r in others], [r["mean_dice"] for r in others], color="tab:gray",
+                     label="dominated")
     axes.plot([r["ms_per_image"] for r in front], [r["mean_dice"] for r in front], "o-", color="tab:red",
               drawstyle="steps-post", label="Pareto frontier")
     for row in rows:
@@ -130,6 +131,7 @@ def plot(path, rows, about=""):
     axes.set_ylabel("mean Dice")
     axes.set_title("Dice vs speed" + (": " + about if about else ""), fontsize=10)
     axes.grid(alpha=0.3)
+    axes.margins(0.12)  # room for the labels of the corner points
     axes.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(str(path), dpi=120)
