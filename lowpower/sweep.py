@@ -5,7 +5,7 @@
 
 For every input size the checkpoint's network is scored on the split exactly as ``python -m
 lowpower.test --input-size N`` scores it (the referee's per-image mean Dice, with the checkpoint
-config's post-processing, eval.min_class_area), then timed: batch 1, forward plus post-processing
+config's post-processing, eval.min_class_area), then timed: fp32, batch 1, forward plus post-processing
 (upsampling to the scored size, argmax, small-class removal) per image, after warm-up calls, under
 torch.inference_mode, the median over the images. Reading and decoding files are not timed.
 
@@ -210,7 +210,7 @@ def run(args):
     (out / "sweep_args.json").write_text(json.dumps(resolved, indent=1))
     print("%s on the %s split of %s (%d images; min_class_area %s)" % (
         args.checkpoint, args.split, root, rows[0]["images"], resolved["min_class_area"]))
-    print("times: batch 1, forward + post-processing, median of %d image(s) after %d warm-up call(s), on THIS "
+    print("times: fp32, batch 1, forward + post-processing, median of %d image(s) after %d warm-up call(s), on THIS "
           "machine's CPU (%s), not the Jetson Nano" % (rows[0]["timed_images"], args.warmup, machine))
     print(format_table(rows))
     print("wrote %s, %s, %s" % (out / "sweep.csv", out / "sweep.png", out / "sweep_args.json"))
