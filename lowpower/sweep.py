@@ -90,35 +90,56 @@ def load_config(checkpoint):
     return state, cfg
 
 
-@torch.inference_mode()
-def time_per_image(model, dataset, min_class_area, channels_last, warmup, limit, progress):
-    """Median seconds (total, forward alone) of forward + post-processing for one image, batch 1, CPU.
-
-    Images are read and transformed before the clock starts, so only what the shipped program does
-    per image after decoding is measured. Warm-up calls on the first image come first because the
-    first calls pay for allocator growth and oneDNN kernel selection.
-    """
+def timing_batches(dataset, channels_last, limit):
+    """Up to ``limit`` (image batch of 1, scored size) pairs, read and transformed before any clock starts,
+    so only what the shipped program does per image after decoding is measured."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    count = min(limit, len(dataset))
-    samples = [dataset[index] for index in range(count)]
-    batches = [(image[None].contiguous(memory_format=memory_format), mask.shape[-2:]) for image, mask in samples]
-    for _ in range(warmup):
-        predict_masks(model(batches[0][0]), batches[0][1], min_class_area)
-    totals, forwards = [], []
-    for image, size in tqdm(batches, desc="time", unit="img", disable=not progress, leave=False, file=sys.stderr):
-        started = time.perf_counter()
-        logits = model(image)
-        # Split the clock too: at small inputs upsampling to 512 can cost more than the network.
-        forwarded = time.perf_counter()
-        predict_masks(logits, size, min_class_area)
-        totals.append(time.perf_counter() - started)
-        forwards.append(forwarded - started)
+    samples = [dataset[index] for index in range(min(limit, len(dataset)))]
+    return [(image[None].contiguous(memory_format=memory_format), mask.shape[-2:]) for image, mask in samples]
+
+
+@torch.inference_mode()
+def time_in_turns(timers, min_class_area, warmup, progress):
+    """Median seconds (total, forward alone) per size of forward + post-processing, batch 1, CPU.
+
+    The sizes take turns image by image (size A, B, C on image 1, then on image 2, ...), so a burst of
+    load on a shared machine hits every size alike instead of one size's whole window. Warm-up calls
+    come first because the first calls pay for allocator growth and oneDNN kernel selection.
+
+    Args:
+        timers: per size, ``(model, batches)`` with batches from ``timing_batches``.
+        min_class_area: the post-processing's small-class threshold.
+        warmup: calls per size before timing.
+        progress: show a tqdm bar over images.
+
+    Returns:
+        Per size, ``(median total s, median forward s)``.
+    """
+    for model, batches in timers:
+        for _ in range(warmup):
+            predict_masks(model(batches[0][0]), batches[0][1], min_class_area)
+    totals, forwards = [[] for _ in timers], [[] for _ in timers]
+    count = min(len(batches) for _, batches in timers)
+    for index in tqdm(range(count), desc="time", unit="img", disable=not progress, leave=False, file=sys.stderr):
+        for turn, (model, batches) in enumerate(timers):
+            image, size = batches[index]
+            started = time.perf_counter()
+            logits = model(image)
+            # Split the clock too: at small inputs upsampling to 512 can cost more than the network.
+            forwarded = time.perf_counter()
+            predict_masks(logits, size, min_class_area)
+            totals[turn].append(time.perf_counter() - started)
+            forwards[turn].append(forwarded - started)
     # Medians, not means: one scheduler hiccup on a shared machine must not move a row.
-    return statistics.median(totals), statistics.median(forwards), count
+    return [(statistics.median(t), statistics.median(f)) for t, f in zip(totals, forwards)]
 
 
 def sweep_size(state, cfg, size, args, root):
-    """One table row: referee-rule scores at ``size`` (lowpower.test's own path) and the CPU time."""
+    """One table row's scores at ``size`` (lowpower.test's own path), and what timing it needs.
+
+    Returns:
+        ``(row, (model, batches))``; ``time_in_turns`` fills the row's times later.
+    """
     cfg = json.loads(json.dumps(cfg))  # each size gets its own copy; the transforms read input_size
     cfg["data"]["input_size"] = size
     dataset = build_dataset(cfg, args.split, train=False, root=root)
@@ -135,16 +156,22 @@ def sweep_size(state, cfg, size, args, root):
         meter = evaluate(model, loader, torch.device("cpu"), cfg["data"]["num_classes"], amp=cfg["train"]["amp"],
                          progress=not args.no_progress, channels_last=channels_last,
                          min_class_area=min_class_area)
-        seconds, forward, timed = time_per_image(model, dataset, min_class_area, channels_last, args.warmup,
-                                        args.time_images, not args.no_progress)
     except RuntimeError as error:  # a shape the network cannot take (odd strides, too small for its depth)
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SweepError("input size %d does not run with %s: %s" % (size, state["arch"], first[:200])) from None
     scores = summary_metrics(meter.summary())
-    return {"input_size": size, "mean_dice": scores["mean_dice"], "miou": scores["miou"],
-            "ms_per_image": 1000.0 * seconds, "forward_ms": 1000.0 * forward,
-            "dice_per_second": scores["mean_dice"] / seconds,
-            "images": scores["images"], "timed_images": timed}
+    batches = timing_batches(dataset, channels_last, args.time_images)
+    row = {"input_size": size, "mean_dice": scores["mean_dice"], "miou": scores["miou"],
+           "images": scores["images"], "timed_images": len(batches)}
+    return row, (model, batches)
+
+
+def add_times(rows, timers, min_class_area, args):
+    """Time every size in turns and put ms/image, forward ms and Dice per second into the rows."""
+    for row, (seconds, forward) in zip(rows, time_in_turns(timers, min_class_area, args.warmup,
+                                                          not args.no_progress)):
+        row.update(ms_per_image=1000.0 * seconds, forward_ms=1000.0 * forward,
+                   dice_per_second=row["mean_dice"] / seconds)
 
 
 def format_table(rows):
@@ -205,8 +232,13 @@ def run(args):
     root = Path(args.data) if args.data else data_root(cfg)
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "sweep"
     machine = "%s, %d torch thread(s); torch %s" % (cpu_name(), torch.get_num_threads(), torch.__version__)
-    rows = [sweep_size(state, cfg, size, args, root)
-            for size in tqdm(sizes, desc="sizes", unit="size", disable=args.no_progress, file=sys.stderr)]
+    scored = [sweep_size(state, cfg, size, args, root)
+              for size in tqdm(sizes, desc="sizes", unit="size", disable=args.no_progress, file=sys.stderr)]
+    rows = [row for row, _ in scored]
+    try:
+        add_times(rows, [timer for _, timer in scored], cfg["eval"].get("min_class_area", 0.0), args)
+    except RuntimeError as error:
+        raise SweepError("timing failed with %s: %s" % (state["arch"], str(error).strip()[:200])) from None
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "sweep.csv", rows)
     plot(out / "sweep.png", rows, "%s, %s split\n%s" % (args.checkpoint, args.split, machine))
@@ -216,7 +248,8 @@ def run(args):
     (out / "sweep_args.json").write_text(json.dumps(resolved, indent=1))
     print("%s on the %s split of %s (%d images; min_class_area %s)" % (
         args.checkpoint, args.split, root, rows[0]["images"], resolved["min_class_area"]))
-    print("times: fp32, batch 1, forward + post-processing, median of %d image(s) after %d warm-up call(s), on THIS "
+    print("times: fp32, batch 1, forward + post-processing, median of %d image(s) after %d warm-up call(s), the "
+          "sizes taking turns image by image, on THIS "
           "machine's CPU (%s), not the Jetson Nano" % (rows[0]["timed_images"], args.warmup, machine))
     print(format_table(rows))
     print("wrote %s, %s, %s" % (out / "sweep.csv", out / "sweep.png", out / "sweep_args.json"))
