@@ -114,21 +114,28 @@ class FANet(nn.Module):
             nn.Conv2d(2 * fuse_channels, num_classes, kernel_size=1, bias=False),
         )
 
+    # The decoder's levels and resize; the sample's variant (fanet_sample.py) sets its own.
+    levels, fine_level, coarse_level = LEVELS, '4', '16'
+
+    def resize(self, x, size):
+        return resize_to(x, size)
+
     def forward(self, x):
         features = self.backbone(x)
         smoothed = {}
         top_down = None
-        for level in reversed(LEVELS):
+        for level in reversed(self.levels):
             fused = self.attention[level](features[level])
             if top_down is not None:
-                fused = fused + resize_to(top_down, fused.shape[-2:])
+                fused = fused + self.resize(top_down, fused.shape[-2:])
             if level in self.lateral:
                 top_down = self.lateral[level](fused)
             if level in self.smooth:
                 smoothed[level] = self.smooth[level](fused)
-        fine = smoothed['4']
-        logits = self.classifier(torch.cat([resize_to(smoothed['16'], fine.shape[-2:]), fine], dim=1))
-        return resize_to(logits, x.shape[-2:])
+        fine = smoothed[self.fine_level]
+        coarse = self.resize(smoothed[self.coarse_level], fine.shape[-2:])
+        logits = self.classifier(torch.cat([coarse, fine], dim=1))
+        return self.resize(logits, x.shape[-2:])
 
 
 def fanet_r18(num_classes=14, key_channels=32, fuse_channels=128):

@@ -32,14 +32,14 @@ the discarded branch's 0.08.
 
 Device-side code: Python 3.6 syntax and the torch 1.10 / torchvision 0.11 API.
 """
-import torch
+import torch  # noqa: F401 -- the docstring example uses it
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from networks.blocks import ConvBNReLU
-from networks.fanet import FastAttention
+from networks.fanet import FANet, FastAttention
 
 # Levels by their true stride (the sample's code names them 4, 8, 16, 32).
 LEVELS = ('8', '16', '32', '64')
@@ -78,7 +78,7 @@ def padded_lateral(in_channels, out_channels):
     )
 
 
-class FANetSample(nn.Module):
+class FANetSample(FANet):
     """The LPCVC 2023 sample's FANet-ResNet-18; logits at the input resolution.
 
     Args:
@@ -92,7 +92,7 @@ class FANetSample(nn.Module):
     """
 
     def __init__(self, num_classes=14, key_channels=32, smooth_channels=128):
-        super(FANetSample, self).__init__()
+        nn.Module.__init__(self)  # FANet's layers are not built: the forward pass is all it shares
         self.backbone = IntermediateLayerGetter(stride2_resnet18(), return_layers={
             'layer1': '8', 'layer2': '16', 'layer3': '32', 'layer4': '64'})
         self.attention = nn.ModuleDict([
@@ -106,21 +106,10 @@ class FANetSample(nn.Module):
             nn.Conv2d(2 * smooth_channels, num_classes, kernel_size=1, bias=False),
         )
 
-    def forward(self, x):
-        features = self.backbone(x)
-        smoothed = {}
-        top_down = None
-        for level in reversed(LEVELS):
-            fused = self.attention[level](features[level])
-            if top_down is not None:
-                fused = fused + upsample(top_down, fused.shape[-2:])
-            if level in self.lateral:
-                top_down = self.lateral[level](fused)
-            if level in self.smooth:
-                smoothed[level] = self.smooth[level](fused)
-        fine = smoothed['8']
-        logits = self.classifier(torch.cat([upsample(smoothed['32'], fine.shape[-2:]), fine], dim=1))
-        return upsample(logits, x.shape[-2:])
+    levels, fine_level, coarse_level = LEVELS, '8', '32'
+
+    def resize(self, x, size):
+        return upsample(x, size)
 
 
 def fanet_r18_sample(num_classes=14, key_channels=32, smooth_channels=128):
