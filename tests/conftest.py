@@ -1,5 +1,6 @@
 """Fixtures that several test files share: small synthetic data sets, a seconds-long training
-command line, and signal handlers given back after train.py installs its own.
+command line, one torch thread for tiny models, and signal handlers given back after train.py
+installs its own.
 
 Example (in a test)::
 
@@ -11,6 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from lowpower.synthetic import generate
 
@@ -52,6 +54,17 @@ def train_args():
                 "--set", *TINY_TRAINING, "data.dataset=synthetic", "data.root=%s" % data, *overrides]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures(...)``): tiny
+    inputs gain nothing from threads, and on a shared 2-core machine OpenMP oversubscription makes
+    them 10-50x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -12,13 +12,7 @@ from lowpower.export_check import compare_with_onnxruntime, probe_images, resize
 ARCH_KWARGS = {"num_classes": 14, "base_width": 4, "depth": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    # The CI machine has 2 cores shared with other jobs.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def make_checkpoint(path, input_size=32):

@@ -25,12 +25,7 @@ DISCARDED = 590080  # ffm_32.smooth: 3x3 512->128 conv + BN, computed and thrown
 SAMPLE_GFLOPS = 11.85  # torch.utils.flop_counter on the sample at 1x3x512x512
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def up(x, size):

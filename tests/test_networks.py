@@ -10,14 +10,7 @@ import networks
 NUM_CLASSES = 14
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    # Tiny inputs gain nothing from threads, and on a shared 2-core machine
-    # OpenMP oversubscription makes these tests 10-50x slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def build(name, **kwargs):

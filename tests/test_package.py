@@ -31,12 +31,7 @@ TEMPLATE = REPO_ROOT / "solution"
 ARCH_KWARGS = {"num_classes": 14, "base_width": 8, "depth": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def make_checkpoint(path, input_size=64, **extra):

@@ -36,12 +36,7 @@ READABLE = ["a_rgb.png", "b_odd.png", "c_rgba.png", "d_gray.png", "e_deep16.png"
 BROKEN = ["x_corrupt.png", "y_empty.png", "z_truncated.png"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def smooth_image(rng, height, width, channels=3):
