@@ -11,6 +11,8 @@ Example (in a test)::
 import signal
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -42,6 +44,21 @@ def synthetic_data(tmp_path_factory):
         return made[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def gt_samples(tmp_path_factory):
+    """Two 512x512 images with GT, as the referee lays them out: DIR/IMG and DIR/GT (same names)."""
+    root = tmp_path_factory.mktemp("gt_samples")
+    (root / "IMG").mkdir()
+    (root / "GT").mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(2):
+        label = cv2.resize(rng.integers(0, 14, (8, 8)).astype(np.uint8), (512, 512),
+                           interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(str(root / "GT" / "s{}.png".format(index)), label)
+        cv2.imwrite(str(root / "IMG" / "s{}.png".format(index)), cv2.merge([label * 18] * 3))
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,6 @@ import csv
 import zipapp
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from lowpower import bench, bench_compare, bench_pareto
@@ -44,21 +42,6 @@ def make_pyz(folder, name, log, seconds="0.100000", sleep=0.0, perfect=True, fai
     return target
 
 
-@pytest.fixture(scope="module")
-def samples(tmp_path_factory):
-    """Two 512x512 images with GT: DIR/IMG and DIR/GT."""
-    root = tmp_path_factory.mktemp("samples")
-    (root / "IMG").mkdir()
-    (root / "GT").mkdir()
-    rng = np.random.default_rng(1)
-    for index in range(2):
-        label = cv2.resize(rng.integers(0, 14, (8, 8)).astype(np.uint8), (512, 512),
-                           interpolation=cv2.INTER_NEAREST)
-        cv2.imwrite(str(root / "GT" / "s{}.png".format(index)), label)
-        cv2.imwrite(str(root / "IMG" / "s{}.png".format(index)), cv2.merge([label * 18] * 3))
-    return root
-
-
 @pytest.fixture()
 def packages(tmp_path):
     log = tmp_path / "order.log"
@@ -67,9 +50,9 @@ def packages(tmp_path):
     return fast, slow, log
 
 
-def test_compare_runs_in_turns_and_prints_ratios(packages, samples, capsys):
+def test_compare_runs_in_turns_and_prints_ratios(packages, gt_samples, capsys):
     fast, slow, log = packages
-    status = bench.main(["compare", str(fast), str(slow), "--images", str(samples), "-n", "3"])
+    status = bench.main(["compare", str(fast), str(slow), "--images", str(gt_samples), "-n", "3"])
     text = capsys.readouterr().out
     assert status == 0, text
     # the packages themselves recorded the order they ran in
@@ -82,7 +65,7 @@ def test_compare_runs_in_turns_and_prints_ratios(packages, samples, capsys):
     assert "mean Dice B: 0." in text and "in turns A B A B" in text
 
 
-def test_compare_pairs_ratios_by_turn(tmp_path, samples):
+def test_compare_pairs_ratios_by_turn(tmp_path, gt_samples):
     """Ratios are B's run i over A's run i, in the order run (a stand-in runner counts the calls)."""
     calls = []
 
@@ -96,7 +79,7 @@ def test_compare_pairs_ratios_by_turn(tmp_path, samples):
         Path(out).mkdir(parents=True, exist_ok=True)
         return Run(float(len(calls)))  # walls 1 2 3 4: ratios 2/1 and 4/3
 
-    result = bench_compare.compare("a.pyz", "b.pyz", samples / "IMG", None, runs=2, workdir=tmp_path,
+    result = bench_compare.compare("a.pyz", "b.pyz", gt_samples / "IMG", None, runs=2, workdir=tmp_path,
                                    runner=runner, progress=False)
     assert calls == ["a.pyz", "b.pyz", "a.pyz", "b.pyz"] and result["order"] == ["A", "B", "A", "B"]
     assert result["ratios"]["wall"] == pytest.approx([2.0, 4 / 3])
@@ -106,11 +89,11 @@ def test_compare_pairs_ratios_by_turn(tmp_path, samples):
     assert "n/a (no GT)" in bench_compare.report(result)
 
 
-def test_a_failing_package_is_a_one_line_error_naming_it(tmp_path, samples, capsys):
+def test_a_failing_package_is_a_one_line_error_naming_it(tmp_path, gt_samples, capsys):
     log = tmp_path / "order.log"
     good = make_pyz(tmp_path, "good", log)
     broken = make_pyz(tmp_path, "broken", log, fail=True)
-    status = bench.main(["compare", str(good), str(broken), "--images", str(samples), "-n", "3"])
+    status = bench.main(["compare", str(good), str(broken), "--images", str(gt_samples), "-n", "3"])
     captured = capsys.readouterr()
     assert status == 2
     assert captured.out == ""  # nothing compared
@@ -120,10 +103,10 @@ def test_a_failing_package_is_a_one_line_error_naming_it(tmp_path, samples, caps
     assert log.read_text().split() == ["good", "broken"]  # stopped at the first failure
 
 
-def test_a_package_that_prints_no_float_fails(tmp_path, samples):
+def test_a_package_that_prints_no_float_fails(tmp_path, gt_samples):
     chatty = make_pyz(tmp_path, "chatty", tmp_path / "log", seconds="'took 0.1 s'")
     with pytest.raises(bench_compare.CompareError, match="chatty.pyz: stdout is not one float"):
-        bench_compare.run_figures(chatty, samples / "IMG", tmp_path / "out")
+        bench_compare.run_figures(chatty, gt_samples / "IMG", tmp_path / "out")
 
 
 @pytest.mark.parametrize("points, expected", [
@@ -138,13 +121,13 @@ def test_pareto_front(points, expected):
     assert bench_pareto.pareto_front(points) == expected
 
 
-def test_pareto_writes_csv_png_and_table(tmp_path, samples, capsys):
+def test_pareto_writes_csv_png_and_table(tmp_path, gt_samples, capsys):
     log = tmp_path / "order.log"
     fast_bad = make_pyz(tmp_path, "fast_bad", log, seconds="0.100000", perfect=False)
     slow_good = make_pyz(tmp_path, "slow_good", log, seconds="0.400000", perfect=True)
     slower_bad = make_pyz(tmp_path, "slower_bad", log, seconds="0.800000", perfect=False)
     out = tmp_path / "pareto"
-    status = bench.main(["pareto", str(fast_bad), str(slow_good), str(slower_bad), "--images", str(samples),
+    status = bench.main(["pareto", str(fast_bad), str(slow_good), str(slower_bad), "--images", str(gt_samples),
                          "--out", str(out)])
     text = capsys.readouterr().out
     assert status == 0, text
@@ -160,7 +143,7 @@ def test_pareto_writes_csv_png_and_table(tmp_path, samples, capsys):
     assert [line[-1] for line in table[:2]] == ["*", "*"]
 
 
-def test_pareto_packages_checkpoints_first(tmp_path, samples):
+def test_pareto_packages_checkpoints_first(tmp_path, gt_samples):
     """A run folder and a .pt go through build_package(ckpt, pyz, verify=False); a .pyz does not."""
     log = tmp_path / "order.log"
     ready = make_pyz(tmp_path, "ready", log)
@@ -174,7 +157,7 @@ def test_pareto_packages_checkpoints_first(tmp_path, samples):
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_bytes(ready.read_bytes())
 
-    rows = bench_pareto.pareto([tmp_path / "run1", tmp_path / "other.pt", ready], samples / "IMG", samples / "GT",
+    rows = bench_pareto.pareto([tmp_path / "run1", tmp_path / "other.pt", ready], gt_samples / "IMG", gt_samples / "GT",
                                tmp_path / "out", build=build, progress=False)
     assert built == [("best.pt", False), ("other.pt", False)]
     assert [row["name"] for row in rows] == ["run1", "{}/other".format(tmp_path.name), "ready"]
@@ -182,9 +165,9 @@ def test_pareto_packages_checkpoints_first(tmp_path, samples):
         bench_pareto.resolve_package(tmp_path / "missing.pyz", tmp_path, build)
 
 
-def test_pareto_unpackable_checkpoint_is_one_line(tmp_path, samples, capsys):
+def test_pareto_unpackable_checkpoint_is_one_line(tmp_path, gt_samples, capsys):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    status = bench.main(["pareto", str(tmp_path / "junk.pt"), "--images", str(samples),
+    status = bench.main(["pareto", str(tmp_path / "junk.pt"), "--images", str(gt_samples),
                          "--out", str(tmp_path / "out")])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pareto failed:")]
     assert status == 2 and len(err) == 1 and "junk.pt" in err[0], err

@@ -7,8 +7,6 @@ import zipapp
 import zipfile
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from lowpower import presubmit
@@ -49,21 +47,6 @@ def make_pyz(folder, name, source, extra_files=None, interpreter="/usr/bin/env p
     return target
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    """Two 512x512 samples with GT: DIR/IMG and DIR/GT."""
-    root = tmp_path_factory.mktemp("samples")
-    (root / "IMG").mkdir()
-    (root / "GT").mkdir()
-    rng = np.random.default_rng(1)
-    for index in range(2):
-        label = cv2.resize(rng.integers(0, 14, (8, 8)).astype(np.uint8), (512, 512),
-                           interpolation=cv2.INTER_NEAREST)
-        cv2.imwrite(str(root / "GT" / "s{}.png".format(index)), label)
-        cv2.imwrite(str(root / "IMG" / "s{}.png".format(index)), cv2.merge([label * 18] * 3))
-    return root
-
-
 def check(capsys, archive, *options):
     """Run presubmit in-process; returns (exit status, {check: (result, detail)}, text)."""
     status = presubmit.main([str(archive)] + [str(option) for option in options])
@@ -77,9 +60,9 @@ def check(capsys, archive, *options):
     return status, rows, text
 
 
-def test_good_archive_passes(tmp_path, capsys, images):
+def test_good_archive_passes(tmp_path, capsys, gt_samples):
     archive = make_pyz(tmp_path, "good", GOOD_SOURCE, {"helpers/__init__.py": "import numpy\n"})
-    status, rows, text = check(capsys, archive, "--images", images)
+    status, rows, text = check(capsys, archive, "--images", gt_samples)
     assert status == 0, text
     assert "PRESUBMIT PASSED" in text
     for name in ("archive", "python 3.6", "imports", "run", "stdout", "outputs", "memory", "time"):
@@ -100,9 +83,9 @@ def test_default_samples_are_synthetic(tmp_path, capsys):
     assert data["passed"] is True and {row["check"] for row in data["checks"]} >= {"run", "time"}
 
 
-def test_python_38_syntax_fails_with_file_and_line(tmp_path, capsys, images):
+def test_python_38_syntax_fails_with_file_and_line(tmp_path, capsys, gt_samples):
     archive = make_pyz(tmp_path, "walrus", GOOD_SOURCE + "if (count := 3):\n    pass\n")
-    status, rows, text = check(capsys, archive, "--images", images)
+    status, rows, text = check(capsys, archive, "--images", gt_samples)
     assert status == 1
     assert rows["python 3.6"][0] == "FAIL"
     line = len(GOOD_SOURCE.splitlines()) + 1
@@ -111,48 +94,48 @@ def test_python_38_syntax_fails_with_file_and_line(tmp_path, capsys, images):
     assert "PRESUBMIT FAILED" in text and "python 3.6" in text.splitlines()[-1]
 
 
-def test_package_the_device_lacks_fails(tmp_path, capsys, images):
+def test_package_the_device_lacks_fails(tmp_path, capsys, gt_samples):
     archive = make_pyz(tmp_path, "yaml", "import yaml\n" + GOOD_SOURCE)
-    status, rows, text = check(capsys, archive, "--images", images)
+    status, rows, text = check(capsys, archive, "--images", gt_samples)
     assert status == 1
     assert rows["imports"][0] == "FAIL" and "yaml" in rows["imports"][1]
     assert "remove these imports" in text
 
 
-def test_guarded_optional_import_is_only_a_warning(tmp_path, capsys, images):
+def test_guarded_optional_import_is_only_a_warning(tmp_path, capsys, gt_samples):
     source = "try:\n    import pycuda\nexcept ImportError:\n    pycuda = None\n" + GOOD_SOURCE
     archive = make_pyz(tmp_path, "optional", source)
-    status, rows, _ = check(capsys, archive, "--images", images)
+    status, rows, _ = check(capsys, archive, "--images", gt_samples)
     assert status == 0
     assert rows["imports"][0] == "PASS" and rows["optional imports"][0] == "WARN"
 
 
-def test_no_main_fails(tmp_path, capsys, images):
+def test_no_main_fails(tmp_path, capsys, gt_samples):
     archive = tmp_path / "empty.pyz"
     with zipfile.ZipFile(str(archive), "w") as handle:
         handle.writestr("main.py", "print(1.0)\n")
-    status, rows, _ = check(capsys, archive, "--images", images)
+    status, rows, _ = check(capsys, archive, "--images", gt_samples)
     assert status == 1 and rows["archive"][0] == "FAIL" and "__main__.py" in rows["archive"][1]
 
 
-def test_crash_fails_the_run_with_stderr(tmp_path, capsys, images):
+def test_crash_fails_the_run_with_stderr(tmp_path, capsys, gt_samples):
     archive = make_pyz(tmp_path, "crash", 'raise RuntimeError("weights missing")\n')
-    status, rows, text = check(capsys, archive, "--images", images)
+    status, rows, text = check(capsys, archive, "--images", gt_samples)
     assert status == 1 and rows["run"][0] == "FAIL" and "weights missing" in rows["run"][1]
 
 
-def test_bad_stdout_and_bad_outputs_fail(tmp_path, capsys, images):
+def test_bad_stdout_and_bad_outputs_fail(tmp_path, capsys, gt_samples):
     source = GOOD.replace("OUTPUT", "label + 14") + 'print("progress 100.0")\n'
     archive = make_pyz(tmp_path, "bad", source)
-    status, rows, _ = check(capsys, archive, "--images", images)
+    status, rows, _ = check(capsys, archive, "--images", gt_samples)
     assert status == 1
     assert rows["stdout"][0] == "FAIL" and "2 numbers" in rows["stdout"][1]
     assert rows["outputs"][0] == "FAIL" and "outside 0..13" in rows["outputs"][1]
 
 
-def test_memory_budget_and_measured_slowdown_fail(tmp_path, capsys, images):
+def test_memory_budget_and_measured_slowdown_fail(tmp_path, capsys, gt_samples):
     archive = make_pyz(tmp_path, "good", GOOD_SOURCE)
-    status, rows, _ = check(capsys, archive, "--images", images, "--memory-budget", "1MiB",
+    status, rows, _ = check(capsys, archive, "--images", gt_samples, "--memory-budget", "1MiB",
                             "--device-slowdown", 100000)
     assert status == 1
     assert rows["memory"][0] == "FAIL" and "1.0 MiB" in rows["memory"][1]
@@ -234,30 +217,30 @@ def main() -> None:
 '''
 
 
-def test_official_sample_style_with_pkg_resources_and_imageio_passes(tmp_path, capsys, images):
+def test_official_sample_style_with_pkg_resources_and_imageio_passes(tmp_path, capsys, gt_samples):
     archive = make_pyz(tmp_path, "sample", "from main import main\n\nmain()\n",
                        {"main.py": SAMPLE_MAIN, "step.txt": "18\n"})
-    status, rows, text = check(capsys, archive, "--images", images)
+    status, rows, text = check(capsys, archive, "--images", gt_samples)
     assert status == 0, text
     for name in ("python 3.6", "imports", "run", "stdout", "outputs"):
         assert rows[name][0] == "PASS", (name, text)
     assert "mean Dice 1.0000" in rows["accuracy"][1]  # it read the resource and the images right
 
 
-def test_dynamic_import_is_a_warning_with_file_and_line(tmp_path, capsys, images):
+def test_dynamic_import_is_a_warning_with_file_and_line(tmp_path, capsys, gt_samples):
     source = "import importlib\nclock = importlib.import_module('ti' + 'me')\n" + GOOD_SOURCE
     archive = make_pyz(tmp_path, "dynamic", source)
-    status, rows, text = check(capsys, archive, "--images", images)
+    status, rows, text = check(capsys, archive, "--images", gt_samples)
     assert status == 0, text  # it runs here, and may on the device: a warning, not a failure
     assert rows["dynamic imports"][0] == "WARN"
     assert "__main__.py:2 importlib.import_module('ti' + 'me')" in rows["dynamic imports"][1]
     assert rows["imports"][0] == "PASS"
 
 
-def test_dynamic_import_of_a_literal_is_checked_like_an_import(tmp_path, capsys, images):
+def test_dynamic_import_of_a_literal_is_checked_like_an_import(tmp_path, capsys, gt_samples):
     source = "from importlib import import_module\nyaml = import_module('yaml')\n" + GOOD_SOURCE
     archive = make_pyz(tmp_path, "literal", source)
-    status, rows, _ = check(capsys, archive, "--images", images)
+    status, rows, _ = check(capsys, archive, "--images", gt_samples)
     assert status == 1
     assert rows["imports"][0] == "FAIL" and "__main__.py:2 yaml" in rows["imports"][1]
     assert "dynamic imports" not in rows
