@@ -81,4 +81,16 @@ SCHEMA = {
                                           "the referee scores a spurious class 0. Used by validation, test.py "
                                           "and the package. 0 disables", low=0),
     },
+    "quant": {
+        "qat": Key(bool, False, "quantization-aware training: fake-quant int8 weights and activations in training "
+                                "and validation; best.pt stays the QAT state, best_int8.pt is its int8 conversion"),
+        "engine": Key(str, "qnnpack", "int8 engine the model is prepared and converted for (qnnpack: the "
+                                      "device's ARM cores)", ["qnnpack", "x86", "fbgemm", "onednn"]),
+        "freeze_observers_epoch": Key((int, OPTIONAL), None, "observers update in the first N QAT epochs, then "
+                                                             "their ranges stay fixed; null: never frozen", low=0),
+        "freeze_bn_epoch": Key((int, OPTIONAL), None, "BatchNorm running statistics update in the first N QAT "
+                                                      "epochs, then stay fixed; null: never frozen", low=0),
+        "init_from": Key((str, OPTIONAL), None, "float checkpoint (best.pt of a float run) whose weights start a "
+                                                "new QAT run; null starts from model.pretrained / scratch"),
+    },
 }
