@@ -47,6 +47,9 @@ def build_model(manifest):
     fp16 weights are cast to the model's fp32 parameters here; on CUDA the
     model is halved again when the manifest asks for fp16.
     """
+    if manifest.get('precision') == 'int8':  # quantized tensors stored as plain arrays (int8.py)
+        from .int8 import build_int8_model
+        return build_int8_model(manifest, load_weights())
     import networks  # the generated registry of the one shipped model
     model = networks.create_model(manifest['arch'], **manifest['arch_kwargs'])
     model.load_state_dict(load_weights(), strict=True)
@@ -63,12 +66,14 @@ def choose_device(manifest):
         manifest: the package's manifest (``precision``).
     """
     fp16 = manifest.get('precision') == 'fp16'
-    if torch.cuda.is_available():
+    int8 = manifest.get('precision') == 'int8'  # torch's int8 kernels are CPU-only
+    if torch.cuda.is_available() and not int8:
         torch.backends.cudnn.benchmark = True  # one input shape for the whole run
         return torch.device('cuda'), fp16, 'cuda ({})'.format('fp16' if fp16 else 'fp32')
     threads = int(os.environ.get(THREADS_ENV) or os.cpu_count() or 1)
     torch.set_num_threads(max(1, threads))
-    return torch.device('cpu'), False, 'cpu ({} threads, fp32)'.format(torch.get_num_threads())
+    return torch.device('cpu'), False, 'cpu ({} threads, {})'.format(torch.get_num_threads(),
+                                                                     'int8' if int8 else 'fp32')
 
 
 class Segmenter(object):
