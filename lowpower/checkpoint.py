@@ -29,7 +29,7 @@ import networks
 
 REQUIRED_KEYS = ("arch", "arch_kwargs", "model")
 # The temporary names save_checkpoint writes (mkstemp: NAME.<random>.tmp) for the files train.py saves.
-TEMP_PATTERNS = ("last.pt.*.tmp", "best.pt.*.tmp")
+TEMP_PATTERNS = ("last.pt.*.tmp", "best.pt.*.tmp", "best_int8.pt.*.tmp")  # best_int8.pt: a QAT run's int8 copy
 
 
 class CheckpointError(ValueError):
@@ -156,13 +156,43 @@ def model_from_config(cfg, load_pretrained=True, log=None):
     return model
 
 
+def is_int8(state):
+    """True for an int8 checkpoint (``lowpower.quantize ptq`` or a converted QAT run): it has "quant".
+
+    Example:
+        >>> is_int8(load_checkpoint("runs/demo/int8_ptq.pt"))  # doctest: +SKIP
+        True
+    """
+    return bool(state.get("quant"))
+
+
 def build_model(state):
     """Rebuild the network a checkpoint describes and load its weights.
+
+    An int8 checkpoint (``"quant": {"engine", "mode", "per_channel"}``) rebuilds the float network,
+    turns it into the int8 structure for its engine (``networks.quant.int8_skeleton``) and loads
+    the int8 weights strictly; it runs on the CPU only. When this torch lacks the engine it was
+    calibrated for, a fallback engine is used and a warning says which.
 
     Example:
         >>> model = build_model(load_checkpoint("runs/demo/best.pt")).eval()
     """
     model = networks.create_model(state["arch"], **state["arch_kwargs"])
+    if is_int8(state):
+        import warnings
+
+        from networks import quant
+
+        engine, warning = quant.select_engine(state["quant"]["engine"])
+        if warning:
+            warnings.warn(warning, stacklevel=2)
+        model = quant.int8_skeleton(model, engine)
+        model.load_state_dict(state["model"], strict=True)
+        return model
+    if (state.get("config") or {}).get("quant", {}).get("qat"):  # a QAT run's best.pt / last.pt: fake-quant
+        from lowpower.quantize.qat import fake_quant_model
+
+        return fake_quant_model(state)
     model.load_state_dict(state["model"])
     return model
 
