@@ -1,0 +1,161 @@
+"""The fixed-point quantizer of arXiv 1908.01073 and the study built on it.
+
+- the tensor quantizer equals a pure-Python restatement of the rule on random values;
+- its straight-through gradient is 1 inside the clamp range and 0 outside;
+- every weight and activation of a network is quantized without editing the network;
+- ``study`` on a tiny checkpoint writes CSV, Markdown and PNG with the right rows and memory, and a
+  rerun skips the rows already written.
+"""
+import csv
+import math
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import networks
+from lowpower.quantize import fixed_point as fxp
+from lowpower.quantize import study
+from lowpower.train import main as train_main
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def paper_rule(x, int_bits, frac_bits, signed):
+    """One value by the paper's rule, in plain Python floats: sign, integer and fractional parts,
+    the magnitude rounded (ties up) to a multiple of 2**-frac_bits and clamped to what the bits hold."""
+    if not signed and x < 0:
+        return 0.0
+    step = 2.0 ** -frac_bits
+    levels = math.floor(abs(x) / step + 0.5)
+    levels = min(levels, 2 ** (int_bits + frac_bits) - 1)
+    return math.copysign(levels * step, x) if signed else levels * step
+
+
+@pytest.mark.parametrize("bits,signed", [(2, True), (4, True), (6, False), (8, True), (16, False)])
+def test_quantizer_equals_the_scalar_rule(bits, signed):
+    rng = random.Random(bits)
+    # A spread of magnitudes, exact ties on the grid, and values beyond the clamp range.
+    values = [rng.gauss(0, 10 ** rng.uniform(-3, 1)) for _ in range(400)] + [0.375, -0.125, 2.5, 1e4, -1e4]
+    tensor = torch.tensor(values, dtype=torch.float32)
+    max_abs = float(tensor.abs().max()) / 4  # a quarter of the range: the clamp is exercised too
+    int_bits, frac_bits = fxp.fixed_point_format(max_abs, bits, signed)
+    assert int_bits + frac_bits == bits - (1 if signed else 0)
+    assert 2.0 ** (int_bits - 1) <= max_abs < 2.0 ** int_bits  # the fewest integer bits that hold it
+    got = fxp.fixed_point(tensor, bits, max_abs=max_abs, signed=signed).tolist()
+    expected = [paper_rule(float(v), int_bits, frac_bits, signed) for v in tensor.tolist()]
+    assert got == expected
+    assert len(set(got)) <= 2 ** bits  # a b-bit format has at most 2**b values
+
+
+def test_default_format_holds_the_largest_value_exactly_when_on_grid():
+    x = torch.tensor([-3.5, 0.25, 1.0])  # 4 bits: sign + 2 integer + 1 fractional
+    assert fxp.fixed_point(x, 4).tolist() == [-3.5, 0.5, 1.0]
+    assert fxp.fixed_point(torch.tensor([0.0, 0.0]), 4).tolist() == [0.0, 0.0]
+
+
+def test_straight_through_gradient_is_one_inside_the_clamp_range_and_zero_outside():
+    # int 1, frac 2, signed: grid step 0.25, representable magnitudes up to 1.75.
+    x = torch.tensor([-3.0, -1.75, -0.3, 0.0, 0.6, 1.74, 1.76, 9.0], requires_grad=True)
+    y = fxp.FixedPointSTE.apply(x, 1, 2, True)
+    (y * torch.arange(1.0, 9.0)).sum().backward()
+    assert x.grad.tolist() == [0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0]
+    assert y.tolist() == [-1.75, -1.75, -0.25, 0.0, 0.5, 1.75, 1.75, 1.75]
+    unsigned = torch.tensor([-1.0, 0.5, 3.0], requires_grad=True)
+    fxp.FixedPointSTE.apply(unsigned, 1, 2, False).sum().backward()  # range [0, 1.75]
+    assert unsigned.grad.tolist() == [0.0, 1.0, 0.0]
+
+
+def on_grid(values, bits):
+    """Whether every value is a multiple of the format's step for its largest magnitude."""
+    values = values.detach()
+    int_bits, frac_bits = fxp.fixed_point_format(float(values.abs().max()), bits, bool((values < 0).any()))
+    scaled = values * 2.0 ** frac_bits
+    return bool(torch.equal(scaled, torch.round(scaled)))
+
+
+def test_every_weight_and_activation_is_quantized_and_bn_folded():
+    torch.manual_seed(0)
+    model = networks.create_model("unet", num_classes=5, base_width=4, depth=2).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding has something to do
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    images = torch.rand(2, 3, 32, 32)
+    folded_only = fxp.FixedPointModel(model, 32, 32)
+    folded_only.enabled = False
+    for module in folded_only.model.modules():  # no weight quantization either: float, folded
+        if hasattr(module, "parametrizations"):
+            for name in list(module.parametrizations):
+                torch.nn.utils.parametrize.remove_parametrizations(module, name, leave_parametrized=False)
+    with torch.no_grad():
+        assert torch.allclose(folded_only.model(images), model(images), atol=1e-4)
+    assert folded_only.folded == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0
+
+    quantized = fxp.FixedPointModel(model, 4, 6)
+    quantized.calibrate([images])
+    outputs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(o)) for _, m in fxp.leaf_modules(quantized.model)]
+    with torch.no_grad():
+        logits = quantized.model(images)
+    for hook in hooks:
+        hook.remove()
+    weights = [getattr(m, name) for _, m in fxp.leaf_modules(quantized.model)
+               for name in getattr(m, "parametrizations", {})]
+    assert len(weights) == len(list(quantized.model.parameters())) > 0
+    assert all(on_grid(w, 4) for w in weights)
+    assert all(len(torch.unique(w)) <= 15 for w in weights)  # 4-bit sign-magnitude: 15 values
+    assert outputs and all(len(torch.unique(o)) <= 64 for o in outputs)  # 6-bit activations
+    assert len(torch.unique(logits)) <= 64
+    assert not torch.equal(logits, model(images).detach())
+
+
+def test_activation_elements_counts_each_storage_once():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 1), nn.ReLU())
+    # input 3x5x5 + conv 4x5x5 (the in-place ReLU shares it) + conv 2x5x5 + ReLU 2x5x5
+    assert fxp.activation_elements(model, (3, 5, 5)) == 75 + 100 + 50 + 50
+
+
+def tiny_checkpoint(synthetic_data, train_args, tmp_path):
+    data = synthetic_data(train=4, val=2, test=1, seed=5)
+    run = tmp_path / "run"
+    assert train_main(train_args(data, run, "train.epochs=1")) == 0
+    return run / "best.pt"
+
+
+def test_study_writes_rows_memory_and_plot_and_skips_done_rows(synthetic_data, train_args, tmp_path, capsys):
+    checkpoint = tiny_checkpoint(synthetic_data, train_args, tmp_path)
+    out = tmp_path / "study"
+    argv = [str(checkpoint), "--weight-bits", "4", "--act-bits", "6,8", "--calib-batches", "1",
+            "--out", str(out), "--no-progress"]
+    assert study.main(argv + ["--qat-epochs", "0"]) == 0
+    with open(out / "study.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["weight_bits"], r["act_bits"], r["qat_epochs"]) for r in rows] == [
+        ("32", "32", "0"), ("4", "6", "0"), ("4", "8", "0")]
+    fp32, w4a6, w4a8 = rows
+    assert float(fp32["weight_memory_kib"]) == pytest.approx(8 * float(w4a6["weight_memory_kib"]), rel=1e-3)
+    assert float(w4a6["weight_memory_ratio"]) == 8.0
+    assert float(w4a8["act_memory_kib_per_image"]) == pytest.approx(
+        float(w4a6["act_memory_kib_per_image"]) * 8 / 6, rel=1e-3)
+    assert float(fp32["act_memory_kib_per_image"]) > float(w4a8["act_memory_kib_per_image"]) > 0
+    assert all(0.0 <= float(r["val_mean_dice"]) <= 1.0 for r in rows)
+    assert float(fp32["dice_drop"]) == 0.0
+    table = (out / "study.md").read_text()
+    assert table.count("\n") == 2 + 3 and "| 4 | 6 | 0 |" in table
+    assert (out / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    capsys.readouterr()
+    assert study.main(argv + ["--qat-epochs", "1"]) == 0  # fp32 row skipped, two QAT rows added
+    assert "1 of 3 rows already in" in capsys.readouterr().err
+    with open(out / "study.csv", newline="") as handle:
+        keys = [(r["weight_bits"], r["act_bits"], r["qat_epochs"]) for r in csv.DictReader(handle)]
+    assert keys == [("32", "32", "0"), ("4", "6", "0"), ("4", "8", "0"), ("4", "6", "1"), ("4", "8", "1")]
+
+
+def test_study_names_a_missing_checkpoint(tmp_path, capsys):
+    assert study.main([str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err
+    assert "nope.pt" in error and error.count("\n") == 1
