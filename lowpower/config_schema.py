@@ -93,4 +93,20 @@ SCHEMA = {
         "init_from": Key((str, OPTIONAL), None, "float checkpoint (best.pt of a float run) whose weights start a "
                                                 "new QAT run; null starts from model.pretrained / scratch"),
     },
+    "distill": {
+        "teacher": Key((str, OPTIONAL), None, "checkpoint of a trained teacher (built from its own arch and kwargs, "
+                                              "frozen); null trains without distillation"),
+        "kd_weight": Key(float, 0.0, "weight of logits KD: KL(teacher || student) of per-pixel class "
+                                     "distributions at kd_temperature, times T^2 (0 disables)", low=0),
+        "kd_temperature": Key(float, 1.0, "softmax temperature of logits KD", above=0),
+        "cwd_weight": Key(float, 0.0, "weight of channel-wise distillation of the logits (Shu et al. 2021: "
+                                      "per-channel softmax over positions, KL, times T^2; 0 disables)", low=0),
+        "cwd_temperature": Key(float, 1.0, "softmax temperature of CWD", above=0),
+        "feature_layers": Key(list, [], "feature distillation pairs 'student_layer:teacher_layer' (names from "
+                                        "model.named_modules()), matched through trained 1x1 conv adapters"),
+        "feature_weight": Key(float, 0.0, "weight of the feature MSE through the adapters (0 disables)", low=0),
+        "teacher_input_size": Key((int, OPTIONAL), None, "the teacher sees each batch resized by "
+                                                         "teacher_input_size / data.input_size (null: as the "
+                                                         "student); its logits are resized to the student's", low=1),
+    },
 }

@@ -211,8 +211,11 @@ def autocast(device, enabled):
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, device, epoch,
                     stop=None, clip_grad=None, amp=False, progress=True, total_steps=None,
-                    channels_last=False, step_offset=0):
+                    channels_last=False, step_offset=0, extra_loss=None):
     """One pass over ``loader``; stops early (after a whole step) when ``stop`` is requested.
+
+    ``extra_loss(images, logits, masks)``, when given, is added to the criterion's loss (the
+    distillation terms of :class:`lowpower.distill.Distiller`).
 
     Raises:
         FloatingPointError: the loss is NaN or infinite (the message names the epoch and step).
@@ -229,7 +232,10 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         masks = masks.to(device, non_blocking=True)
         with autocast(device, amp):
-            loss = criterion(model(images), masks)
+            logits = model(images)
+            loss = criterion(logits, masks)
+            if extra_loss is not None:
+                loss = loss + extra_loss(images, logits, masks)
         if not math.isfinite(loss.item()):
             raise FloatingPointError("loss is %s at epoch %d step %d: lower train.lr, set train.clip_grad, "
                                      "or check the data (python -m lowpower.data check DATA_ROOT)"

@@ -31,6 +31,7 @@ from lowpower.config import validate as validate_config
 from lowpower.data import DataError
 from lowpower.data.build import REPO_ROOT, build_loaders, class_names, data_root, ensure_synthetic
 from lowpower.data.check import check_dataset, require_no_problems
+from lowpower.distill import build_distiller
 from lowpower.engine import (
     StopFlag,
     build_optimizer,
@@ -214,6 +215,7 @@ class Run:
             cfg, info.world_size, info.rank, pin_memory=info.device.type == "cuda", progress=self.progress)
         self.criterion = criterion_from_config(cfg, self.train_set, info.device, LOG.info)
         self.optimizer = build_optimizer(model, cfg["train"])
+        self.distiller = build_distiller(cfg, model, self.optimizer, info.device, LOG.info)  # None: no teacher
         self.steps_per_epoch = len(self.train_loader.sampler) // cfg["train"]["batch_size"]
         total_steps = self.steps_per_epoch * cfg["train"]["epochs"]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_with_warmup(
@@ -226,6 +228,8 @@ class Run:
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.distiller is not None and state.get("distill"):  # adapters and the epoch's term sums
+                self.distiller.load_state_dict(state["distill"])
         except (RuntimeError, ValueError, KeyError) as error:
             detail = [line.strip() for line in str(error).splitlines() if line.strip()]
             raise ConfigError("the weights in %s do not fit the configured model or optimiser (%s); with "
@@ -250,11 +254,12 @@ class Run:
     def save(self, name, epoch, step, epoch_loss=(0.0, 0)):
         """Every rank's random states, then rank 0 writes ``OUT/name`` (all ranks must call it)."""
         rng = distributed.all_gather_objects(ckpt.capture_rng_state())
+        distill = self.distiller.state_dict() if self.distiller is not None else None  # a collective: all ranks
         if self.is_main:
             state = ckpt.training_state(
                 self.cfg, self.model_without_ddp, self.optimizer, self.scheduler, self.scaler, epoch=epoch,
                 step_in_epoch=step, epoch_loss=[float(epoch_loss[0]), int(epoch_loss[1])], rng=rng,
-                best_mean_dice=self.best, metrics=self.metrics, history=self.history)
+                best_mean_dice=self.best, metrics=self.metrics, history=self.history, distill=distill)
             ckpt.save_checkpoint(state, self.out / name)
 
     def train_epoch(self, epoch, stop):
@@ -270,7 +275,8 @@ class Run:
         loss, steps, stopped = train_one_epoch(
             self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler, self.scaler,
             self.info.device, epoch, stop, clip_grad=train["clip_grad"], amp=train["amp"], progress=self.progress,
-            total_steps=self.steps_per_epoch - skip, channels_last=train["channels_last"], step_offset=skip)
+            total_steps=self.steps_per_epoch - skip, channels_last=train["channels_last"], step_offset=skip,
+            extra_loss=self.distiller)
         loss_sum = done_sum + (distributed.all_reduce_mean(loss) * steps if steps else 0.0)
         steps += done_steps
         if stopped:  # the running sum goes into last.pt, so the epoch's loss averages all of its steps
@@ -281,6 +287,7 @@ class Run:
         """Validate when due, log, append to the history, save best.pt / last.pt and the curves."""
         cfg, epochs = self.cfg, self.cfg["train"]["epochs"]
         record = {"epoch": epoch + 1, "loss": loss, "seconds": round(time.time() - self.started, 1)}
+        record.update(self.distiller.epoch_record(loss) if self.distiller is not None else {})
         self.summary = None
         if (epoch + 1) % cfg["train"]["val_every"] == 0 or epoch + 1 == epochs:
             self.summary = validate_ranks(self.model_without_ddp, self.val_loader, self.info.device, cfg,
