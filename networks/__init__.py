@@ -10,6 +10,7 @@ Example:
     torch.Size([1, 14, 64, 64])
 """
 import difflib
+import functools
 import inspect
 
 from networks.bisenetv2 import bisenetv2
@@ -63,6 +64,32 @@ def get_builder(name):
     hint = ' Did you mean {!r}?'.format(close[0]) if close else ''
     raise ValueError('Unknown model {!r}.{} Valid names: {}'.format(
         name, hint, ', '.join(list_models())))
+
+
+def quantizable(name):
+    """Whether the network registered as ``name`` can be quantized to int8 in eager mode, and why not.
+
+    Reads the class attribute ``quantizable`` of the model the builder makes
+    (``quantize_reason`` says why not); a model without the attribute is not
+    quantizable.
+
+    Returns:
+        ``(True, '')`` or ``(False, one-line reason)``.
+
+    Example:
+        >>> quantizable('unet')
+        (True, '')
+    """
+    model_class = _model_class(name)
+    if getattr(model_class, 'quantizable', False):
+        return True, ''
+    return False, getattr(model_class, 'quantize_reason', '{} does not declare quantize support'.format(name))
+
+
+@functools.lru_cache(maxsize=None)
+def _model_class(name):
+    # The attribute lives on the model class and builders are functions, so build one (once).
+    return type(get_builder(name)())
 
 
 def builder_arguments(name):

@@ -5,12 +5,17 @@ depthwise-separable ones (depthwise 3x3 + pointwise 1x1, Howard et al. 2017,
 "MobileNets"); at base width 32 that takes the UNet from 7.76 M to 4.29 M and
 1.52 M parameters.
 
+Quantizable in eager mode (``networks.quant``): the input is padded in float,
+then quantized; the skip concatenations go through ``FloatFunctional``.
+
 Device-side code: Python 3.6 syntax and the torch 1.10 API only.
 """
-import torch
+import torch  # noqa: F401 -- the docstring examples use it
 import torch.nn as nn
 
+from networks import quant
 from networks.blocks import ConvBNReLU, DepthwiseSeparableConv, pad_to_multiple
+from networks.fusion import fuse_for_quantization
 
 # Which of the two 3x3 convs of a stage are depthwise-separable.
 SEPARABLE_CHOICES = {
@@ -56,9 +61,10 @@ class UpStage(nn.Module):
         super(UpStage, self).__init__()
         self.up = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
         self.conv = DoubleConv(2 * out_channels, out_channels, separable)
+        self.merge = quant.nnq().FloatFunctional()  # the skip concatenation, int8-aware
 
     def forward(self, x, skip):
-        return self.conv(torch.cat([skip, self.up(x)], dim=1))
+        return self.conv(self.merge.cat([skip, self.up(x)], dim=1))
 
 
 class UNet(nn.Module):
@@ -94,16 +100,25 @@ class UNet(nn.Module):
         self.up = nn.ModuleList(
             [UpStage(widths[i + 1], widths[i], separable) for i in reversed(range(depth))])
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
+        self.quant = quant.api().QuantStub()
+        self.dequant = quant.api().DeQuantStub()
+
+    quantizable = True
+
+    def fuse_model(self, qat=False):
+        """Fuse the conv-bn-relu groups in place for int8 (see ``networks.fusion``)."""
+        fuse_for_quantization(self, qat)
 
     def forward(self, x):
+        # Padding and cropping stay in float, outside the int8 part of the network.
         x, (height, width) = pad_to_multiple(x, self.size_multiple)
-        skips = [self.stem(x)]
+        skips = [self.stem(self.quant(x))]
         for stage in self.down:
             skips.append(stage(self.pool(skips[-1])))
         x = skips.pop()
         for stage in self.up:
             x = stage(x, skips.pop())
-        return self.head(x)[:, :, :height, :width]
+        return self.dequant(self.head(x))[:, :, :height, :width]
 
 
 def unet(num_classes=14, in_channels=3, base_width=32, depth=4):

@@ -1,0 +1,129 @@
+"""Find the conv-bn(-relu) groups of a zoo network and fuse them for eager-mode int8.
+
+Every quantizable network's ``fuse_model(qat)`` calls :func:`fuse_for_quantization`,
+so the groups are found the same way everywhere instead of being listed by hand
+per network:
+
+- inside containers that run their children in order (``nn.Sequential`` and
+  torchvision's ``IntermediateLayerGetter``): runs of Conv2d-BN(-ReLU),
+  Conv2d-ReLU and BN-ReLU (the BN after a transposed conv, which torch 1.10
+  cannot fuse into it);
+- torchvision's quantizable ResNet blocks and squeeze-excitation, whose layers
+  are attributes: the groups torchvision's own ``fuse_model`` uses.
+
+Device-side code: Python 3.6 syntax and the torch 1.10 / torchvision 0.11 API only.
+
+Example:
+    >>> from networks.blocks import ConvBNReLU
+    >>> fuse_groups(nn.Sequential(ConvBNReLU(3, 8)))
+    [['0.0', '0.1', '0.2']]
+"""
+import torch.nn as nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.quantization.mobilenetv3 import QuantizableSqueezeExcitation
+from torchvision.models.quantization.resnet import QuantizableBasicBlock, QuantizableBottleneck
+
+from networks import quant
+
+# Attribute groups of modules that are not in-order containers (torchvision's own fuse groups).
+ATTRIBUTE_GROUPS = (
+    (QuantizableBasicBlock, (('conv1', 'bn1', 'relu'), ('conv2', 'bn2'))),
+    (QuantizableBottleneck, (('conv1', 'bn1', 'relu1'), ('conv2', 'bn2', 'relu2'), ('conv3', 'bn3'))),
+    (QuantizableSqueezeExcitation, (('fc1', 'activation'),)),
+)
+
+
+def _is(module, kind):
+    # Exact types: a fused or already-quantized module must not match again.
+    return type(module) is kind
+
+
+def sequence_groups(children):
+    """Fusable runs among ``children``, a list of ``(name, module)`` applied in order.
+
+    Example:
+        >>> sequence_groups([('0', nn.Conv2d(3, 8, 3)), ('1', nn.BatchNorm2d(8)), ('2', nn.ReLU())])
+        [['0', '1', '2']]
+    """
+    groups = []
+    index = 0
+    while index < len(children):
+        kinds = [type(module) for _, module in children[index:index + 3]]
+        if kinds[:2] == [nn.Conv2d, nn.BatchNorm2d]:
+            size = 3 if kinds[2:] == [nn.ReLU] else 2
+        elif kinds[:2] in ([nn.Conv2d, nn.ReLU], [nn.BatchNorm2d, nn.ReLU]):
+            size = 2
+        else:
+            size = 1
+        if size > 1:
+            groups.append([name for name, _ in children[index:index + size]])
+        index += size
+    return groups
+
+
+def attribute_groups(module):
+    """The fixed groups of a torchvision quantizable block, or [] for any other module.
+
+    Example:
+        >>> attribute_groups(nn.Conv2d(3, 8, 3))
+        []
+    """
+    for kind, groups in ATTRIBUTE_GROUPS:
+        if isinstance(module, kind):
+            # The same run rule as in containers: a group whose layers are not conv-bn-relu is skipped.
+            return [found for group in groups
+                    for found in sequence_groups([(name, getattr(module, name)) for name in group])]
+    return []
+
+
+def fuse_groups(model):
+    """Every fusable group of ``model`` as lists of dotted submodule names.
+
+    Example:
+        >>> fuse_groups(networks.create_model('unet', base_width=8, depth=1))[0]
+        ['stem.0.0', 'stem.0.1', 'stem.0.2']
+    """
+    groups = []
+    for prefix, module in model.named_modules():
+        dot = prefix + '.' if prefix else ''
+        if isinstance(module, (nn.Sequential, IntermediateLayerGetter)):
+            local = sequence_groups(list(module.named_children()))
+        else:
+            local = attribute_groups(module)
+        groups.extend([dot + name for name in group] for group in local)
+    return groups
+
+
+def per_tensor_transposed_convs(model, qat=False):
+    """Give every ConvTranspose2d per-tensor weights for the current engine's activations.
+
+    torch 2.x refuses per-channel weight observers on transposed convs and torch
+    1.10 quantizes them along the wrong axis, so they get the engine's
+    activation settings with per-tensor weights; a module's own ``qconfig``
+    wins when ``prepare`` propagates the model's.
+    """
+    import torch
+
+    engine = torch.backends.quantized.engine
+    activation = quant.qconfig(engine, qat).activation
+    weight = quant.qconfig('qnnpack', qat).weight  # qnnpack's weights are per tensor
+    for module in model.modules():
+        if isinstance(module, nn.ConvTranspose2d):
+            module.qconfig = quant.api().QConfig(activation=activation, weight=weight)
+
+
+def fuse_for_quantization(model, qat=False):
+    """Fuse every conv-bn(-relu) group of ``model`` in place (``fuse_model`` of the zoo).
+
+    Args:
+        model: a zoo network.
+        qat: fuse for quantization-aware training (BN kept) instead of folding BN.
+
+    Example:
+        >>> model = networks.create_model('unet', base_width=8, depth=2).eval()
+        >>> fuse_for_quantization(model) is model
+        True
+    """
+    quant.fuse_modules(model, fuse_groups(model), qat)
+    per_tensor_transposed_convs(model, qat)
+    return model
