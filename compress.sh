@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Package a checkpoint as a self-contained solution.pyz for the device.
-#   ./compress.sh runs/NAME/best.pt [-o solution.pyz] [--precision fp16|fp32] [--input-size N]
+#   ./compress.sh runs/NAME/best.pt [-o solution.pyz] [--precision fp16|fp32|int8] [--input-size N]
 #                 [--timer model|wall] [--python "/usr/bin/env python3.6"] [--no-verify]
 #   ./compress.sh [options]    the newest runs/*/best.pt -> evaluation/solution.pyz, so that
 #                              `cd evaluation && ./evaluate.bash solution.pyz` scores it

@@ -84,6 +84,10 @@ def summary(info):
         "  precision   %s (weights.npz %s), input %d%s -> output %d, timer %s, batch %d" % (
             manifest["precision"], _size(info["weights_bytes"]), manifest["input_size"], size_note,
             manifest["output_size"], manifest["timer"], manifest["batch_size"]),
+        "  int8        engine %s (%s, %s weights); the device falls back with a warning if it lacks it" % (
+            manifest["quant"].get("engine"), manifest["quant"].get("mode"),
+            "per-channel" if manifest["quant"].get("per_channel") else "per-tensor")
+        if "quant" in manifest else None,
         "  postprocess drop classes under %.2f%% of an image" % (100 * manifest["min_class_area"])
         if manifest["min_class_area"] else "  postprocess none (argmax)",
         "  source      networks/__init__.py (generated), %s" % ", ".join(info["modules"]),
@@ -93,7 +97,7 @@ def summary(info):
         "  build       %s" % info["build_dir"],
     ]
     lines += ["  check       %s" % check for check in info["checks"]]
-    return lines
+    return [line for line in lines if line is not None]
 
 
 def parse_args(argv=None):
@@ -108,6 +112,8 @@ def parse_args(argv=None):
                     "(see --no-verify).", 100),
         epilog="examples:\n"
                "  ./compress.sh runs/demo/best.pt -o runs/demo/solution.pyz --precision fp16\n"
+               "  ./compress.sh runs/demo/int8_ptq.pt -o runs/demo/int8.pyz   "
+               "# an int8 checkpoint (python -m lowpower.quantize ptq) packages as int8\n"
                "  ./compress.sh && (cd evaluation && ./evaluate.bash solution.pyz)   "
                "# the newest run, scored on evaluation/test",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,9 +127,11 @@ def parse_args(argv=None):
     parser.add_argument("--runs", default=str(RUNS_DIR),
                         help="folder of training runs searched when no checkpoint is given "
                              "(default: runs/ in the repository)")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
                         help="weights stored as fp32 or fp16; fp16 also computes in fp16 on CUDA "
-                             "(on a CPU the program computes in fp32 with the fp16 weights) (default: fp32)")
+                             "(on a CPU the program computes in fp32 with the fp16 weights); int8 is for "
+                             "int8 checkpoints (python -m lowpower.quantize), which run on the CPU "
+                             "(default: int8 for an int8 checkpoint, else fp32)")
     parser.add_argument("--input-size", type=int, default=None,
                         help="square model input size (default: the checkpoint's)")
     parser.add_argument("--timer", choices=("model", "wall"), default="model",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+import networks
 from lowpower.checkpoint import build_model
 from lowpower.package_closure import SOURCE_ROOT, find_builder, generated_init, import_closure
 from lowpower.package_manifest import (
@@ -27,7 +28,9 @@ from lowpower.package_manifest import (
     export_weights,
     program_settings,
     read_checkpoint,
+    resolve_precision,
 )
+from lowpower.quantize.npz import differences
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DIR = REPO_ROOT / "solution"
@@ -39,8 +42,8 @@ VERIFY_TIMEOUT = 600.0
 
 def check_options(precision, timer, batch_size, min_class_area):
     """PackageError for an option outside its range, before any work is done."""
-    if precision not in ("fp32", "fp16"):
-        raise PackageError("precision must be fp32 or fp16, got %r" % precision)
+    if precision not in (None, "fp32", "fp16", "int8"):
+        raise PackageError("precision must be fp32, fp16 or int8, got %r" % precision)
     if timer not in ("model", "wall"):
         raise PackageError("timer must be model or wall, got %r" % timer)
     if int(batch_size) < 1:
@@ -50,12 +53,36 @@ def check_options(precision, timer, batch_size, min_class_area):
 
 
 def rebuild_model(state, checkpoint):
-    """The checkpoint's model in eval mode; PackageError when its weights do not fit its arch."""
+    """The checkpoint's model in eval mode; PackageError when its weights do not fit its arch.
+
+    An int8 checkpoint is rebuilt as the device does: the float model, ``networks.quant.int8_skeleton``
+    for the engine it was calibrated for, then its state dict loaded strictly (``build_model``).
+    """
     try:
         return build_model(state).eval()
     except Exception as error:  # noqa: BLE001 -- a size mismatch, an unknown kwarg ...
         raise PackageError("%s: cannot rebuild %s(%s) from it: %s" % (
             checkpoint, state["arch"], state["arch_kwargs"], str(error).strip().splitlines()[0])) from None
+
+
+def check_int8_arrays(model, arrays):
+    """PackageError unless the device's decoder (``solution.int8``) gives back ``model``'s state dict exactly."""
+    from solution.int8 import Int8WeightsError, decode_state_dict
+
+    try:
+        decoded = decode_state_dict(arrays)
+    except Int8WeightsError as error:
+        raise PackageError("the int8 weights.npz would not load on the device: %s" % error) from None
+    problems = differences(model.state_dict(), decoded)
+    if problems:
+        raise PackageError("the int8 weights.npz does not round-trip through solution/int8.py: %s"
+                           % ", ".join(problems[:5]))
+
+
+def float_parameters(state):
+    """Parameters of the checkpoint's float network (an int8 model holds packed weights, not parameters)."""
+    model = networks.create_model(state["arch"], **state["arch_kwargs"])
+    return sum(p.numel() for p in model.parameters())
 
 
 def default_build_dir(output):
@@ -136,7 +163,7 @@ def zip_package(build_dir, output, python, verify):
     return checks
 
 
-def build_package(checkpoint, output="solution.pyz", precision="fp32", input_size=None, timer="model",
+def build_package(checkpoint, output="solution.pyz", precision=None, input_size=None, timer="model",
                   python=DEFAULT_PYTHON, batch_size=1, build_dir=None, verify=True, min_class_area=None):
     """Build ``output`` from ``checkpoint``; returns a dict describing it (see ``summary``).
 
@@ -144,7 +171,8 @@ def build_package(checkpoint, output="solution.pyz", precision="fp32", input_siz
         checkpoint: a checkpoint written by train.py (``lowpower.checkpoint``).
         output: the pyz to write; its folder is created.
         precision: ``fp32`` or ``fp16`` (weights stored in fp16; computed in fp16 on CUDA, in fp32
-            with the fp16-rounded weights on a CPU).
+            with the fp16-rounded weights on a CPU) for a float checkpoint, ``int8`` for an int8 one
+            (``lowpower.quantize``; run on the CPU); None: int8 for an int8 checkpoint, else fp32.
         input_size: square model input size; default the checkpoint's.
         timer: ``model`` (summed synchronised model seconds) or ``wall`` (the whole run).
         python: the interpreter line of the pyz.
@@ -161,12 +189,17 @@ def build_package(checkpoint, output="solution.pyz", precision="fp32", input_siz
     check_options(precision, timer, batch_size, min_class_area)
     checkpoint, output = Path(checkpoint), Path(output)
     state = read_checkpoint(checkpoint)
+    precision = resolve_precision(state, precision, checkpoint)
     manifest = describe_checkpoint(state, checkpoint, input_size)
     builder_module, builder_name = find_builder(state["arch"])
     model = rebuild_model(state, checkpoint)
     closure = import_closure(builder_module)
     arrays = export_weights(model, precision)
     parameters = sum(p.numel() for p in model.parameters())
+    if precision == "int8":  # the decoder's module ships too; the npz must decode exactly
+        closure = sorted(dict(closure + import_closure("networks.quant")).items())
+        check_int8_arrays(model, arrays)
+        parameters = float_parameters(state)
     manifest.update(program_settings(state, precision, timer, batch_size, min_class_area, parameters))
     build_dir = Path(build_dir) if build_dir else default_build_dir(output)
     files = lay_out(build_dir, manifest, arrays, closure, builder_module, builder_name)

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from evaluation.contract import CLASS_NAMES, NUM_CLASSES, OUTPUT_SIZE
-from lowpower.checkpoint import load_checkpoint
+from lowpower.checkpoint import is_int8, load_checkpoint
+from lowpower.quantize.npz import encode_state_dict
 
 FP16_MAX = 65504.0
 
@@ -113,15 +114,39 @@ def describe_checkpoint(state, path, input_size=None):
     }
 
 
+def resolve_precision(state, precision, path):
+    """The precision to package ``state`` in: an int8 checkpoint is int8, a float one fp32 by default.
+
+    Raises:
+        PackageError: int8 asked for a float checkpoint, or fp32/fp16 for an int8 one.
+
+    Example:
+        >>> resolve_precision({"quant": {"engine": "x86", "mode": "ptq"}}, None, "q.pt")
+        'int8'
+    """
+    int8 = is_int8(state)
+    if precision is None:
+        return "int8" if int8 else "fp32"
+    if precision == "int8" and not int8:
+        raise PackageError("%s is a float checkpoint; quantize it first (python -m lowpower.quantize ptq %s) "
+                           "and package the int8 checkpoint that writes" % (path, path))
+    if precision != "int8" and int8:
+        raise PackageError("%s is an int8 checkpoint (%s); it packages as int8 only: pass --precision int8 or "
+                           "leave --precision out" % (path, state["quant"].get("mode", "quantized")))
+    return precision
+
+
 def program_settings(state, precision, timer, batch_size, min_class_area, parameters):
     """The manifest fields that come from the packaging options rather than the checkpoint.
 
     ``min_class_area`` None takes the checkpoint config's ``eval.min_class_area``, so the package
-    scores what validation scored.
+    scores what validation scored. An int8 package also records ``quant`` (engine, mode,
+    per_channel) from the checkpoint.
     """
     if min_class_area is None:
         min_class_area = ((state.get("config") or {}).get("eval") or {}).get("min_class_area", 0.0)
-    return {
+    quant = {"quant": _json_ready(dict(state["quant"]), "quant")} if precision == "int8" else {}
+    return dict(quant, **{
         "min_class_area": float(min_class_area),
         "precision": precision,
         "timer": timer,
@@ -130,15 +155,22 @@ def program_settings(state, precision, timer, batch_size, min_class_area, parame
         "preprocessing": PREPROCESSING,
         "postprocessing": POSTPROCESSING,
         "environment": PROGRAM_ENVIRONMENT,
-    }
+    })
 
 
 def export_weights(model, precision):
-    """The state dict as numpy arrays; floating tensors in fp16 when ``precision == 'fp16'``.
+    """The state dict as numpy arrays; floating tensors in fp16 when ``precision == 'fp16'``; an
+    int8 model's quantized tensors split into values, scales, zero points and axis
+    (``lowpower.quantize.npz``).
 
     Raises:
-        PackageError: a weight does not fit in fp16.
+        PackageError: a weight does not fit in fp16, or an int8 entry cannot be stored.
     """
+    if precision == "int8":
+        try:
+            return encode_state_dict(model.state_dict())
+        except ValueError as error:
+            raise PackageError("the int8 model cannot be stored as plain arrays: %s" % error) from None
     arrays = {}
     for key, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu()

@@ -23,16 +23,6 @@ PARTS = ("int8", "scale", "zero_point", "axis")
 PER_TENSOR_AXIS = -1
 
 
-def is_int8_checkpoint(state):
-    """True when a checkpoint dict holds an int8 model (it carries the ``quant`` section).
-
-    Example:
-        >>> is_int8_checkpoint({"arch": "unet", "model": {}, "quant": {"engine": "x86", "mode": "ptq"}})
-        True
-    """
-    return isinstance(state, dict) and isinstance(state.get("quant"), dict)
-
-
 def encode_quantized(key, tensor):
     """The four arrays of one quantized tensor (see the module docstring).
 
