@@ -42,6 +42,7 @@ from lowpower.engine import (
 )
 from lowpower.losses import criterion_from_config
 from lowpower.plots import plot_curves
+from lowpower.quantize import qat
 
 LOG = logging.getLogger("lowpower.train")
 EXIT_STOPPED = 143  # 128 + SIGTERM: the job ended early but saved last.pt
@@ -197,12 +198,13 @@ class Run:
         self.rng, self.epoch_loss = None, (0.0, 0)
         self.started = time.time()
 
-    def build(self):
+    def build(self, fresh=True):
         """Model (DDP-wrapped later), loaders, loss, optimiser, schedule and loss scaler."""
         cfg, info = self.cfg, self.info
         torch.manual_seed(cfg["train"]["seed"])
         # Under torchrun only rank 0 reads pretrained weights: DDP copies rank 0's weights to every process.
-        model = ckpt.model_from_config(cfg, load_pretrained=self.is_main, log=LOG.info).to(info.device)
+        model = ckpt.model_from_config(cfg, load_pretrained=self.is_main, log=LOG.info)
+        model = qat.prepare_model(model, cfg, fresh, LOG.info).to(info.device)  # fake-quant under quant.qat
         if cfg["train"]["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         if info.distributed and cfg["train"]["sync_bn"]:
@@ -271,6 +273,7 @@ class Run:
             ckpt.restore_rng_state(self.rng)  # exactly where the stopped run was, after its step `skip`
         else:  # a function of (seed, epoch, rank), so a resume at an epoch boundary needs no saved state
             torch.manual_seed(train["seed"] * 100003 + epoch * 1009 + self.info.rank)
+        qat.start_epoch(self.model_without_ddp, self.cfg, epoch, LOG.info)  # freezes observers / BN when due
         done_sum, done_steps = self.epoch_loss if skip else (0.0, 0)
         loss, steps, stopped = train_one_epoch(
             self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler, self.scaler,
@@ -290,8 +293,9 @@ class Run:
         record.update(self.distiller.epoch_record(loss) if self.distiller is not None else {})
         self.summary = None
         if (epoch + 1) % cfg["train"]["val_every"] == 0 or epoch + 1 == epochs:
-            self.summary = validate_ranks(self.model_without_ddp, self.val_loader, self.info.device, cfg,
-                                          self.info.distributed, self.progress)
+            with qat.observers_paused(self.model_without_ddp):  # val images must not move int8 ranges
+                self.summary = validate_ranks(self.model_without_ddp, self.val_loader, self.info.device, cfg,
+                                              self.info.distributed, self.progress)
             self.metrics = summary_metrics(self.summary)
             record.update(mean_dice=self.metrics["mean_dice"], miou=self.metrics["miou"])
             score = -1.0 if math.isnan(self.metrics["mean_dice"]) else self.metrics["mean_dice"]
@@ -303,6 +307,8 @@ class Run:
             self.history.append(record)
             if improved:
                 self.save("best.pt", epoch + 1, 0)
+                if self.is_main:
+                    qat.after_best(self.out, cfg, LOG.info)  # best_int8.pt under quant.qat
         else:
             self.history.append(record)
             LOG.info("epoch %d/%d  loss %.4f  (%.0f s)", epoch + 1, epochs, loss, time.time() - self.started)
@@ -348,13 +354,14 @@ def run(args):
     resume_path = resolve_resume(args, out)
     resume_state = ckpt.load_checkpoint(resume_path) if resume_path else None
     cfg, changed = resolve_config(args, resume_state, resume_path)
+    qat.check_config(cfg, args.cfg or resume_path)
     info = setup(args, cfg, out)
     progress = info.rank == 0 and not args.no_progress
     try:
         if resume_state is None:
             check_data(cfg, info, progress)
         session = Run(cfg, out, info, progress)
-        session.build()
+        session.build(fresh=resume_state is None)
         if resume_state is not None:
             if changed:
                 LOG.info("--override-config: continuing %s with %s", resume_path, "; ".join(changed))
