@@ -2,9 +2,11 @@
 
 Device-side code: Python 3.6 syntax and the torch 1.10 API only.
 """
-import torch
+import torch  # noqa: F401 -- the docstring examples use it
 import torch.nn as nn
 import torch.nn.functional as F
+
+from networks.fusion import float_functional
 
 
 class ConvBNReLU(nn.Sequential):
@@ -110,10 +112,11 @@ class Fire(nn.Module):
         self.squeeze = ConvBNReLU(in_channels, squeeze, 1)
         self.expand1x1 = ConvBNReLU(squeeze, expand1x1, 1)
         self.expand3x3 = ConvBNReLU(squeeze, expand3x3, 3)
+        self.merge = float_functional()  # the concatenation, int8-aware
 
     def forward(self, x):
         x = self.squeeze(x)
-        return torch.cat([self.expand1x1(x), self.expand3x3(x)], dim=1)
+        return self.merge.cat([self.expand1x1(x), self.expand3x3(x)], dim=1)
 
 
 class TransposedFire(nn.Module):
@@ -150,7 +153,8 @@ class TransposedFire(nn.Module):
             nn.BatchNorm2d(expand2x2),
             nn.ReLU(inplace=True),
         )
+        self.merge = float_functional()  # the concatenation, int8-aware
 
     def forward(self, x):
         x = self.squeeze(x)
-        return torch.cat([self.expand1x1(x), self.expand2x2(x)], dim=1)
+        return self.merge.cat([self.expand1x1(x), self.expand2x2(x)], dim=1)

@@ -13,15 +13,18 @@ keeps those three ideas; the exact layer counts are ours:
 - parameter-free bilinear upsampling instead of transposed convs, so any
   input size works without padding.
 
+Quantizable in eager mode: concatenations through ``FloatFunctional``.
+
 Device-side code: Python 3.6 syntax and the torch 1.10 API only.
 """
-import torch
+import torch  # noqa: F401 -- the docstring examples use it
 import torch.nn as nn
 
 from networks.blocks import ConvBNReLU, DepthwiseSeparableConv, resize_to
+from networks.fusion import QuantizableNetwork, float_functional
 
 
-class CompactUNet(nn.Module):
+class CompactUNet(QuantizableNetwork, nn.Module):
     """Compact UNet returning logits at the input resolution.
 
     Args:
@@ -54,16 +57,19 @@ class CompactUNet(nn.Module):
                           DepthwiseSeparableConv(widths[i], widths[i]))
             for i in reversed(range(depth))])
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
+        # One FloatFunctional per concatenation: each gets its own int8 output scale.
+        self.merge = nn.ModuleList([float_functional() for _ in range(depth)])
+        self.add_quant_stubs()
 
     def forward(self, x):
-        skips = [self.stem(x)]
+        skips = [self.stem(self.quant(x))]
         for stage in self.down:
             skips.append(stage(self.pool(skips[-1])))
         x = skips.pop()
-        for stage in self.up:
+        for stage, merge in zip(self.up, self.merge):
             skip = skips.pop()
-            x = stage(torch.cat([skip, resize_to(x, skip.shape[-2:])], dim=1))
-        return self.head(x)
+            x = stage(merge.cat([skip, resize_to(x, skip.shape[-2:])], dim=1))
+        return self.dequant(self.head(x))
 
 
 def cunet(num_classes=14, in_channels=3, base_width=16, depth=3):

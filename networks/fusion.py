@@ -127,3 +127,33 @@ def fuse_for_quantization(model, qat=False):
     quant.fuse_modules(model, fuse_groups(model), qat)
     per_tensor_transposed_convs(model, qat)
     return model
+
+
+def float_functional():
+    """A ``FloatFunctional`` (add, cat, mul that int8 conversion turns into quantized ops).
+
+    Example:
+        >>> float_functional().cat([torch.zeros(1, 2), torch.ones(1, 3)], dim=1).shape
+        torch.Size([1, 5])
+    """
+    return quant.nnq().FloatFunctional()
+
+
+class QuantizableNetwork(object):
+    """Mixin of the quantizable zoo networks: the flag, the stubs and ``fuse_model``.
+
+    The network calls ``self.add_quant_stubs()`` in ``__init__`` and applies
+    ``self.quant`` to its input and ``self.dequant`` to its output; both are
+    identity in float mode and hold no parameters, so float state dicts keep
+    their keys.
+    """
+
+    quantizable = True
+
+    def add_quant_stubs(self):
+        self.quant = quant.api().QuantStub()
+        self.dequant = quant.api().DeQuantStub()
+
+    def fuse_model(self, qat=False):
+        """Fuse the conv-bn(-relu) groups in place for int8 (see :func:`fuse_for_quantization`)."""
+        fuse_for_quantization(self, qat)

@@ -13,15 +13,20 @@ the paper's network, about 2.6 M parameters, in line with the paper's 12x
 fewer than a 31 M U-Net); the default ``base_width=32`` matches ``unet``'s
 default so the two compare at the same width.
 
+Quantizable in eager mode: padding in float, concatenations through
+``FloatFunctional``; the transposed convs keep their BN unfused (torch 1.10
+cannot fold BN into a transposed conv), fused with the ReLU instead.
+
 Device-side code: Python 3.6 syntax and the torch 1.10 API only.
 """
-import torch
+import torch  # noqa: F401 -- the docstring examples use it
 import torch.nn as nn
 
 from networks.blocks import ConvBNReLU, Fire, TransposedFire, pad_to_multiple
+from networks.fusion import QuantizableNetwork, float_functional
 
 
-class SqueezeUNet(nn.Module):
+class SqueezeUNet(QuantizableNetwork, nn.Module):
     """Squeeze U-Net returning logits at the input resolution.
 
     Stage ``i`` (1..depth, at 1/2**i resolution) has ``2 * expand_i``
@@ -79,20 +84,23 @@ class SqueezeUNet(nn.Module):
             ConvBNReLU(base_width, base_width, 3),
         )
         self.head = nn.Conv2d(base_width, num_classes, kernel_size=1)
+        # One FloatFunctional per concatenation: each gets its own int8 output scale.
+        self.merge = nn.ModuleList([float_functional() for _ in range(depth)])
+        self.add_quant_stubs()
 
     def forward(self, x):
         x, (height, width) = pad_to_multiple(x, self.size_multiple)
-        stem = self.stem(x)
+        stem = self.stem(self.quant(x))
         skips = []
         x = stem
         for stage in self.down:
             x = stage(self.pool(x))
             skips.append(x)
         x = skips.pop()
-        for stage in self.up:
-            x = stage['conv'](torch.cat([skips.pop(), stage['up'](x)], dim=1))
-        x = self.last(torch.cat([stem, self.last_up(x)], dim=1))
-        return self.head(x)[:, :, :height, :width]
+        for stage, merge in zip(self.up, self.merge):
+            x = stage['conv'](merge.cat([skips.pop(), stage['up'](x)], dim=1))
+        x = self.last(self.merge[-1].cat([stem, self.last_up(x)], dim=1))
+        return self.dequant(self.head(x))[:, :, :height, :width]
 
 
 def squeeze_unet(num_classes=14, in_channels=3, base_width=32, depth=4):

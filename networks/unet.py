@@ -13,9 +13,8 @@ Device-side code: Python 3.6 syntax and the torch 1.10 API only.
 import torch  # noqa: F401 -- the docstring examples use it
 import torch.nn as nn
 
-from networks import quant
 from networks.blocks import ConvBNReLU, DepthwiseSeparableConv, pad_to_multiple
-from networks.fusion import fuse_for_quantization
+from networks.fusion import QuantizableNetwork, float_functional
 
 # Which of the two 3x3 convs of a stage are depthwise-separable.
 SEPARABLE_CHOICES = {
@@ -61,13 +60,13 @@ class UpStage(nn.Module):
         super(UpStage, self).__init__()
         self.up = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
         self.conv = DoubleConv(2 * out_channels, out_channels, separable)
-        self.merge = quant.nnq().FloatFunctional()  # the skip concatenation, int8-aware
+        self.merge = float_functional()  # the skip concatenation, int8-aware
 
     def forward(self, x, skip):
         return self.conv(self.merge.cat([skip, self.up(x)], dim=1))
 
 
-class UNet(nn.Module):
+class UNet(QuantizableNetwork, nn.Module):
     """UNet returning logits at the input resolution.
 
     Widths are ``base_width * 2**i`` for ``i = 0..depth``. Inputs whose sides
@@ -100,14 +99,7 @@ class UNet(nn.Module):
         self.up = nn.ModuleList(
             [UpStage(widths[i + 1], widths[i], separable) for i in reversed(range(depth))])
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
-        self.quant = quant.api().QuantStub()
-        self.dequant = quant.api().DeQuantStub()
-
-    quantizable = True
-
-    def fuse_model(self, qat=False):
-        """Fuse the conv-bn-relu groups in place for int8 (see ``networks.fusion``)."""
-        fuse_for_quantization(self, qat)
+        self.add_quant_stubs()
 
     def forward(self, x):
         # Padding and cropping stay in float, outside the int8 part of the network.
