@@ -31,6 +31,7 @@ from torch.ao.nn.intrinsic.qat import freeze_bn_stats
 import networks
 from lowpower import checkpoint as ckpt
 from lowpower.config import ConfigError
+from lowpower.data.build import REPO_ROOT
 from networks import quant
 
 INT8_NAME = "best_int8.pt"
@@ -83,10 +84,13 @@ def check_config(cfg, where):
 def load_init_state(path, cfg):
     """The checkpoint ``quant.init_from`` names, checked to fit the configured network.
 
+    A relative path is taken from the repository root, like ``data.root``.
+
     Raises:
         ConfigError: an int8 checkpoint, or another network or width than the config's.
     """
-    state = ckpt.load_checkpoint(path)
+    path = Path(path).expanduser()
+    state = ckpt.load_checkpoint(path if path.is_absolute() else REPO_ROOT / path)
     if "quant" in state:
         raise ConfigError("quant.init_from %s is an int8 checkpoint; give the float (or QAT) checkpoint it came "
                           "from, e.g. best.pt of the float run" % path)
