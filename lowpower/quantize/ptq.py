@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from lowpower.checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
+import networks
+from lowpower.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lowpower.config import ConfigError
 from lowpower.data import DataError
 from lowpower.quantize.calibrate import calibrate, calibration_loader
@@ -91,8 +92,11 @@ def quantize_checkpoint(state, engine, calib, root=None, progress=True, path="ch
     Example:
         >>> model, state = quantize_checkpoint(load_checkpoint("runs/demo/best.pt"), "x86", 32)  # doctest: +SKIP
     """
-    model = build_model(state).cpu().eval()
+    # Checked before the weights load, so a network without int8 support fails fast and plainly.
+    model = networks.create_model(state["arch"], **state["arch_kwargs"])
     check_quantizable(model, state["arch"], path)
+    model.load_state_dict(state["model"])
+    model.eval()
     loader = calibration_loader(state["config"], calib, root=root)
     prepared = quant.prepare_ptq(model, engine)
     seen = calibrate(prepared, loader, progress=progress)

@@ -1,0 +1,120 @@
+"""Post-training int8 (python -m lowpower.quantize ptq) on a tiny UNet trained for one epoch, the int8
+checkpoint loader, and test.py scoring an int8 checkpoint."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lowpower.checkpoint import build_model, load_checkpoint, save_checkpoint
+from lowpower.quantize.__main__ import main as quantize_main
+from lowpower.quantize.calibrate import calibration_loader, spread_indices
+from lowpower.test import main as score_main
+from lowpower.train import main as train_main
+from networks import quant
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def float_run(synthetic_data, train_args, tmp_path_factory):
+    """A unet (base width 4, depth 2) trained for one epoch on 6 synthetic images: its best.pt."""
+    data = synthetic_data(train=6, val=2, test=2, seed=3)
+    run = tmp_path_factory.mktemp("ptq_run")
+    assert train_main(train_args(data, run, "train.epochs=1")) == 0
+    return run / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def int8_checkpoint(float_run, tmp_path_factory):
+    """The x86 int8 PTQ checkpoint of ``float_run``, calibrated on 4 training images."""
+    out = tmp_path_factory.mktemp("ptq_out") / "int8.pt"
+    assert quantize_main(["ptq", str(float_run), "--calib", "4", "--engine", "x86", "--out", str(out),
+                          "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(autouse=True)
+def restore_engine():
+    """ptq sets the process-wide quantized engine; give the next test the one it had."""
+    engine = torch.backends.quantized.engine
+    yield
+    torch.backends.quantized.engine = engine
+
+
+def test_spread_indices_cover_the_split_evenly():
+    assert spread_indices(10, 3) == [0, 4, 9]
+    assert spread_indices(4, 10) == [0, 1, 2, 3]
+
+
+def test_ptq_writes_an_int8_checkpoint_of_quantized_modules(int8_checkpoint):
+    state = load_checkpoint(int8_checkpoint)
+    assert state["arch"] == "unet"
+    assert state["quant"]["engine"] == "x86" and state["quant"]["mode"] == "ptq"
+    assert state["quant"]["per_channel"] is True and state["quant"]["calib_images"] == 4
+    assert state["optimizer"] is None
+    model = build_model(state)
+    float_convs = [name for name, m in model.named_modules() if type(m) in (torch.nn.Conv2d, torch.nn.ConvTranspose2d)]
+    int8_convs = [m for m in model.modules() if isinstance(m, quant.nnq().Conv2d)]
+    assert not float_convs, "float convolutions left after convert: %s" % float_convs
+    assert int8_convs and all(m.weight().qscheme() == torch.per_channel_affine for m in int8_convs)
+
+
+def test_int8_checkpoint_reloads_strictly(int8_checkpoint):
+    state = load_checkpoint(int8_checkpoint)
+    state["model"]["bogus.weight"] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        build_model(state)
+
+
+def test_int8_argmax_agrees_with_the_float_model(float_run, int8_checkpoint):
+    float_state = load_checkpoint(float_run)
+    float_model = build_model(float_state).eval()
+    int8_model = build_model(load_checkpoint(int8_checkpoint))
+    images = torch.cat([batch[0] for batch in calibration_loader(float_state["config"], 6)])
+    with torch.no_grad():
+        agree = (float_model(images).argmax(1) == int8_model(images).argmax(1)).float().mean().item()
+    assert agree >= 0.9, "int8 and float argmax agree on only %.1f%% of pixels" % (100 * agree)
+
+
+def test_missing_engine_falls_back_with_a_warning(float_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(quant, "supported_engines", lambda: ["qnnpack", "fbgemm"])
+    out = tmp_path / "fallback.pt"
+    assert quantize_main(["ptq", str(float_run), "--calib", "2", "--engine", "x86", "--out", str(out),
+                          "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: quantized engine 'x86' is not in this torch" in err and "using 'fbgemm'" in err
+    assert load_checkpoint(out)["quant"]["engine"] == "fbgemm"
+
+
+def test_non_quantizable_network_is_a_one_line_error(tmp_path, capsys):
+    # Refused before any weights load, so the checkpoint needs no (large) state dict.
+    path = tmp_path / "fcn.pt"
+    save_checkpoint({"arch": "fcn_r50", "arch_kwargs": {"num_classes": 14}, "model": {},
+                     "config": {"data": {}}}, path)
+    assert quantize_main(["ptq", str(path), "--out", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert str(path) in err and "'fcn_r50' cannot be quantized" in err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_an_int8_checkpoint_is_not_quantized_again(int8_checkpoint, capsys):
+    assert quantize_main(["ptq", str(int8_checkpoint)]) == 2
+    assert "already an int8 checkpoint" in capsys.readouterr().err
+
+
+def test_test_py_scores_the_int8_model_on_the_cpu(float_run, int8_checkpoint, tmp_path, capsys):
+    masks, scores = {}, {}
+    for name, path in (("float", float_run), ("int8", int8_checkpoint)):
+        argv = ["--checkpoint", str(path), "--no-progress", "--json", str(tmp_path / (name + ".json")),
+                "--save-predictions", str(tmp_path / name)]
+        assert score_main(argv) == 0
+        scores[name] = json.loads((tmp_path / (name + ".json")).read_text())
+        masks[name] = np.stack([cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+                                for f in sorted((tmp_path / name).glob("*.png"))])
+    assert "scoring the int8 model on the CPU" in capsys.readouterr().err
+    assert scores["int8"]["images"] == scores["float"]["images"] == 2
+    assert (masks["int8"] == masks["float"]).mean() >= 0.9
+    assert abs(scores["int8"]["mean_dice"] - scores["float"]["mean_dice"]) <= 0.05
