@@ -2,6 +2,7 @@
 # Package a checkpoint as a self-contained solution.pyz for the device.
 #   ./compress.sh runs/NAME/best.pt [-o solution.pyz] [--precision fp16|fp32|int8] [--input-size N]
 #                 [--timer model|wall] [--python "/usr/bin/env python3.6"] [--no-verify]
+#                 [--backend tensorrt]   also ship model.onnx; the device builds a TensorRT engine
 #   ./compress.sh [options]    the newest runs/*/best.pt -> evaluation/solution.pyz, so that
 #                              `cd evaluation && ./evaluate.bash solution.pyz` scores it
 # A thin wrapper over `python -m lowpower.package` (see --help); works from any folder,

@@ -97,6 +97,11 @@ def summary(info):
         "  build       %s" % info["build_dir"],
     ]
     lines += ["  check       %s" % check for check in info["checks"]]
+    if manifest.get("backend") == "tensorrt":
+        trt = manifest["tensorrt"]
+        lines.insert(3, "  backend     tensorrt: solution/%s (opset %d, onnxruntime agrees on %.3f%% of pixels); "
+                        "NOT PROVEN: %s" % (trt["onnx"], trt["opset"], 100 * trt["onnxruntime_agreement"],
+                                            trt["not_proven"]))
     return [line for line in lines if line is not None]
 
 
@@ -147,6 +152,12 @@ def parse_args(argv=None):
     parser.add_argument("--build-dir", default=None,
                         help="folder the package tree is laid out in, replaced on each build "
                              "(default: build/<output stem> in the repository)")
+    parser.add_argument("--backend", choices=("pytorch", "tensorrt"), default="pytorch",
+                        help="tensorrt: also ship the network as solution/model.onnx (opset 13); on the "
+                             "device the program builds a TensorRT engine from it at start-up (fp16 with "
+                             "--precision fp16), or reads the one cached beside the package "
+                             "(solution.pyz.engine), and falls back to PyTorch with a warning when "
+                             "tensorrt or CUDA is missing. Not run on a GPU here (default: pytorch)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip presubmit's checks (vermin 3.6, imports, a run on two sample images) "
                              "of the built pyz")
@@ -174,7 +185,7 @@ def main(argv=None):
         info = build_package(checkpoint, output, precision=args.precision, input_size=args.input_size,
                              timer=args.timer, python=args.python, batch_size=args.batch_size,
                              build_dir=args.build_dir, verify=not args.no_verify,
-                             min_class_area=args.min_class_area)
+                             min_class_area=args.min_class_area, backend=args.backend)
     except PackageError as error:
         print("error: %s" % error, file=sys.stderr)
         return 1

@@ -36,6 +36,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DIR = REPO_ROOT / "solution"
 DEFAULT_PYTHON = "/usr/bin/env python3.6"
 VERIFY_TIMEOUT = 600.0
+BACKENDS = ("pytorch", "tensorrt")
+# Said in the manifest, the build summary and presubmit's report of every TensorRT package.
+TENSORRT_NOT_PROVEN = ("the TensorRT path (model.onnx -> engine) has not been run on a GPU by lowpower: it was "
+                       "tested only through its PyTorch fallback, so nothing is known here of the engine's "
+                       "speed or of its agreement with PyTorch")
 
 
 # ----------------------------------------------------------------------------- build
@@ -114,6 +119,47 @@ def lay_out(build_dir, manifest, arrays, closure, builder_module, builder_name):
     return sorted(p.relative_to(build_dir).as_posix() for p in build_dir.rglob("*") if p.is_file())
 
 
+def check_backend(backend, precision):
+    """PackageError for an unknown backend, or one that cannot run ``precision``."""
+    if backend not in BACKENDS:
+        raise PackageError("backend must be %s, got %r" % (" or ".join(BACKENDS), backend))
+    if backend == "tensorrt" and precision not in (None, "fp32", "fp16"):
+        raise PackageError("--backend tensorrt builds an fp16 or fp32 engine from the float network; "
+                           "package with --precision fp16 (or fp32), not %s" % precision)
+
+
+def add_onnx_model(build_dir, model, manifest, onnx_name="model.onnx"):
+    """Export ``model`` to ``build_dir/solution/<onnx_name>`` for the device's TensorRT backend.
+
+    ``lowpower.export.export_and_verify`` writes it (opset 13, batch 1, the manifest's input size)
+    and checks it: onnx.checker, bilinear Resize modes that match PyTorch, onnxruntime's argmax
+    agreement. The manifest gains ``backend`` and a ``tensorrt`` section and is rewritten.
+
+    Raises:
+        PackageError: the export or one of its checks failed (one line).
+    """
+    from lowpower.export import MAX_OPSET, ExportError, export_and_verify
+    from lowpower.package_manifest import sha256_of
+
+    path = Path(build_dir) / "solution" / onnx_name
+    try:
+        row = export_and_verify(model, path, manifest["input_size"], MAX_OPSET, threads=1)
+    except ExportError as error:
+        raise PackageError("--backend tensorrt: cannot export %s to ONNX: %s" % (manifest["arch"], error)) from None
+    if row["problem"]:
+        raise PackageError("--backend tensorrt: the exported ONNX file fails its check: %s" % row["problem"])
+    manifest["backend"] = "tensorrt"
+    manifest["tensorrt"] = {
+        "onnx": onnx_name, "onnx_sha256": sha256_of(path), "opset": MAX_OPSET, "batch": 1,
+        "onnxruntime_agreement": row["agreement"], "onnxruntime_max_diff": row["max_diff"],
+        "resize": row["resize"], "engine_cache": "<package>.engine beside the package",
+        "not_proven": TENSORRT_NOT_PROVEN,
+    }
+    (Path(build_dir) / "solution" / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n",
+                                                                encoding="utf-8")
+    return path
+
+
 def write_sample_images(folder):
     """Two inputs that exercise the reader: a 512x512 RGB PNG and an odd-sized RGBA one."""
     import cv2
@@ -164,7 +210,8 @@ def zip_package(build_dir, output, python, verify):
 
 
 def build_package(checkpoint, output="solution.pyz", precision=None, input_size=None, timer="model",
-                  python=DEFAULT_PYTHON, batch_size=1, build_dir=None, verify=True, min_class_area=None):
+                  python=DEFAULT_PYTHON, batch_size=1, build_dir=None, verify=True, min_class_area=None,
+                  backend="pytorch"):
     """Build ``output`` from ``checkpoint``; returns a dict describing it (see ``summary``).
 
     Args:
@@ -182,6 +229,8 @@ def build_package(checkpoint, output="solution.pyz", precision=None, input_size=
         min_class_area: per-image share below which a predicted class is dropped (see
             ``solution.postprocess.drop_small_classes``); default the checkpoint config's
             ``eval.min_class_area``, so the package scores what validation scored.
+        backend: ``pytorch``, or ``tensorrt``: ship ``solution/model.onnx`` too, from which the
+            device builds a TensorRT engine (``solution/tensorrt.py``; PyTorch is its fallback).
 
     Raises:
         PackageError: with the reason, naming the file at fault.
@@ -190,6 +239,7 @@ def build_package(checkpoint, output="solution.pyz", precision=None, input_size=
     checkpoint, output = Path(checkpoint), Path(output)
     state = read_checkpoint(checkpoint)
     precision = resolve_precision(state, precision, checkpoint)
+    check_backend(backend, precision)
     manifest = describe_checkpoint(state, checkpoint, input_size)
     builder_module, builder_name = find_builder(state["arch"])
     model = rebuild_model(state, checkpoint)
@@ -203,6 +253,8 @@ def build_package(checkpoint, output="solution.pyz", precision=None, input_size=
     manifest.update(program_settings(state, precision, timer, batch_size, min_class_area, parameters))
     build_dir = Path(build_dir) if build_dir else default_build_dir(output)
     files = lay_out(build_dir, manifest, arrays, closure, builder_module, builder_name)
+    if backend == "tensorrt":
+        files = sorted(files + [add_onnx_model(build_dir, model, manifest).relative_to(build_dir).as_posix()])
     checks = zip_package(build_dir, output, python, verify)
     return {
         "path": str(output),

@@ -45,8 +45,14 @@ def build_model(manifest):
     """Rebuild the network from the shipped ``networks`` source and load the weights.
 
     fp16 weights are cast to the model's fp32 parameters here; on CUDA the
-    model is halved again when the manifest asks for fp16.
+    model is halved again when the manifest asks for fp16. A ``backend`` tensorrt package returns
+    ``tensorrt.EngineModel`` (called like the network) when TensorRT and CUDA work, else this model.
     """
+    if manifest.get('backend') == 'tensorrt':  # the shipped ONNX file as an engine, or None (warned)
+        from .tensorrt import load_engine_model
+        engine = load_engine_model(manifest, pkgutil.get_data(PACKAGE, manifest['tensorrt']['onnx']))
+        if engine is not None:
+            return engine
     if manifest.get('precision') == 'int8':  # quantized tensors stored as plain arrays (int8.py)
         from .int8 import build_int8_model
         return build_int8_model(manifest, load_weights())
