@@ -185,3 +185,25 @@ def test_quant_qat_on_a_network_that_cannot_be_quantized_fails_in_one_line(train
     # mixed precision is refused the same way
     assert train_main(train_args(tiny_data, tmp_path / "amp", *QAT, "train.amp=true")) == 2
     assert "train.amp=false" in capsys.readouterr().err
+
+
+def test_qat_under_torchrun_and_test_py_scores_what_validation_scored(tiny_data, tmp_path):
+    """Two gloo processes train QAT; rank 0 alone writes best_int8.pt; test.py on the QAT best.pt
+    (the fake-quantized model, one process) gives the confusion matrix validation reduced."""
+    import json
+    import subprocess
+
+    from lowpower import test as test_cli
+    from tests.test_distributed import ROOT, tiny_overrides, torchrun
+
+    out = tmp_path / "ddp"
+    overrides = [*tiny_overrides(tiny_data), *QAT]
+    done = subprocess.run(torchrun(out, overrides), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert sorted(p.name for p in out.glob("*.pt*")) == ["best.pt", "best_int8.pt", "last.pt"]
+    assert (done.stdout + done.stderr).count("wrote %s" % (out / qat.INT8_NAME)) == 1
+    state = ckpt.load_checkpoint(out / "best.pt")
+    report = tmp_path / "single.json"
+    assert test_cli.main(["--checkpoint", str(out / "best.pt"), "--device", "cpu", "--no-progress",
+                          "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["confusion_matrix"] == state["metrics"]["confusion_matrix"]
