@@ -44,7 +44,8 @@ def run_figures(pyz, images, out_dir, timeout=REFEREE_TIMEOUT, runner=run_pyz):
     Args:
         pyz: the package.
         images: folder of input PNGs.
-        out_dir: where its masks go; emptied first, so old masks never count.
+        out_dir: where its masks go; emptied first, so old masks never count, and created, since
+            some programs (the LPCVC 2023 sample's) expect the folder to exist.
         timeout: seconds before the run is stopped and counted as failed.
         runner: ``run_pyz`` or a stand-in with its signature (tests).
 
@@ -56,6 +57,7 @@ def run_figures(pyz, images, out_dir, timeout=REFEREE_TIMEOUT, runner=run_pyz):
         {'wall': 3.1, 'model': 1.2, 'peak': 912261120}
     """
     shutil.rmtree(str(out_dir), ignore_errors=True)
+    Path(out_dir).mkdir(parents=True)
     run = runner(pyz, images, out_dir, timeout=timeout)
     if run.timed_out:
         raise CompareError("{}: timed out after {:.0f} s".format(pyz, run.wall_seconds))
