@@ -10,14 +10,22 @@ import matplotlib
 matplotlib.use("Agg")  # no display on clusters and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+LOSS_TERMS = ("task_loss", "kd_loss", "cwd_loss", "feature_loss")  # drawn beside the total when present
+
 
 def plot_curves(history, path, title=None):
-    """Draw ``history`` (records with epoch, loss and, when validated, mean_dice and miou) to ``path``."""
+    """Draw ``history`` (records with epoch, loss and, when validated, mean_dice and miou; distillation
+    terms such as kd_loss when present) to ``path``."""
     epochs = [record["epoch"] for record in history]
     losses = [record.get("loss", float("nan")) for record in history]
     scored = [r for r in history if r.get("mean_dice") is not None and not math.isnan(r["mean_dice"])]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    left.plot(epochs, losses, marker=".", color="tab:red")
+    left.plot(epochs, losses, marker=".", color="tab:red", label="total")
+    terms = [key for key in LOSS_TERMS if any(key in record for record in history)]
+    for key in terms:  # distillation runs log each term (lowpower.distill); unweighted values
+        left.plot(epochs, [record.get(key, float("nan")) for record in history], linestyle="--", label=key)
+    if terms:
+        left.legend(loc="upper right", fontsize="small")
     left.set_xlabel("epoch")
     left.set_ylabel("training loss")
     left.grid(alpha=0.3)

@@ -188,3 +188,16 @@ def test_config_mistakes_are_one_line_errors(data, teacher, train_args, tmp_path
 def test_a_teacher_with_other_classes_is_refused(teacher):
     with pytest.raises(distill.ConfigError, match="predicts 14 classes, the student 19"):
         distill.load_teacher(teacher, 19, torch.device("cpu"))
+
+
+def test_curves_draw_each_distillation_term(monkeypatch, tmp_path):
+    from lowpower import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots.plt, "close", lambda figure: drawn.setdefault("figure", figure))
+    history = [{"epoch": e, "loss": 2.0 / e, "kd_loss": 0.5 / e, "cwd_loss": 0.1, "task_loss": 1.0,
+                "mean_dice": 0.1 * e, "miou": 0.05 * e} for e in (1, 2)]
+    plots.plot_curves(history, tmp_path / "curves.png")
+    labels = [text.get_text() for text in drawn["figure"].axes[0].get_legend().get_texts()]
+    assert labels == ["total", "task_loss", "kd_loss", "cwd_loss"]
+    assert list(drawn["figure"].axes[0].lines[2].get_ydata()) == [0.5, 0.25]
