@@ -4,19 +4,56 @@ Device-side code: Python 3.6 syntax and the torch 1.10 / torchvision 0.11 API
 only. Only classes whose constructors are the same in torchvision 0.11 and
 today are used, and nothing is downloaded here: the workstation loads
 ImageNet weights into ``model.backbone`` (see ``lowpower.pretrained``).
+
+Quantizable in eager mode: the ResNet blocks are torchvision's
+``QuantizableBasicBlock`` / ``QuantizableBottleneck`` (present in 0.11; the
+same state-dict keys as ``BasicBlock`` / ``Bottleneck``, the residual add
+through ``FloatFunctional.add_relu``) and the ASPP concatenation goes through
+``FloatFunctional``.
 """
 import torch.nn as nn
 from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
-from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.quantization.resnet import QuantizableBasicBlock, QuantizableBottleneck
+from torchvision.models.resnet import ResNet
+from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from networks.blocks import resize_to
+from networks.fusion import QuantizableNetwork, float_functional
 
 RESNET_SPECS = {
-    18: (BasicBlock, [2, 2, 2, 2]),
-    50: (Bottleneck, [3, 4, 6, 3]),
-    101: (Bottleneck, [3, 4, 23, 3]),
+    18: (QuantizableBasicBlock, [2, 2, 2, 2]),
+    50: (QuantizableBottleneck, [3, 4, 6, 3]),
+    101: (QuantizableBottleneck, [3, 4, 23, 3]),
 }
+# torchvision's DeepLabHead rates.
+ATROUS_RATES = (12, 24, 36)
+
+
+class QuantizableASPP(ASPP):
+    """torchvision's ASPP (same layers and keys) with its concatenation through ``FloatFunctional``."""
+
+    def __init__(self, in_channels, atrous_rates, out_channels=256):
+        super(QuantizableASPP, self).__init__(in_channels, list(atrous_rates), out_channels)
+        self.merge = float_functional()
+
+    def forward(self, x):
+        return self.project(self.merge.cat([branch(x) for branch in self.convs], dim=1))
+
+
+def deeplab_head(in_channels, num_classes):
+    """torchvision's ``DeepLabHead`` layers in its order (same keys, same random init), int8-aware ASPP.
+
+    Example:
+        >>> deeplab_head(512, 14)(torch.zeros(2, 512, 8, 8)).shape
+        torch.Size([2, 14, 8, 8])
+    """
+    return nn.Sequential(
+        QuantizableASPP(in_channels, ATROUS_RATES),
+        nn.Conv2d(256, 256, 3, padding=1, bias=False),
+        nn.BatchNorm2d(256),
+        nn.ReLU(),
+        nn.Conv2d(256, num_classes, 1),
+    )
 
 # Which of layer2..layer4 trade their stride 2 for dilation.
 DILATED_LAYERS = {8: ('layer3', 'layer4'), 16: ('layer4',)}
@@ -52,7 +89,7 @@ def dilate_resnet(resnet, output_stride):
         dilate_layer(getattr(resnet, name), previous, dilation)
 
 
-class DeepLabV3(nn.Module):
+class DeepLabV3(QuantizableNetwork, nn.Module):
     """DeepLabV3: dilated ResNet, ASPP head, bilinear upsampling to the input size.
 
     ``backbone`` holds the torchvision-named ResNet layers (conv1, bn1,
@@ -79,11 +116,12 @@ class DeepLabV3(nn.Module):
         dilate_resnet(resnet, output_stride)
         self.output_stride = output_stride
         self.backbone = IntermediateLayerGetter(resnet, return_layers={'layer4': 'out'})
-        self.head = DeepLabHead(512 * block.expansion, num_classes)
+        self.head = deeplab_head(512 * block.expansion, num_classes)
+        self.add_quant_stubs()
 
     def forward(self, x):
-        features = self.backbone(x)['out']
-        return resize_to(self.head(features), x.shape[-2:])
+        features = self.backbone(self.quant(x))['out']
+        return self.dequant(resize_to(self.head(features), x.shape[-2:]))
 
 
 def deeplabv3_r18(num_classes=14, output_stride=16):

@@ -12,14 +12,23 @@ for dilation 2 (output stride 16), and the heads are torchvision's
 Device-side code: Python 3.6 syntax and the torch 1.10 / torchvision 0.11
 API only. Nothing is downloaded: ``model.backbone`` takes the ImageNet
 weights of torchvision's MobileNetV3 ``features`` (see ``lowpower.pretrained``).
+
+Quantizable in eager mode: the blocks are torchvision's
+``QuantizableInvertedResidual`` (present in 0.11; the same keys as
+``InvertedResidual``, residual add and squeeze-excitation product through
+``FloatFunctional``), and the heads' add/cat/product go through
+``FloatFunctional`` too.
 """
 import torch.nn as nn
+import torch.nn.functional as F
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.mobilenetv3 import InvertedResidualConfig, MobileNetV3
-from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.quantization.mobilenetv3 import QuantizableInvertedResidual
 from torchvision.models.segmentation.lraspp import LRASPPHead
 
 from networks.blocks import resize_to
+from networks.deeplabv3 import deeplab_head
+from networks.fusion import QuantizableNetwork, float_functional
 
 # (input, kernel, expanded, output, squeeze-excite, activation, stride) per
 # inverted-residual block; "RE" is ReLU, "HS" hard-swish.
@@ -82,13 +91,28 @@ def mobilenet_v3_features(arch, width_mult=1.0, dilated=True):
         dilation = 2 if dilated and index >= last_strided else 1
         configs.append(InvertedResidualConfig(cin, kernel, expanded, cout, use_se, activation,
                                               stride, dilation, width_mult))
-    features = MobileNetV3(configs, LAST_CHANNEL[arch]).features
+    features = MobileNetV3(configs, LAST_CHANNEL[arch], block=QuantizableInvertedResidual).features
     # features[0] is the stem and block i is features[i + 1].
     strided = [i + 1 for i, row in enumerate(rows) if row[6] == 2]
     return features, [0] + strided + [len(features) - 1]
 
 
-class DeepLabV3MobileNet(nn.Module):
+class QuantizableLRASPPHead(LRASPPHead):
+    """torchvision's LR-ASPP head (same layers and keys) with its product and sum through ``FloatFunctional``."""
+
+    def __init__(self, low_channels, high_channels, num_classes, inter_channels):
+        super(QuantizableLRASPPHead, self).__init__(low_channels, high_channels, num_classes, inter_channels)
+        self.gate = float_functional()
+        self.merge = float_functional()
+
+    def forward(self, features):
+        low, high = features['low'], features['high']
+        x = self.gate.mul(self.cbr(high), self.scale(high))
+        x = F.interpolate(x, size=low.shape[-2:], mode='bilinear', align_corners=False)
+        return self.merge.add(self.low_classifier(low), self.high_classifier(x))
+
+
+class DeepLabV3MobileNet(QuantizableNetwork, nn.Module):
     """DeepLabV3 head on a dilated MobileNetV3-Large (output stride 16).
 
     Args:
@@ -105,13 +129,14 @@ class DeepLabV3MobileNet(nn.Module):
         features, stage_indices = mobilenet_v3_features('large', width_mult)
         high = stage_indices[-1]
         self.backbone = IntermediateLayerGetter(features, return_layers={str(high): 'out'})
-        self.head = DeepLabHead(features[high].out_channels, num_classes)
+        self.head = deeplab_head(features[high].out_channels, num_classes)
+        self.add_quant_stubs()
 
     def forward(self, x):
-        return resize_to(self.head(self.backbone(x)['out']), x.shape[-2:])
+        return self.dequant(resize_to(self.head(self.backbone(self.quant(x))['out']), x.shape[-2:]))
 
 
-class LRASPPMobileNet(nn.Module):
+class LRASPPMobileNet(QuantizableNetwork, nn.Module):
     """Lite R-ASPP head (MobileNetV3 paper) on a dilated MobileNetV3.
 
     The head takes the 1/8 features of the first block at that stride and
@@ -137,11 +162,12 @@ class LRASPPMobileNet(nn.Module):
         low, high = stage_indices[-4], stage_indices[-1]
         self.backbone = IntermediateLayerGetter(
             features, return_layers={str(low): 'low', str(high): 'high'})
-        self.head = LRASPPHead(features[low].out_channels, features[high].out_channels,
-                               num_classes, inter_channels)
+        self.head = QuantizableLRASPPHead(features[low].out_channels, features[high].out_channels,
+                                          num_classes, inter_channels)
+        self.add_quant_stubs()
 
     def forward(self, x):
-        return resize_to(self.head(self.backbone(x)), x.shape[-2:])
+        return self.dequant(resize_to(self.head(self.backbone(self.quant(x))), x.shape[-2:]))
 
 
 def deeplabv3_mbv3(num_classes=14, width_mult=1.0):
