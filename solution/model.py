@@ -50,7 +50,7 @@ def build_model(manifest):
     """
     if manifest.get('backend') == 'tensorrt':  # the shipped ONNX file as an engine, or None (warned)
         from .tensorrt import load_engine_model
-        engine = load_engine_model(manifest, pkgutil.get_data(PACKAGE, manifest['tensorrt']['onnx']))
+        engine = load_engine_model(manifest, lambda: pkgutil.get_data(PACKAGE, manifest['tensorrt']['onnx']))
         if engine is not None:
             return engine
     if manifest.get('precision') == 'int8':  # quantized tensors stored as plain arrays (int8.py)

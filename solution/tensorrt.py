@@ -21,7 +21,7 @@ current stream.
 Device-side code: Python 3.6 syntax, the torch 1.10 API; tensorrt is imported only when asked.
 
 Example:
-    >>> model = load_engine_model(manifest, onnx_bytes)  # doctest: +SKIP
+    >>> model = load_engine_model(manifest, lambda: onnx_bytes)  # doctest: +SKIP
     >>> model(torch.zeros(1, 3, 128, 128, device='cuda')).shape  # doctest: +SKIP
     torch.Size([1, 14, 128, 128])
 """
@@ -296,12 +296,13 @@ def engine_blob(trt, logger, onnx_bytes, fp16, cache_path):
                                               if stored else ' (its folder is read-only: not cached)')
 
 
-def load_engine_model(manifest, onnx_bytes, cache_path=None):
+def load_engine_model(manifest, read_onnx, cache_path=None):
     """An ``EngineModel`` for the package's ONNX file, or None after a one-line warning on stderr.
 
     Args:
         manifest: the package's manifest (``precision``: fp16 allows fp16 kernels).
-        onnx_bytes: the shipped ``model.onnx``.
+        read_onnx: returns the shipped ``model.onnx``'s bytes; called only when the engine is tried,
+            so a fallback run does not unzip it.
         cache_path: the engine cache file (default: beside the package).
     """
     trt, problem = import_tensorrt()
@@ -309,7 +310,7 @@ def load_engine_model(manifest, onnx_bytes, cache_path=None):
     if reason is None:
         try:
             logger = trt.Logger(trt.Logger.WARNING)
-            blob, how = engine_blob(trt, logger, onnx_bytes, manifest.get('precision') == 'fp16',
+            blob, how = engine_blob(trt, logger, read_onnx(), manifest.get('precision') == 'fp16',
                                     cache_path or engine_cache_path(package_path()))
             model = EngineModel(trt, logger, blob)
             warn('TensorRT {} engine ({}), {} precision allowed'.format(

@@ -124,6 +124,10 @@ def test_backend_refusals_name_the_fix(checkpoint, tmp_path):
 
 # ----------------------------------------------------------------------------- the fallback decision
 
+def never_called():
+    raise AssertionError("a fallback run must not read model.onnx")
+
+
 def test_fallback_reason_prefers_the_import_problem_then_cuda():
     assert backend.fallback_reason(None, "tensorrt cannot be imported (x)", True) == "tensorrt cannot be imported (x)"
     assert backend.fallback_reason(None, None, True) == "tensorrt is not installed"
@@ -136,7 +140,7 @@ def test_missing_tensorrt_returns_none_with_the_one_line_warning(monkeypatch, ca
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
     trt, problem = backend.import_tensorrt()
     assert trt is None and problem.startswith("tensorrt cannot be imported")
-    assert backend.load_engine_model({"precision": "fp16"}, b"onnx") is None
+    assert backend.load_engine_model({"precision": "fp16"}, never_called) is None
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("solution: warning: TensorRT backend not used: tensorrt cannot")
 
@@ -144,7 +148,7 @@ def test_missing_tensorrt_returns_none_with_the_one_line_warning(monkeypatch, ca
 def test_no_cuda_falls_back_before_tensorrt_is_touched(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))  # importable, no API at all
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert backend.load_engine_model({"precision": "fp16"}, b"onnx", str(tmp_path / "e.engine")) is None
+    assert backend.load_engine_model({"precision": "fp16"}, never_called, str(tmp_path / "e.engine")) is None
     assert "TensorRT backend not used: CUDA is not available to torch" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
