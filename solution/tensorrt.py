@@ -54,7 +54,7 @@ def import_tensorrt():
     """(the tensorrt module, None), or (None, why it cannot be imported)."""
     try:
         import tensorrt
-    except ImportError as error:  # also an OSError-free ImportError for a missing libnvinfer
+    except ImportError as error:  # a missing libnvinfer shared library is an ImportError too
         return None, 'tensorrt cannot be imported ({})'.format(error)
     return tensorrt, None
 
