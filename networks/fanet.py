@@ -27,14 +27,22 @@ built. So the sample's checkpoints do not load here (they load into
 Device-side code: Python 3.6 syntax and the torch 1.10 / torchvision 0.11
 API only; ``model.backbone`` takes torchvision ImageNet ResNet-18 weights
 (see ``lowpower.pretrained``).
+
+Quantizable in eager mode: torchvision's ``QuantizableBasicBlock`` (same
+keys), adds and the concatenation through ``FloatFunctional``; the attention
+products (normalise, bmm) have no int8 kernels, so they run in float between
+a dequantize and a quantize stub, and the convs around them stay int8.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.models.quantization.resnet import QuantizableBasicBlock
+from torchvision.models.resnet import ResNet
 
+from networks import quant
 from networks.blocks import ConvBNReLU, resize_to
+from networks.fusion import QuantizableNetwork, float_functional
 
 LEVELS = ('4', '8', '16', '32')
 RESNET18_CHANNELS = {'4': 64, '8': 128, '16': 256, '32': 512}
@@ -64,21 +72,25 @@ class FastAttention(nn.Module):
         self.key = ConvBNReLU(channels, key_channels, 1, activation=False)
         self.value = ConvBNReLU(channels, channels, 1)
         self.out = ConvBNReLU(channels, channels, 1)
+        # int8 island boundaries: the products below run in float (stubs are identity in float mode).
+        self.to_float = quant.api().DeQuantStub()
+        self.to_int8 = quant.api().QuantStub()
+        self.residual = float_functional()
 
     def forward(self, x):
         batch, channels, height, width = x.shape
-        query = F.normalize(self.query(x).flatten(2), p=2, dim=1)  # N, k, n
-        key = F.normalize(self.key(x).flatten(2), p=2, dim=1)  # N, k, n
-        value = self.value(x).flatten(2)  # N, C, n
+        query = F.normalize(self.to_float(self.query(x)).flatten(2), p=2, dim=1)  # N, k, n
+        key = F.normalize(self.to_float(self.key(x)).flatten(2), p=2, dim=1)  # N, k, n
+        value = self.to_float(self.value(x)).flatten(2)  # N, C, n
         context = torch.bmm(key, value.transpose(1, 2))  # N, k, C
         attended = torch.bmm(query.transpose(1, 2), context)  # N, n, C
         attended = attended.transpose(1, 2).reshape(batch, channels, height, width)
         if self.divide_by_pixels:
             attended = attended / float(height * width)
-        return x + self.out(attended)
+        return self.residual.add(x, self.out(self.to_int8(attended)))
 
 
-class FANet(nn.Module):
+class FANet(QuantizableNetwork, nn.Module):
     """FANet with a ResNet-18 backbone, returning logits at the input resolution.
 
     Output stride of the head is 4; its logits are upsampled bilinearly.
@@ -98,7 +110,7 @@ class FANet(nn.Module):
 
     def __init__(self, num_classes=14, key_channels=32, fuse_channels=128):
         super(FANet, self).__init__()
-        resnet = ResNet(BasicBlock, [2, 2, 2, 2])
+        resnet = ResNet(QuantizableBasicBlock, [2, 2, 2, 2])
         self.backbone = IntermediateLayerGetter(resnet, return_layers={
             'layer1': '4', 'layer2': '8', 'layer3': '16', 'layer4': '32'})
         channels = RESNET18_CHANNELS
@@ -113,6 +125,13 @@ class FANet(nn.Module):
             ConvBNReLU(2 * fuse_channels, 2 * fuse_channels, 3),
             nn.Conv2d(2 * fuse_channels, num_classes, kernel_size=1, bias=False),
         )
+        self.add_merges()
+
+    def add_merges(self):
+        """The int8-aware top-down adds (one per level that receives one), concatenation and stubs."""
+        self.merge = nn.ModuleDict([(level, float_functional()) for level in self.levels[:-1]])
+        self.concat = float_functional()
+        self.add_quant_stubs()
 
     # The decoder's levels and resize; the sample's variant (fanet_sample.py) sets its own.
     levels, fine_level, coarse_level = LEVELS, '4', '16'
@@ -121,21 +140,21 @@ class FANet(nn.Module):
         return resize_to(x, size)
 
     def forward(self, x):
-        features = self.backbone(x)
+        features = self.backbone(self.quant(x))
         smoothed = {}
         top_down = None
         for level in reversed(self.levels):
             fused = self.attention[level](features[level])
             if top_down is not None:
-                fused = fused + self.resize(top_down, fused.shape[-2:])
+                fused = self.merge[level].add(fused, self.resize(top_down, fused.shape[-2:]))
             if level in self.lateral:
                 top_down = self.lateral[level](fused)
             if level in self.smooth:
                 smoothed[level] = self.smooth[level](fused)
         fine = smoothed[self.fine_level]
         coarse = self.resize(smoothed[self.coarse_level], fine.shape[-2:])
-        logits = self.classifier(torch.cat([coarse, fine], dim=1))
-        return self.resize(logits, x.shape[-2:])
+        logits = self.classifier(self.concat.cat([coarse, fine], dim=1))
+        return self.dequant(self.resize(logits, x.shape[-2:]))
 
 
 def fanet_r18(num_classes=14, key_channels=32, fuse_channels=128):

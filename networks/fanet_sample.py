@@ -36,7 +36,8 @@ import torch  # noqa: F401 -- the docstring example uses it
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.models.quantization.resnet import QuantizableBasicBlock
+from torchvision.models.resnet import ResNet
 
 from networks.blocks import ConvBNReLU
 from networks.fanet import FANet, FastAttention
@@ -60,9 +61,10 @@ def stride2_resnet18():
     torchvision 0.11 and today; layer1 is rebuilt with the downsample a
     stride-2 block needs, under torchvision's names (``layer1.0.downsample.0``).
     """
-    resnet = ResNet(BasicBlock, [2, 2, 2, 2])
+    resnet = ResNet(QuantizableBasicBlock, [2, 2, 2, 2])
     downsample = nn.Sequential(nn.Conv2d(64, 64, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(64))
-    resnet.layer1 = nn.Sequential(BasicBlock(64, 64, stride=2, downsample=downsample), BasicBlock(64, 64))
+    resnet.layer1 = nn.Sequential(QuantizableBasicBlock(64, 64, stride=2, downsample=downsample),
+                                  QuantizableBasicBlock(64, 64))
     for module in resnet.layer1.modules():  # the same init torchvision gives its own layers
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode='fan_out', nonlinearity='relu')
@@ -105,6 +107,7 @@ class FANetSample(FANet):
             ConvBNReLU(2 * smooth_channels, 2 * smooth_channels, 3),
             nn.Conv2d(2 * smooth_channels, num_classes, kernel_size=1, bias=False),
         )
+        self.add_merges()
 
     levels, fine_level, coarse_level = LEVELS, '8', '32'
 
