@@ -21,6 +21,9 @@ Upsampling is to the exact size of the other branch rather than by a fixed
 factor, so sizes that are not multiples of 32 work. Batch norm after the
 global pooling needs more than one image per batch in training mode.
 
+Quantizable in eager mode: every add, product and concatenation between
+activations goes through its own ``FloatFunctional``.
+
 Device-side code: Python 3.6 syntax and the torch 1.10 API only.
 """
 import torch
@@ -28,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from networks.blocks import ConvBNReLU, resize_to
+from networks.fusion import QuantizableNetwork, float_functional
 
 
 def conv_bn(in_channels, out_channels, kernel_size=3, stride=1, groups=1):
@@ -61,10 +65,11 @@ class StemBlock(nn.Module):
         )
         self.right = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.fuse = ConvBNReLU(2 * out_channels, out_channels, 3)
+        self.merge = float_functional()
 
     def forward(self, x):
         x = self.conv(x)
-        return self.fuse(torch.cat([self.left(x), self.right(x)], dim=1))
+        return self.fuse(self.merge.cat([self.left(x), self.right(x)], dim=1))
 
 
 class GatherExpansion(nn.Module):
@@ -93,11 +98,11 @@ class GatherExpansion(nn.Module):
                 conv_bn(in_channels, in_channels, 3, stride=stride, groups=in_channels),
                 conv_bn(in_channels, out_channels, 1),
             )
-        self.relu = nn.ReLU(inplace=True)
+        self.residual = float_functional()  # add then ReLU, one int8 op
 
     def forward(self, x):
         shortcut = x if self.shortcut is None else self.shortcut(x)
-        return self.relu(self.body(x) + shortcut)
+        return self.residual.add_relu(self.body(x), shortcut)
 
 
 class ContextEmbedding(nn.Module):
@@ -108,10 +113,11 @@ class ContextEmbedding(nn.Module):
         self.bn = nn.BatchNorm2d(channels)
         self.gap_conv = ConvBNReLU(channels, channels, 1)
         self.conv = ConvBNReLU(channels, channels, 3)
+        self.merge = float_functional()
 
     def forward(self, x):
         context = self.gap_conv(self.bn(F.adaptive_avg_pool2d(x, 1)))
-        return self.conv(x + context)
+        return self.conv(self.merge.add(x, context.expand_as(x)))
 
 
 class SemanticBranch(nn.Sequential):
@@ -152,16 +158,20 @@ class GuidedAggregation(nn.Module):
             nn.Conv2d(channels, channels, 1, bias=False),
         )
         self.fuse = conv_bn(channels, channels, 3)
+        self.gate_high = float_functional()
+        self.gate_low = float_functional()
+        self.merge = float_functional()
 
     def forward(self, detail, semantic):
         size = detail.shape[-2:]
-        high = self.detail_keep(detail) * torch.sigmoid(resize_to(self.semantic_up(semantic), size))
+        high = self.gate_high.mul(self.detail_keep(detail),
+                                  torch.sigmoid(resize_to(self.semantic_up(semantic), size)))
         low = self.detail_down(detail)
-        low = low * torch.sigmoid(resize_to(self.semantic_keep(semantic), low.shape[-2:]))
-        return self.fuse(high + resize_to(low, size))
+        low = self.gate_low.mul(low, torch.sigmoid(resize_to(self.semantic_keep(semantic), low.shape[-2:])))
+        return self.fuse(self.merge.add(high, resize_to(low, size)))
 
 
-class BiSeNetV2(nn.Module):
+class BiSeNetV2(QuantizableNetwork, nn.Module):
     """BiSeNet V2 returning logits at the input resolution.
 
     Args:
@@ -185,10 +195,12 @@ class BiSeNetV2(nn.Module):
             nn.Dropout(0.1),
             nn.Conv2d(head_channels, num_classes, kernel_size=1),
         )
+        self.add_quant_stubs()
 
     def forward(self, x):
-        features = self.aggregation(self.detail(x), self.semantic(x))
-        return resize_to(self.head(features), x.shape[-2:])
+        x_int8 = self.quant(x)
+        features = self.aggregation(self.detail(x_int8), self.semantic(x_int8))
+        return self.dequant(resize_to(self.head(features), x.shape[-2:]))
 
 
 def bisenetv2(num_classes=14, in_channels=3, head_channels=1024):
