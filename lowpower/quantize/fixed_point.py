@@ -213,7 +213,8 @@ def activation_elements(model, input_shape):
     training = model.training
     try:
         model.eval()
-        model(torch.zeros((1,) + tuple(input_shape)))
+        device = next(iter(model.parameters()), torch.zeros(())).device
+        model(torch.zeros((1,) + tuple(input_shape), device=device))
         return sum(values[0].numel() for values in seen.values())
     finally:
         for handle in handles:

@@ -31,6 +31,7 @@ from lowpower.checkpoint import CheckpointError, build_model, load_checkpoint
 from lowpower.config import ConfigError
 from lowpower.data import DataError
 from lowpower.data.build import build_loaders, ensure_synthetic
+from lowpower.distributed import pick_device
 from lowpower.engine import build_optimizer, poly_with_warmup, train_one_epoch, validate_ranks
 from lowpower.losses import criterion_from_config
 from lowpower.quantize.fixed_point import FLOAT_BITS, FixedPointModel
@@ -71,10 +72,14 @@ def parse_args(argv=None):
                         help="keep BatchNorm layers (quantizing their parameters) instead of folding them")
     parser.add_argument("--data", default=None, help="data folder (default: the checkpoint config's data.root)")
     parser.add_argument("--out", default=None, help="output folder (default: CHECKPOINT_FOLDER/fixed_point)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                        help="where to fine-tune and score (default cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.qat_epochs < 0 or args.calib_batches < 1:
         parser.error("--qat-epochs must be >= 0 and --calib-batches >= 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no CUDA device is visible; use --device cpu")
     return args
 
 
@@ -112,12 +117,12 @@ def append_row(path, row):
 
 def write_markdown(rows, path):
     """``study.md``: the CSV as a table, fp32 first."""
-    lines = ["| weight bits | act bits | QAT epochs | val mean Dice | drop vs fp32 | weight memory KiB (x less) "
+    lines = ["| weight bits | act bits | QAT epochs | val mean Dice | Dice - fp32 | weight memory KiB (x less) "
              "| activation memory KiB/image (x less) |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append("| %s | %s | %s | %.4f | %+.4f | %.1f (%.1fx) | %.1f (%.1fx) |" % (
             row["weight_bits"], row["act_bits"], row["qat_epochs"], float(row["val_mean_dice"]),
-            -float(row["dice_drop"]), float(row["weight_memory_kib"]), float(row["weight_memory_ratio"]),
+            0.0 - float(row["dice_drop"]), float(row["weight_memory_kib"]), float(row["weight_memory_ratio"]),
             float(row["act_memory_kib_per_image"]), float(row["act_memory_ratio"])))
     path.write_text("\n".join(lines) + "\n")
 
@@ -131,10 +136,12 @@ def plot_rows(rows, path, title):
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     quantized = [r for r in rows if int(r["weight_bits"]) < FLOAT_BITS or int(r["act_bits"]) < FLOAT_BITS]
-    for act in sorted({int(r["act_bits"]) for r in quantized}):
+    # One line per activation width and fine-tune length (a CSV may hold rows of several runs).
+    for act, qat in sorted({(int(r["act_bits"]), int(r["qat_epochs"])) for r in quantized}):
         line = sorted((int(r["weight_bits"]), float(r["val_mean_dice"])) for r in quantized
-                      if int(r["act_bits"]) == act)
-        axes.plot([w for w, _ in line], [d for _, d in line], marker="o", label="activations %d bit" % act)
+                      if (int(r["act_bits"]), int(r["qat_epochs"])) == (act, qat))
+        axes.plot([w for w, _ in line], [d for _, d in line], marker="o",
+                  linestyle="-" if qat else ":", label="activations %d bit, QAT %d epochs" % (act, qat))
     for row in rows:
         if row not in quantized:
             axes.axhline(float(row["val_mean_dice"]), color="black", linestyle="--", label="fp32")
@@ -156,8 +163,8 @@ class Study:
         state = load_checkpoint(args.checkpoint)
         self.cfg = study_config(state, args)
         ensure_synthetic(self.cfg)
-        self.model = build_model(state).eval()
-        self.device = torch.device("cpu")
+        self.device = torch.device(pick_device(args.device))
+        self.model = build_model(state).eval().to(self.device)
         self.progress = not args.no_progress
         self.train_set, self.train_loader, self.val_loader = build_loaders(self.cfg, progress=self.progress)
         self.criterion = None
@@ -173,7 +180,7 @@ class Study:
         self.train_loader.sampler.set_position(0)
         batches = []
         for images, _ in self.train_loader:
-            batches.append(images)
+            batches.append(images.to(self.device))
             if len(batches) == self.args.calib_batches:
                 break
         return batches
@@ -239,8 +246,7 @@ def run(args):
     if len(todo) < len(pairs):
         print("%s: %d of %d rows already in %s; measuring the other %d" % (PROG, len(pairs) - len(todo), len(pairs),
                                                                           csv_path, len(todo)), file=sys.stderr)
-    title = "%s: fixed-point study (%s)" % (args.checkpoint, "QAT %d epochs" % args.qat_epochs
-                                            if args.qat_epochs else "no fine-tune")
+    title = "%s: fixed-point fake quantization, val split" % args.checkpoint
     for weight_bits, act_bits, qat in tqdm(todo, desc="bit pairs", unit="pair", disable=args.no_progress,
                                            file=sys.stderr):
         row = study.measure(weight_bits, act_bits)
