@@ -13,5 +13,21 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 from solution.main import main  # noqa: E402
 
+
+def leave(status):
+    """Flush stdout and stderr, then end the process at once with ``status``.
+
+    Every mask is written and closed by now (the writer pool was joined), so the interpreter's
+    teardown (freeing torch's modules and tensors, joining OpenMP threads: about 0.8 s measured on a
+    2-core CPU) would only delay the exit.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can reach it
+            pass
+    os._exit(status)
+
+
 if __name__ == '__main__':
-    sys.exit(main(start=START))
+    leave(main(start=START))

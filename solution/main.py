@@ -165,10 +165,12 @@ def run_folder(names, args, start):
     """Segment every input; returns (the run's stats, the seconds to print).
 
     The stats are what LOWPOWER_STATS writes: images, unreadable, write_failures, the model, loop,
-    start-up and whole-run seconds, the pools' read and write seconds, the mode and the device.
+    start-up and whole-run seconds, the pools' read and write seconds, the mode and the device, and
+    the breakdown ``lowpower.bench_solution`` prints (see ``breakdown``).
     """
     manifest = load_manifest()
     segmenter, described = start_segmenter(manifest)
+    model_ready = time.time()
     sequential = os.environ.get(SEQUENTIAL_ENV, '') not in ('', '0')
     timings = {'read': [], 'write': []}
     loop_start = time.time()
@@ -184,7 +186,22 @@ def run_folder(names, args, start):
              'read_seconds': sum(timings['read']), 'write_seconds': sum(timings['write']),
              'sequential': sequential, 'device': described, 'timer': timer,
              'batch_size': segmenter.batch_size}
+    stats.update(breakdown(segmenter, timings, start, model_ready))
     return stats, segmenter.seconds if timer == 'model' else end - start
+
+
+def breakdown(segmenter, timings, start, model_ready):
+    """The stats' split of the model seconds and their moments (``time.time()``, for the benchmark).
+
+    ``network_seconds`` + ``postprocess_seconds`` = ``model_seconds``; the moments: ``main_start``
+    (``__main__.py`` began, before torch), ``model_ready`` (built and warmed up), ``first_batch_ready``
+    (the first batch read and handed to the model), ``first_mask_written``, ``last_mask_written``.
+    """
+    written = timings.get('written') or [model_ready]
+    return {'network_seconds': segmenter.seconds - segmenter.post_seconds,
+            'postprocess_seconds': segmenter.post_seconds, 'main_start': start, 'model_ready': model_ready,
+            'first_batch_ready': timings.get('first_batch', model_ready),
+            'first_mask_written': min(written), 'last_mask_written': max(written)}
 
 
 def summary_line(stats):

@@ -113,6 +113,7 @@ class Segmenter(object):
         self.std = torch.tensor(manifest['std'], dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self.cuda = device.type == 'cuda'
         self.seconds = 0.0
+        self.post_seconds = 0.0  # the post-processing's share of seconds
 
     def synchronize(self):
         if self.cuda:
@@ -120,6 +121,10 @@ class Segmenter(object):
 
     def forward(self, batch):
         """(N, H, W, 3) uint8 numpy -> (N, S, S) uint8 tensor on the device."""
+        return self.postprocess(self.logits(batch))
+
+    def logits(self, batch):
+        """(N, H, W, 3) uint8 numpy -> the network's (N, C, h, w) scores on the device."""
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).contiguous()
         # as torchvision's ToDtype(float32, scale=True) + Normalize at train time
         x = x.float().mul_(1.0 / 255).sub_(self.mean).div_(self.std)
@@ -130,6 +135,10 @@ class Segmenter(object):
             logits = logits['out']
         elif isinstance(logits, (list, tuple)):
             logits = logits[0]
+        return logits
+
+    def postprocess(self, logits):
+        """(N, C, h, w) scores -> (N, S, S) uint8 class ids of the referee's channels."""
         return segment(logits[:, :self.classes], self.output_size, self.min_class_area)
 
     def __call__(self, batch):
@@ -141,9 +150,14 @@ class Segmenter(object):
         with torch.no_grad():
             self.synchronize()
             begin = time.perf_counter()
-            masks = self.forward(batch)
+            logits = self.logits(batch)
+            self.synchronize()  # so that the network and the post-processing are timed apart
+            middle = time.perf_counter()
+            masks = self.postprocess(logits)
             self.synchronize()
-            self.seconds += time.perf_counter() - begin
+            end = time.perf_counter()
+            self.seconds += end - begin
+            self.post_seconds += end - middle
         return masks[:count].cpu().numpy()
 
     def warm_up(self, input_size, rounds):
@@ -151,4 +165,4 @@ class Segmenter(object):
         batch = np.zeros((self.batch_size, input_size, input_size, 3), np.uint8)
         for _ in range(rounds):
             self(batch)
-        self.seconds = 0.0
+        self.seconds = self.post_seconds = 0.0

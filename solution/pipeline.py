@@ -13,6 +13,7 @@ Example:
 """
 import os
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -60,17 +61,24 @@ class MaskWriter(object):
         folder: the -o folder.
         slots: a BoundedSemaphore: a write waits for a free slot.
         seconds: the list the write jobs add their durations to.
+        finished: the list the end time (``time.time()``) of every write is added to.
     """
 
-    def __init__(self, pool, folder, slots, seconds):
+    def __init__(self, pool, folder, slots, seconds, finished=None):
         self.pool, self.folder, self.slots, self.seconds = pool, folder, slots, seconds
+        self.finished = [] if finished is None else finished
         self.written = []
 
     def submit(self, name, mask):
         self.slots.acquire()
         future = self.pool.submit(write_job, self.folder, name, mask, self.seconds)
-        future.add_done_callback(lambda _: self.slots.release())
+        future.add_done_callback(self.done)
         self.written.append((name, future))
+
+    def done(self, _):
+        """A write ended: free its slot, note when (the first and last mask times of the stats)."""
+        self.finished.append(time.time())
+        self.slots.release()
 
     def failures(self):
         """[(name, reason)] of the writes that failed; waits for all of them."""
@@ -109,14 +117,15 @@ def segment_folder(names, input_dir, output_dir, segmenter, input_size, sequenti
         segmenter: the timed model (its ``batch_size`` and ``output_size``).
         input_size: the model's input side.
         sequential: no pools (LOWPOWER_SEQUENTIAL).
-        timings: {'read': [], 'write': []}: the pool jobs add their seconds.
+        timings: {'read': [], 'write': []}: the pool jobs add their seconds; 'first_batch' (when the
+            first batch was ready for the model) and 'written' (when each write ended) are added.
         on_unreadable: called with (name, reason) for each unreadable input, as it is found.
     """
     readers, writers, depth, slots = make_pools(sequential, segmenter.batch_size)
     blank = np.zeros((segmenter.output_size, segmenter.output_size), np.uint8)
     unreadable, batch_names, images = [], [], []
     with readers as read_pool, writers as write_pool:
-        writer = MaskWriter(write_pool, output_dir, slots, timings['write'])
+        writer = MaskWriter(write_pool, output_dir, slots, timings['write'], timings.setdefault('written', []))
         for name, image, reason in read_ahead(read_pool, input_dir, names, input_size, depth, timings['read']):
             if image is None:
                 if on_unreadable is not None:
@@ -127,10 +136,12 @@ def segment_folder(names, input_dir, output_dir, segmenter, input_size, sequenti
             batch_names.append(name)
             images.append(image)
             if len(images) == segmenter.batch_size:
+                timings.setdefault('first_batch', time.time())
                 for done, mask in zip(batch_names, segmenter(np.stack(images))):
                     writer.submit(done, mask)
                 batch_names, images = [], []
         if images:
+            timings.setdefault('first_batch', time.time())
             for done, mask in zip(batch_names, segmenter(np.stack(images))):
                 writer.submit(done, mask)
     return unreadable, writer.failures()

@@ -117,7 +117,7 @@ def test_bench_solution_runs_both_modes_through_run_pyz(fake_package, capsys):
     from lowpower import bench_solution
 
     pyz, images = fake_package
-    assert bench_solution.main([str(pyz), "--images", str(images), "--repeats", "2"]) == 0
+    assert bench_solution.main([str(pyz), "--images", str(images), "--repeats", "2", "--compare-sequential"]) == 0
     out = capsys.readouterr().out
     assert "loop wall 0.500 (bar <= 0.80: met)" in out  # pooled 1.0 s / sequential 2.0 s
     assert "masks identical in both modes: yes" in out
@@ -128,8 +128,8 @@ def test_bench_solution_flags_different_masks_and_failed_runs(fake_package, caps
 
     pyz, images = fake_package
     monkeypatch.setenv("DIFFER", "1")
-    assert bench_solution.main([str(pyz), "--images", str(images), "--repeats", "1"]) == 1
+    assert bench_solution.main([str(pyz), "--images", str(images), "--repeats", "1", "--compare-sequential"]) == 1
     assert "masks identical in both modes: NO" in capsys.readouterr().out
     monkeypatch.setenv("EXIT", "2")
     with pytest.raises(SystemExit, match="the program failed \\(exit 2\\)"):
-        bench_solution.main([str(pyz), "--images", str(images), "--repeats", "1"])
+        bench_solution.main([str(pyz), "--images", str(images), "--repeats", "1", "--compare-sequential"])
