@@ -13,6 +13,8 @@ A checkpoint is a dict saved with ``torch.save``::
     classes, mean, std, input_size   what the packager writes into the manifest
     step_in_epoch, epoch_loss  mid-epoch position and the epoch's running loss sum / step count
     rng                    per-process random states (python, numpy, torch, CUDA) for exact resume
+    distill                distillation adapters and the epoch's term sums (lowpower.distill), or None;
+                           never packaged
 
 Writes are atomic (temporary file in the same folder, then ``os.replace``) so a
 job killed mid-save never leaves a truncated ``last.pt``.

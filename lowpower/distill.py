@@ -158,6 +158,9 @@ def check_distill_config(cfg):
             raise ConfigError("%s > 0 but distill.teacher is null: name a teacher checkpoint, or set the weights to 0"
                               % ", ".join(used))
         return
+    if not resolve_path(section["teacher"]).is_file():
+        raise ConfigError("distill.teacher %s does not exist: train the teacher first (e.g. make demo writes "
+                          "runs/demo/best.pt) or name another checkpoint" % section["teacher"])
     if not any(weight > 0 for weight in weights.values()):
         raise ConfigError("distill.teacher is set but kd_weight, cwd_weight and feature_weight are all 0: "
                           "give at least one a weight, or set distill.teacher: null")
@@ -213,7 +216,6 @@ class Distiller:
     """
 
     def __init__(self, cfg, student, device):
-        check_distill_config(cfg)
         section = self.section = cfg["distill"]
         self.teacher = load_teacher(section["teacher"], cfg["data"]["num_classes"], device)
         size = section["teacher_input_size"]

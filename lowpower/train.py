@@ -31,7 +31,7 @@ from lowpower.config import validate as validate_config
 from lowpower.data import DataError
 from lowpower.data.build import REPO_ROOT, build_loaders, class_names, data_root, ensure_synthetic
 from lowpower.data.check import check_dataset, require_no_problems
-from lowpower.distill import build_distiller
+from lowpower.distill import build_distiller, check_distill_config
 from lowpower.engine import (
     StopFlag,
     build_optimizer,
@@ -355,6 +355,7 @@ def run(args):
     resume_state = ckpt.load_checkpoint(resume_path) if resume_path else None
     cfg, changed = resolve_config(args, resume_state, resume_path)
     qat.check_config(cfg, args.cfg or resume_path)
+    check_distill_config(cfg)  # before minutes of data caching: the weights and the teacher file
     info = setup(args, cfg, out)
     progress = info.rank == 0 and not args.no_progress
     try:

@@ -3,6 +3,7 @@ gradients), a frozen teacher through training, a teacher at another input size, 
 adapters, the per-term history and the config's cross-key errors."""
 import json
 import math
+import subprocess
 
 import pytest
 import torch
@@ -172,6 +173,7 @@ def test_distillation_resume_is_exact_with_adapters_and_logs_each_term(data, tea
 @pytest.mark.parametrize("overrides, words", [
     (["distill.kd_weight=1.0"], ["distill.kd_weight", "distill.teacher is null"]),
     (["distill.teacher={teacher}"], ["all 0"]),
+    (["distill.teacher=runs/none/best.pt", "distill.cwd_weight=1.0"], ["runs/none/best.pt does not exist"]),
     (["distill.teacher={teacher}", "distill.feature_weight=1.0", "distill.feature_layers=['nope:down.0']"],
      ["student has no layer nope"]),
     (["distill.teacher={teacher}", "distill.feature_weight=1.0"], ["feature_layers"]),
@@ -201,3 +203,43 @@ def test_curves_draw_each_distillation_term(monkeypatch, tmp_path):
     labels = [text.get_text() for text in drawn["figure"].axes[0].get_legend().get_texts()]
     assert labels == ["total", "task_loss", "kd_loss", "cwd_loss"]
     assert list(drawn["figure"].axes[0].lines[2].get_ydata()) == [0.5, 0.25]
+
+
+def test_two_processes_distil_with_adapters(data, teacher, tmp_path):
+    """torchrun, 2 processes on the CPU: every rank loads the teacher, the adapters' gradients are
+    averaged (the saving collective runs on both ranks) and the checkpoint holds them."""
+    from tests.test_distributed import ROOT, tiny_overrides, torchrun
+
+    out = tmp_path / "ddp"
+    overrides = tiny_overrides(data) + [*STUDENT, "data.dataset=synthetic", "distill.teacher=%s" % teacher,
+                                        "distill.cwd_weight=1.0", "distill.feature_weight=1.0",
+                                        "distill.feature_layers=['down.0:down.0']"]
+    done = subprocess.run(torchrun(out, overrides), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = load_checkpoint(out / "last.pt")
+    assert set(state["distill"]["adapters"]) == {"0.weight", "0.bias"}
+    assert {"cwd_loss", "feature_loss", "task_loss"} <= set(state["history"][0])
+
+
+def average_on_two_ranks(rank, port, results):
+    torch.distributed.init_process_group("gloo", init_method="tcp://127.0.0.1:%d" % port, rank=rank, world_size=2)
+    torch.manual_seed(0)
+    adapter = torch.nn.Conv2d(2, 3, 1)
+    distill.average_gradients_across_processes(adapter)
+    adapter(torch.full((1, 2, 2, 2), float(rank + 1))).sum().backward()
+    results[rank] = adapter.weight.grad.clone()
+    torch.distributed.destroy_process_group()
+
+
+def test_adapter_gradients_are_averaged_over_processes():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(average_on_two_ranks, args=(port, results), nprocs=2)
+    # d(sum of outputs)/d(weight[o, i]) = sum of input channel i = 4 * (rank + 1): mean of 4 and 8 is 6
+    assert torch.equal(results[0], torch.full((3, 2, 1, 1), 6.0)) and torch.equal(results[1], results[0])
