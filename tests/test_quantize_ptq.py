@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import networks
 from lowpower.checkpoint import build_model, load_checkpoint, save_checkpoint
 from lowpower.quantize.__main__ import main as quantize_main
 from lowpower.quantize.calibrate import calibration_loader, spread_indices
@@ -55,9 +56,12 @@ def test_ptq_writes_an_int8_checkpoint_of_quantized_modules(int8_checkpoint):
     assert state["quant"]["per_channel"] is True and state["quant"]["calib_images"] == 4
     assert state["optimizer"] is None
     model = build_model(state)
-    float_convs = [name for name, m in model.named_modules() if type(m) in (torch.nn.Conv2d, torch.nn.ConvTranspose2d)]
+    # Transposed convs stay float on purpose (networks.quant.FLOAT_MODULE_TYPES), inside a FloatIsland.
+    islands = {name + ".module" for name, m in model.named_modules() if isinstance(m, quant.FloatIsland)}
+    float_convs = [name for name, m in model.named_modules()
+                   if type(m) in (torch.nn.Conv2d, torch.nn.ConvTranspose2d) and name not in islands]
     int8_convs = [m for m in model.modules() if isinstance(m, quant.nnq().Conv2d)]
-    assert not float_convs, "float convolutions left after convert: %s" % float_convs
+    assert islands and not float_convs, "float convolutions left after convert: %s" % float_convs
     assert int8_convs and all(m.weight().qscheme() == torch.per_channel_affine for m in int8_convs)
 
 
@@ -88,15 +92,26 @@ def test_missing_engine_falls_back_with_a_warning(float_run, tmp_path, monkeypat
     assert load_checkpoint(out)["quant"]["engine"] == "fbgemm"
 
 
-def test_non_quantizable_network_is_a_one_line_error(tmp_path, capsys):
-    # Refused before any weights load, so the checkpoint needs no (large) state dict.
-    path = tmp_path / "fcn.pt"
-    save_checkpoint({"arch": "fcn_r50", "arch_kwargs": {"num_classes": 14}, "model": {},
+class PlainNet(torch.nn.Module):
+    """A network that declares no int8 support, as zoo networks without stubs do."""
+
+    quantizable = False
+    quantize_reason = "its head adds activations with a bare +, not FloatFunctional"
+
+    def __init__(self, num_classes=14):
+        super().__init__()
+        self.head = torch.nn.Conv2d(3, num_classes, 1)
+
+
+def test_non_quantizable_network_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(networks.MODELS, "plain_net", lambda num_classes=14: PlainNet(num_classes))
+    path = tmp_path / "plain.pt"
+    save_checkpoint({"arch": "plain_net", "arch_kwargs": {"num_classes": 14}, "model": {},
                      "config": {"data": {}}}, path)
     assert quantize_main(["ptq", str(path), "--out", str(tmp_path / "x.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert str(path) in err and "'fcn_r50' cannot be quantized" in err
+    assert str(path) in err and "'plain_net' cannot be quantized: its head adds activations" in err
     assert not (tmp_path / "x.pt").exists()
 
 
