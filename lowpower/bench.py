@@ -48,7 +48,7 @@ import torch
 from tqdm import tqdm
 
 import networks
-from lowpower import bench_compare, bench_pareto
+from lowpower import bench_compare, bench_pareto, bench_variants
 
 COLUMNS = [
     "model", "params", "gflops", "weights_fp32_mb", "weights_fp16_mb",
@@ -318,6 +318,7 @@ def parse_args(argv):
     measure.add_argument("name", help="registered model name")
     bench_compare.add_parser(commands)
     bench_pareto.add_parser(commands)
+    bench_variants.add_parser(commands)
     args = parser.parse_args(argv)
     args.argv = list(argv)
     return args
@@ -326,8 +327,9 @@ def parse_args(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if args.command in ("compare", "pareto"):
-        return {"compare": bench_compare, "pareto": bench_pareto}[args.command].run(args)
+    tools = {"compare": bench_compare, "pareto": bench_pareto, "variants": bench_variants}
+    if args.command in tools:
+        return tools[args.command].run(args)
     if args.command == "measure":
         print(json.dumps(measure_model(args.name, args.size, args.threads, args.repeats, args.warmup,
                                        args.num_classes)))
