@@ -299,7 +299,7 @@ class Distiller:
 
 def build_distiller(cfg, student, optimizer, device, log=None):
     """The run's :class:`Distiller`, or None when ``distill.teacher`` is null; the adapters (if any)
-    join ``optimizer`` as one more parameter group (with ``train.weight_decay``).
+    join ``optimizer`` as two more parameter groups (weights with ``train.weight_decay``, biases without).
 
     Call it after the optimizer and before the scheduler, so the schedule covers the adapters too.
 
@@ -310,9 +310,11 @@ def build_distiller(cfg, student, optimizer, device, log=None):
     if cfg["distill"]["teacher"] is None:
         return None
     distiller = Distiller(cfg, student, device)
-    if len(distiller.adapters):
-        optimizer.add_param_group({"params": list(distiller.adapters.parameters()),
+    params = list(distiller.adapters.parameters())
+    if params:  # decay on the weights only, as build_optimizer does for the student
+        optimizer.add_param_group({"params": [p for p in params if p.ndim > 1],
                                    "weight_decay": cfg["train"]["weight_decay"]})
+        optimizer.add_param_group({"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0})
     if log:
         teacher_params = sum(p.numel() for p in distiller.teacher.parameters())
         log("distillation from %s (%.2f M parameters, frozen): %s" % (
