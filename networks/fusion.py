@@ -94,24 +94,6 @@ def fuse_groups(model):
     return groups
 
 
-def per_tensor_transposed_convs(model, qat=False):
-    """Give every ConvTranspose2d per-tensor weights for the current engine's activations.
-
-    torch 2.x refuses per-channel weight observers on transposed convs and torch
-    1.10 quantizes them along the wrong axis, so they get the engine's
-    activation settings with per-tensor weights; a module's own ``qconfig``
-    wins when ``prepare`` propagates the model's.
-    """
-    import torch
-
-    engine = torch.backends.quantized.engine
-    activation = quant.qconfig(engine, qat).activation
-    weight = quant.qconfig('qnnpack', qat).weight  # qnnpack's weights are per tensor
-    for module in model.modules():
-        if isinstance(module, nn.ConvTranspose2d):
-            module.qconfig = quant.api().QConfig(activation=activation, weight=weight)
-
-
 def fuse_for_quantization(model, qat=False):
     """Fuse every conv-bn(-relu) group of ``model`` in place (``fuse_model`` of the zoo).
 
@@ -125,7 +107,6 @@ def fuse_for_quantization(model, qat=False):
         True
     """
     quant.fuse_modules(model, fuse_groups(model), qat)
-    per_tensor_transposed_convs(model, qat)
     return model
 
 
