@@ -145,6 +145,10 @@ def model_from_config(cfg, load_pretrained=True, log=None):
     Example:
         >>> model_from_config(load_config("configs/synthetic/demo.yaml"))  # doctest: +SKIP
     """
+    if cfg["model"].get("init_from"):  # a pruned checkpoint: its narrower layout and its weights
+        from lowpower.prune_init import model_from_init
+
+        return model_from_init(cfg, log)
     model = networks.create_model(cfg["model"]["arch"], num_classes=cfg["data"]["num_classes"],
                                   **cfg["model"]["kwargs"])
     pretrained = cfg["model"]["pretrained"]
@@ -199,6 +203,17 @@ def build_model(state):
     return model
 
 
+def width_plan_kwargs(model):
+    """``{"width_plan": plan}`` for a pruned model (``networks.widths`` sets ``model.width_plan``), else {}.
+
+    Example:
+        >>> width_plan_kwargs(networks.create_model("unet"))
+        {}
+    """
+    plan = getattr(model, "width_plan", None)
+    return {"width_plan": plan} if plan else {}
+
+
 def training_state(cfg, model, optimizer, scheduler, scaler, **counters):
     """The checkpoint dict of a training run (see the module docstring for the keys).
 
@@ -216,7 +231,8 @@ def training_state(cfg, model, optimizer, scheduler, scaler, **counters):
 
     return dict({
         "arch": cfg["model"]["arch"],
-        "arch_kwargs": dict(cfg["model"]["kwargs"], num_classes=cfg["data"]["num_classes"]),
+        "arch_kwargs": dict(cfg["model"]["kwargs"], num_classes=cfg["data"]["num_classes"],
+                            **width_plan_kwargs(model)),
         "model": {name: value.contiguous() for name, value in model.state_dict().items()},
         "config": cfg,
         "optimizer": optimizer.state_dict(),

@@ -30,6 +30,9 @@ SCHEMA = {
         "pretrained": Key((bool, str, OPTIONAL), False,
                           "ImageNet backbone weights to load on the workstation: true (IMAGENET1K_V1), "
                           "a torchvision weights name, or false to train from scratch"),
+        "init_from": Key((str, OPTIONAL), None, "checkpoint whose layout and weights start a new run, e.g. a pruned "
+                                                "one (python -m lowpower.prune): same arch and kwargs, its width "
+                                                "plan kept; relative to the repository root; null: not used"),
     },
     "data": {
         "dataset": Key(str, "lpcvc", "folder layout of data.root", ["lpcvc", "synthetic", "cityscapes"]),

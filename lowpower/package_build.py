@@ -21,7 +21,7 @@ import numpy as np
 
 import networks
 from lowpower.checkpoint import build_model
-from lowpower.package_closure import SOURCE_ROOT, find_builder, generated_init, import_closure
+from lowpower.package_closure import SOURCE_ROOT, WIDTHS_MODULE, find_builder, generated_init, import_closure
 from lowpower.package_manifest import (
     PackageError,
     describe_checkpoint,
@@ -111,7 +111,8 @@ def lay_out(build_dir, manifest, arrays, closure, builder_module, builder_name):
     (build_dir / "solution" / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     np.savez(build_dir / "solution" / "weights.npz", **arrays)
     (build_dir / "networks" / "__init__.py").write_text(
-        generated_init(manifest["arch"], builder_module, builder_name), encoding="utf-8")
+        generated_init(manifest["arch"], builder_module, builder_name, "width_plan" in manifest["arch_kwargs"]),
+        encoding="utf-8")
     for _, source in closure:
         target = build_dir / source.relative_to(SOURCE_ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -244,6 +245,8 @@ def build_package(checkpoint, output="solution.pyz", precision=None, input_size=
     builder_module, builder_name = find_builder(state["arch"])
     model = rebuild_model(state, checkpoint)
     closure = import_closure(builder_module)
+    if "width_plan" in state["arch_kwargs"]:  # a pruned network: the generated registry narrows it
+        closure = sorted(dict(closure + import_closure(WIDTHS_MODULE)).items())
     arrays = export_weights(model, precision)
     parameters = sum(p.numel() for p in model.parameters())
     if precision == "int8":  # the decoder's module ships too; the npz must decode exactly

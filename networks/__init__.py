@@ -22,6 +22,7 @@ from networks.fcn import fcn_r50
 from networks.mobilenetv3 import deeplabv3_mbv3, lraspp_mbv3_large, lraspp_mbv3_small
 from networks.squeeze_unet import squeeze_unet
 from networks.unet import unet, unet_light, unet_lighter
+from networks.widths import apply_width_plan
 
 MODELS = {
     'deeplabv3_r18': deeplabv3_r18,
@@ -108,7 +109,8 @@ def create_model(name, num_classes=14, **kwargs):
     Args:
         name: a name from :func:`list_models`.
         num_classes: output channels of the logits.
-        **kwargs: architecture arguments of that model (see :func:`builder_arguments`).
+        **kwargs: architecture arguments of that model (see :func:`builder_arguments`), and
+            ``width_plan``: the narrower layers of a pruned network (:mod:`networks.widths`).
 
     Returns:
         An ``nn.Module`` mapping (N, 3, H, W) images to (N, num_classes, H, W) logits.
@@ -122,9 +124,11 @@ def create_model(name, num_classes=14, **kwargs):
         torch.Size([2, 14, 64, 64])
     """
     builder = get_builder(name)
+    width_plan = kwargs.pop('width_plan', None)  # a pruned network's narrower layers (networks.widths)
     accepted = builder_arguments(name)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise TypeError('Model {!r} got unexpected argument(s) {}; it accepts: {}'.format(
             name, ', '.join(unknown), ', '.join(accepted)))
-    return builder(num_classes=num_classes, **kwargs)
+    model = builder(num_classes=num_classes, **kwargs)
+    return apply_width_plan(model, width_plan) if width_plan else model
