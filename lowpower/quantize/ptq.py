@@ -28,7 +28,9 @@ from networks import quant
 
 PROG = "python -m lowpower.quantize ptq"
 ENGINES = ("x86", "qnnpack", "fbgemm", "onednn")
-# Enough images that the activation ranges stop moving (see the README's calibration measurement).
+# Measured on the demo UNet (x86, 50 val images, fp32 0.7146): int8 val mean Dice 0.7147, 0.7199,
+# 0.7228, 0.7187, 0.7195, 0.7176, 0.7217 for 1, 2, 4, 8, 16, 32, 64 images: flat from 2 on within
+# +-0.003. 32 samples each of the 7 synthetic scene kinds several times for about 20 s on 2 cores.
 DEFAULT_CALIB = 32
 # Training-only state that means nothing for an int8 model.
 DROPPED_KEYS = ("optimizer", "scheduler", "scaler", "rng", "step_in_epoch", "epoch_loss")
