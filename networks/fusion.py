@@ -18,19 +18,28 @@ Example:
     >>> fuse_groups(nn.Sequential(ConvBNReLU(3, 8)))
     [['0.0', '0.1', '0.2']]
 """
+import sys
+
 import torch.nn as nn
-from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.quantization.mobilenetv3 import QuantizableSqueezeExcitation
-from torchvision.models.quantization.resnet import QuantizableBasicBlock, QuantizableBottleneck
 
 from networks import quant
 
-# Attribute groups of modules that are not in-order containers (torchvision's own fuse groups).
+# Attribute groups of modules that are not in-order containers (torchvision's own fuse groups), by
+# (module, class). Looked up only when torchvision is already imported: a network built from these
+# classes has imported them, and one that is not (unet) must not pay torchvision's import at start-up.
 ATTRIBUTE_GROUPS = (
-    (QuantizableBasicBlock, (('conv1', 'bn1', 'relu'), ('conv2', 'bn2'))),
-    (QuantizableBottleneck, (('conv1', 'bn1', 'relu1'), ('conv2', 'bn2', 'relu2'), ('conv3', 'bn3'))),
-    (QuantizableSqueezeExcitation, (('fc1', 'activation'),)),
+    (('torchvision.models.quantization.resnet', 'QuantizableBasicBlock'),
+     (('conv1', 'bn1', 'relu'), ('conv2', 'bn2'))),
+    (('torchvision.models.quantization.resnet', 'QuantizableBottleneck'),
+     (('conv1', 'bn1', 'relu1'), ('conv2', 'bn2', 'relu2'), ('conv3', 'bn3'))),
+    (('torchvision.models.quantization.mobilenetv3', 'QuantizableSqueezeExcitation'), (('fc1', 'activation'),)),
 )
+IN_ORDER = ('torchvision.models._utils', 'IntermediateLayerGetter')  # runs its children in order
+
+
+def loaded_class(where):
+    """The class ``(module, name)`` if that module is already imported, else None (never imports)."""
+    return getattr(sys.modules.get(where[0]), where[1], None)
 
 
 def _is(module, kind):
@@ -68,8 +77,9 @@ def attribute_groups(module):
         >>> attribute_groups(nn.Conv2d(3, 8, 3))
         []
     """
-    for kind, groups in ATTRIBUTE_GROUPS:
-        if isinstance(module, kind):
+    for where, groups in ATTRIBUTE_GROUPS:
+        kind = loaded_class(where)
+        if kind is not None and isinstance(module, kind):
             # The same run rule as in containers: a group whose layers are not conv-bn-relu is skipped.
             return [found for group in groups
                     for found in sequence_groups([(name, getattr(module, name)) for name in group])]
@@ -83,10 +93,11 @@ def fuse_groups(model):
         >>> fuse_groups(networks.create_model('unet', base_width=8, depth=1))[0]
         ['stem.0.0', 'stem.0.1', 'stem.0.2']
     """
+    in_order = tuple(kind for kind in (nn.Sequential, loaded_class(IN_ORDER)) if kind is not None)
     groups = []
     for prefix, module in model.named_modules():
         dot = prefix + '.' if prefix else ''
-        if isinstance(module, (nn.Sequential, IntermediateLayerGetter)):
+        if isinstance(module, in_order):
             local = sequence_groups(list(module.named_children()))
         else:
             local = attribute_groups(module)
