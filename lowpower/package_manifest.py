@@ -13,6 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from evaluation.contract import CLASS_NAMES, NUM_CLASSES, OUTPUT_SIZE
@@ -158,6 +159,15 @@ def program_settings(state, precision, timer, batch_size, min_class_area, parame
     })
 
 
+def fp16_array(key, tensor):
+    """``tensor`` as an fp16 numpy array; PackageError naming ``key`` when a value is beyond fp16's range."""
+    finite = torch.isfinite(tensor)
+    if bool((tensor[finite].abs() > FP16_MAX).any()):
+        raise PackageError("weight %s has values beyond fp16's range (%.4g); package with "
+                           "--precision fp32" % (key, float(tensor[finite].abs().max())))
+    return tensor.half().numpy()
+
+
 def export_weights(model, precision):
     """The state dict as numpy arrays; floating tensors in fp16 when ``precision == 'fp16'``; an
     int8 model's quantized tensors split into values, scales, zero points and axis
@@ -168,17 +178,16 @@ def export_weights(model, precision):
     """
     if precision == "int8":
         try:
-            return encode_state_dict(model.state_dict())
+            arrays = encode_state_dict(model.state_dict())
         except ValueError as error:
             raise PackageError("the int8 model cannot be stored as plain arrays: %s" % error) from None
+        # Its float entries (biases; the float islands' weights, e.g. transposed convs) as an fp16
+        # package stores them: the device casts them back to fp32.
+        return {key: fp16_array(key, torch.from_numpy(array)) if array.dtype == np.float32 else array
+                for key, array in arrays.items()}
     arrays = {}
     for key, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu()
-        if precision == "fp16" and tensor.is_floating_point():
-            finite = torch.isfinite(tensor)
-            if bool((tensor[finite].abs() > FP16_MAX).any()):
-                raise PackageError("weight %s has values beyond fp16's range (%.4g); package with "
-                                   "--precision fp32" % (key, float(tensor[finite].abs().max())))
-            tensor = tensor.half()
-        arrays[key] = tensor.numpy()
+        arrays[key] = fp16_array(key, tensor) if precision == "fp16" and tensor.is_floating_point() \
+            else tensor.numpy()
     return arrays

@@ -96,10 +96,15 @@ def decode_state_dict(tensors):
     clash = sorted(set(plain) & set(quantized))
     if clash:
         raise Int8WeightsError('weights.npz holds {} both plain and quantized'.format(clash[0]))
-    state = dict((name, torch.as_tensor(value)) for name, value in plain.items())
+    # float entries (biases, the float islands' weights) may be stored in fp16: back to the model's fp32
+    state = dict((name, _float32_if_half(torch.as_tensor(value))) for name, value in plain.items())
     for name, parts in quantized.items():
         state[name] = quantized_tensor(name, parts)
     return state
+
+
+def _float32_if_half(tensor):
+    return tensor.float() if tensor.dtype == torch.float16 else tensor
 
 
 def choose_engine(manifest, warn=None):
