@@ -32,6 +32,7 @@ from lowpower.package_manifest import (
     resolve_precision,
 )
 from lowpower.quantize.npz import differences
+from lowpower.quantize.qat import is_qat_state
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DIR = REPO_ROOT / "solution"
@@ -62,8 +63,13 @@ def rebuild_model(state, checkpoint):
     """The checkpoint's model in eval mode; PackageError when its weights do not fit its arch.
 
     An int8 checkpoint is rebuilt as the device does: the float model, ``networks.quant.int8_skeleton``
-    for the engine it was calibrated for, then its state dict loaded strictly (``build_model``).
+    for the engine it was calibrated for, then its state dict loaded strictly (``build_model``). A QAT
+    run's best.pt / last.pt (fake-quant training state) is refused: its int8 form is best_int8.pt.
     """
+    if is_qat_state(state):
+        int8 = Path(checkpoint).with_name("best_int8.pt")
+        raise PackageError("%s is a QAT training checkpoint (fake-quant); package its int8 form: "
+                           "./compress.sh %s --precision int8" % (checkpoint, int8))
     try:
         return build_model(state).eval()
     except Exception as error:  # noqa: BLE001 -- a size mismatch, an unknown kwarg ...

@@ -8,6 +8,7 @@ import torch
 import networks
 from lowpower import checkpoint as ckpt
 from lowpower import train as train_module
+from lowpower.package_build import PackageError, build_package
 from lowpower.quantize import qat
 from lowpower.train import main as train_main
 from networks import quant
@@ -73,6 +74,9 @@ def test_tiny_qat_run_validates_fake_quant_and_writes_a_strict_int8_checkpoint(t
     # the converter's command line writes the same kind of file from last.pt
     assert qat.main(["convert", str(out / "last.pt"), "-o", str(tmp_path / "last_int8.pt")]) == 0
     assert ckpt.load_checkpoint(tmp_path / "last_int8.pt")["quant"]["mode"] == "qat"
+    # the packager points from the QAT training state to its int8 form, in one line
+    with pytest.raises(PackageError, match="QAT training checkpoint .*best_int8.pt --precision int8"):
+        build_package(out / "best.pt", tmp_path / "qat.pyz", verify=False)
 
 
 def test_qat_resume_is_exact_with_observers_and_freezes(train_args, tiny_data, tmp_path, monkeypatch):
