@@ -70,6 +70,19 @@ def make_pruner(model, example, importance, round_to, num_classes):
         raise PruneError("Torch-Pruning cannot trace %s: %s" % (type(model).__name__, _first_line(error))) from None
 
 
+def _pruner_step(pruner, model, example):
+    """One pruner step, then the FLOPs; any failure is a PruneError saying where it broke."""
+    try:
+        pruner.step()
+    except Exception as error:  # Torch-Pruning's own failures come as any exception type
+        raise PruneError("Torch-Pruning cannot prune %s: %s" % (type(model).__name__, _first_line(error))) from None
+    try:
+        return count_flops(model, example)
+    except RuntimeError as error:  # e.g. a view/reshape to channel counts the forward code fixes itself
+        raise PruneError("%s no longer runs once pruned (its forward code fixes channel counts of its own: %s)"
+                         % (type(model).__name__, _first_line(error))) from None
+
+
 def _first_line(error):
     text = str(error).strip()
     return (text.splitlines()[0] if text else type(error).__name__)[:200]
@@ -111,8 +124,7 @@ def prune_to_flops(model, example, target_flops, num_classes, importance="l1", s
                 model.zero_grad(set_to_none=True)
                 gradients(model)
                 model.eval()
-            pruner.step()
-            flops = count_flops(model, example)
+            flops = _pruner_step(pruner, model, example)
         if log:
             log("step %d/%d: %.1f%% of the FLOPs left (goal %.1f%%)" % (step, steps, 100 * flops / start,
                                                                       100 * goal / start))

@@ -4,8 +4,8 @@ A pruned checkpoint (``python -m lowpower.prune``) stores, in its ``arch_kwargs`
 ``width_plan``: for every layer whose shape pruning changed, its dotted module name and the
 constructor widths it now has::
 
-    {'inc.0.conv': {'in_channels': 3, 'out_channels': 24, 'groups': 1},
-     'inc.0.bn': {'num_features': 24}}
+    {'stem.0.0': {'in_channels': 3, 'out_channels': 24, 'groups': 1},
+     'stem.0.1': {'num_features': 24}}
 
 ``networks.create_model`` builds the network from its source as usual, then
 :func:`apply_width_plan` swaps each named layer for a fresh one of the same type with the
@@ -18,10 +18,10 @@ Device-side code: Python 3.6 syntax and the torch 1.10 API only; never imports `
 Example:
     >>> import torch, networks
     >>> model = networks.create_model('unet', base_width=8, depth=2)
-    >>> plan = {'inc.0.conv': {'in_channels': 3, 'out_channels': 4, 'groups': 1},
-    ...         'inc.0.bn': {'num_features': 4},
-    ...         'inc.1.conv': {'in_channels': 4, 'out_channels': 8, 'groups': 1}}
-    >>> apply_width_plan(model, plan).inc[0].conv.out_channels
+    >>> plan = {'stem.0.0': {'in_channels': 3, 'out_channels': 4, 'groups': 1},
+    ...         'stem.0.1': {'num_features': 4},
+    ...         'stem.1.0': {'in_channels': 4, 'out_channels': 8, 'groups': 1}}
+    >>> apply_width_plan(model, plan).stem[0][0].out_channels
     4
 """
 import torch.nn as nn
