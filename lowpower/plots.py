@@ -36,7 +36,7 @@ def plot_curves(history, path, title=None):
     right.set_ylabel("validation")
     right.set_ylim(0, 1)
     right.grid(alpha=0.3)
-    right.legend(loc="lower right")
+    right.legend(loc="best")  # low scores of short runs sat under a lower-right legend
     if title:
         figure.suptitle(title)
     figure.tight_layout()
