@@ -169,3 +169,23 @@ def test_fine_tune_of_a_pruned_checkpoint_resumes_exactly(synthetic_data, train_
     assert all(torch.equal(tensor, b["model"][name]) for name, tensor in a["model"].items())
     build_model(a).load_state_dict(a["model"], strict=True)
     assert not all(torch.equal(t, load_checkpoint(pruned)["model"][n]) for n, t in a["model"].items())
+
+
+def test_taylor_importance_in_two_steps_with_a_fine_tune_between(synthetic_data, tmp_path):
+    from lowpower.config import load_config
+
+    data = synthetic_data(train=8, val=2, test=0, seed=5)
+    cfg = load_config(None, ["model.kwargs={base_width: 4, depth: 2}", "data.dataset=synthetic", "data.root=%s" % data,
+                             "data.input_size=32", "data.workers=0", "train.batch_size=2", "train.amp=false"])
+    source = write_checkpoint(tmp_path / "best.pt", TINY_KWARGS, 32, config=cfg)
+    out = tmp_path / "pruned.pt"
+    assert prune.main([str(source), "--target-flops", "0.6", "--importance", "taylor", "--steps", "2",
+                       "--finetune-steps", "2", "--round-to", "0", "--out", str(out), "--repeats", "1",
+                       "--no-progress"]) == 0
+    state = load_checkpoint(out)
+    assert state["prune"]["after"]["flops"] <= 0.6 * state["prune"]["before"]["flops"]
+    assert (state["prune"]["importance"], state["prune"]["steps"], state["prune"]["finetune_steps"]) == ("taylor", 2, 2)
+    build_model(state)  # strict load of the pruned, fine-tuned weights
+    # the fine-tune moved weights that pruning alone keeps: some kept conv differs from every slice of the source
+    source_stem = load_checkpoint(source)["model"]["stem.0.0.weight"]
+    assert not any(torch.equal(w, s) for w in state["model"]["stem.0.0.weight"] for s in source_stem)
