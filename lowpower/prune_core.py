@@ -129,9 +129,10 @@ def prune_to_flops(model, example, target_flops, num_classes, importance="l1", s
             log("step %d/%d: %.1f%% of the FLOPs left (goal %.1f%%)" % (step, steps, 100 * flops / start,
                                                                       100 * goal / start))
         if flops > goal:
-            raise PruneError("pruning %s stopped at %.0f%% of its FLOPs (at most %.0f%% of each layer's channels "
-                             "go), above the %.0f%% asked for" % (type(model).__name__, 100 * flops / start,
-                                                                   100 * MAX_RATIO, 100 * target_flops))
+            raise PruneError("pruning %s stopped at %.0f%% of its FLOPs, above the %.0f%% asked for (at most %.0f%% "
+                             "of each layer's channels go, counts rounded to multiples of %s); lower --round-to or "
+                             "keep more FLOPs" % (type(model).__name__, 100 * flops / start, 100 * target_flops,
+                                                  100 * MAX_RATIO, round_to or 1))
         if between_steps is not None and step < steps:
             between_steps(model, step)
             model.eval()
