@@ -10,7 +10,8 @@ utils/fanet.py, utils/resnet.py); nothing of it is part of lowpower. The benchma
    ``map_location``, CUDA events and synchronize), and writes a ``model.pkl`` of its own FANet with
    random weights (``--seed``);
 2. converts that ``model.pkl`` with ``lowpower.import_sample`` (the same random weights) and packages
-   it with ``lowpower.package`` at 512, as the sample runs;
+   it with ``lowpower.package`` at 512, as the sample runs, printing what the sample prints (``--timer
+   network``: the network calls alone; ``--timer model`` adds our timed post-processing);
 3. packages ``lraspp_mbv3_small`` (random weights) at 256;
 4. runs the sample's pyz against each of ours in turns (``lowpower.bench_compare``: A B A B ...)
    and prints the tables: wall, printed model time and peak memory, B/A min/median/max, and the
@@ -136,15 +137,18 @@ def random_checkpoint(arch, input_size, path, seed):
     return path
 
 
-def build_ours(weights, out, seed):
-    """Our two packages: the sample's network from its own weights at 512, lraspp_mbv3_small at 256."""
+def build_ours(weights, out, seed, timer="network"):
+    """Our two packages: the sample's network from its own weights at 512, lraspp_mbv3_small at 256.
+
+    ``timer`` is what they print; ``network`` times what the sample times (the network call alone).
+    """
     fanet_ckpt, _ = import_sample(weights, out / "fanet_r18_sample.pt")
     lraspp_ckpt = random_checkpoint("lraspp_mbv3_small", 256, out / "lraspp_mbv3_small_256.pt", seed)
     packages = {}
     for name, ckpt, size in (("fanet_r18_sample@512", fanet_ckpt, 512),
                              ("lraspp_mbv3_small@256", lraspp_ckpt, 256)):
         pyz = out / (name.replace("@", "_") + ".pyz")
-        build_package(ckpt, pyz, input_size=size, verify=False, build_dir=out / "build" / pyz.stem)
+        build_package(ckpt, pyz, input_size=size, timer=timer, verify=False, build_dir=out / "build" / pyz.stem)
         packages[name] = pyz
     return packages
 
@@ -167,17 +171,20 @@ def main(argv=None):
     parser.add_argument("-n", "--runs", type=int, default=5, help="runs per package and comparison (5)")
     parser.add_argument("--out", default="runs/bench_sample", help="where the packages are built")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--timer", choices=("network", "model"), default="network",
+                        help="what our packages print: network = the network calls alone, as the sample "
+                             "times; model = with the post-processing too (default: network)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
         sample_pyz, weights = build_sample(args.sample_dir, out, args.seed)
-        ours = build_ours(weights, out, args.seed)
+        ours = build_ours(weights, out, args.seed, args.timer)
         for name, pyz in ours.items():
             workdir = out / ("masks-" + pyz.stem)
             result = compare(sample_pyz, pyz, args.images, runs=args.runs, workdir=workdir)
             print("\n== B = our %s vs A = the sample's package (FANet, 512)" % name)
-            print(report(result, "random weights, seed %d" % args.seed))
+            print(report(result, "random weights, seed %d; ours timed: %s" % (args.seed, args.timer)))
             print("masks equal to the sample's: %.4f of pixels" % mask_agreement(workdir / "out-A", workdir / "out-B"))
     except (SampleError, CompareError) as error:
         print("bench_sample failed: %s" % error, file=sys.stderr)

@@ -6,7 +6,8 @@
 For each variant it reports:
 
 - the on-disk size of the package's ``weights.npz`` and of the whole ``solution.pyz``;
-- forward latency in this process (batch 1, the checkpoint's input size, a real validation image):
+- forward latency in this process (batch 1, the checkpoint's input size or ``--forward-size``, a real
+  validation image):
   median, min and max over ``-n`` calls, the variants in turns call by call (A B C D A B C D ...),
   so a change in the machine's load falls on every variant alike;
 - package model seconds per image: each package run by ``lowpower.pyz.run_pyz`` (the referee's
@@ -126,6 +127,9 @@ def measure(args):
                      "npz_bytes": info["weights_bytes"], "pyz_bytes": info["bytes"],
                      "val_dice": val_dice(model, cfg, loader)})
     image = loader.dataset[0][0][None]
+    if args.forward_size:  # the same image at another size: int8 gains grow with the input (512 for LPCVC)
+        image = torch.nn.functional.interpolate(image, size=(args.forward_size,) * 2, mode="bilinear",
+                                                align_corners=False)
     for row, times in zip(rows, forward_times(models, image, args.calls)):
         row["forward"] = times
     images, gt, _ = sample_images(args.images, 0, out) if args.images else (None, None, "")
@@ -170,6 +174,8 @@ def add_parser(commands):
     sub.add_argument("--calib", type=int, default=64, help="calibration images for that PTQ (default 64)")
     sub.add_argument("--images", help="folder of PNGs or one holding IMG/ and GT/, for package runs and Dice")
     sub.add_argument("-n", "--calls", type=int, default=30, help="forward calls per variant (default 30)")
+    sub.add_argument("--forward-size", type=int, help="input side of the forward timing (default: the "
+                                                      "checkpoint's; Dice and packages keep it)")
     sub.add_argument("--package-runs", type=int, default=3, help="runs per package (default 3)")
     sub.add_argument("--out", default="runs/bench_variants", help="where the variants and packages are written")
 

@@ -153,6 +153,8 @@ def test_study_writes_rows_memory_and_plot_and_skips_done_rows(synthetic_data, t
     with open(out / "study.csv", newline="") as handle:
         keys = [(r["weight_bits"], r["act_bits"], r["qat_epochs"]) for r in csv.DictReader(handle)]
     assert keys == [("32", "32", "0"), ("4", "6", "0"), ("4", "8", "0"), ("4", "6", "1"), ("4", "8", "1")]
+    table = (out / "study.md").read_text()  # every row of the CSV, the earlier run's too
+    assert table.count("\n") == 2 + 5 and "| 4 | 6 | 0 |" in table and "| 4 | 6 | 1 |" in table
 
 
 def test_study_names_a_missing_checkpoint(tmp_path, capsys):

@@ -15,6 +15,7 @@ import networks
 from evaluation.contract import CLASS_NAMES as LPCVC_CLASSES
 from lowpower.checkpoint import save_checkpoint
 from lowpower.package import (
+    DEFAULT_BATCH_SIZE,
     PackageError,
     build_package,
     generated_init,
@@ -60,7 +61,9 @@ def built(checkpoint, tmp_path_factory):
 
 
 def test_import_closure_of_unet_is_its_file_and_blocks():
-    assert [name for name, _ in import_closure("networks.unet")] == ["networks.blocks", "networks.unet"]
+    # fusion and quant: every zoo network can be quantized (fuse_model), so they ship with it
+    assert [name for name, _ in import_closure("networks.unet")] == [
+        "networks.blocks", "networks.fusion", "networks.quant", "networks.unet"]
 
 
 def test_every_registered_model_has_a_shippable_closure():
@@ -119,7 +122,7 @@ def test_generated_init_builds_the_one_model(tmp_path):
 def test_package_holds_only_template_closure_manifest_and_weights(built):
     template = {"__main__.py"} | {"solution/" + p.name for p in TEMPLATE.glob("*.py") if p.name != "__main__.py"}
     expected = template | {"solution/manifest.json", "solution/weights.npz", "networks/__init__.py",
-                           "networks/unet.py", "networks/blocks.py"}
+                           "networks/unet.py", "networks/blocks.py", "networks/fusion.py", "networks/quant.py"}
     with zipfile.ZipFile(built["path"]) as archive:
         files = [info for info in archive.infolist() if not info.is_dir()]
         names = {info.filename for info in files}
@@ -150,7 +153,7 @@ def test_manifest_records_what_the_program_needs(built, checkpoint):
     assert manifest["num_classes"] == 14 and manifest["classes"] == list(LPCVC_CLASSES)
     assert manifest["mean"] == [0.485, 0.456, 0.406] and manifest["std"] == [0.229, 0.224, 0.225]
     assert (manifest["input_size"], manifest["output_size"]) == (64, 512)
-    assert (manifest["precision"], manifest["timer"], manifest["batch_size"]) == ("fp16", "model", 1)
+    assert (manifest["precision"], manifest["timer"], manifest["batch_size"]) == ("fp16", "model", DEFAULT_BATCH_SIZE)
     import hashlib
     assert manifest["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert manifest["val_mean_dice"] == pytest.approx(0.31) and manifest["epoch"] == 7

@@ -68,7 +68,7 @@ def packages(checkpoint, tmp_path_factory):
     return {name: build_package(checkpoint, folder / (name + ".pyz"), precision=precision, timer=timer,
                                 build_dir=folder / ("build_" + name), verify=False)["path"]
             for name, precision, timer in [("fp32", "fp32", "model"), ("fp16", "fp16", "model"),
-                                           ("wall", "fp32", "wall")]}
+                                           ("wall", "fp32", "wall"), ("network", "fp32", "network")]}
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +248,17 @@ def test_wall_timer_prints_the_whole_run(packages, images, tmp_path):
     recorded = json.loads(stats.read_text())
     assert float(result.stdout) == pytest.approx(recorded["wall_seconds"], abs=1e-5)
     assert recorded["wall_seconds"] > recorded["loop_seconds"] >= recorded["model_seconds"]
+
+
+def test_network_timer_prints_the_network_calls_without_the_post_processing(packages, images, tmp_path):
+    stats = tmp_path / "stats.json"
+    result = run_program(packages["network"], images[0], tmp_path / "out", tmp_path / "cwd",
+                         LOWPOWER_STATS=str(stats))
+    assert result.returncode == 0, result.stderr
+    assert_one_float(result.stdout)
+    recorded = json.loads(stats.read_text())
+    assert float(result.stdout) == pytest.approx(recorded["network_seconds"], abs=1e-5)
+    assert 0 < recorded["network_seconds"] < recorded["model_seconds"]
 
 
 def test_batches_of_three_give_the_same_masks(batched_package, images, reference, tmp_path):

@@ -229,8 +229,10 @@ class Study:
 
 
 def write_reports(done, pairs, out, title):
-    """``study.md`` and ``study.png`` from the rows measured so far, in the sweep's order."""
-    rows = [done[pair] for pair in pairs if pair in done]
+    """``study.md`` and ``study.png`` from every row of the CSV: this sweep's in its order, then the
+    rows earlier runs of the study left there (another fine-tune length, other bits)."""
+    rows = [done[pair] for pair in pairs if pair in done] + [done[pair] for pair in sorted(done)
+                                                             if pair not in pairs]
     write_markdown(rows, out / "study.md")
     plot_rows(rows, out / "study.png", title)
 
