@@ -91,3 +91,40 @@ def restore_signal_handlers():
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
+
+
+def randomize_batchnorm(model, seed):
+    """Random BN statistics and affine terms (in place; returns the model), so a fusion or a key
+    mapping that got BN wrong shows in the outputs instead of hiding behind BN's identity init."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    return model
+
+
+class PlainNet(torch.nn.Module):
+    """A network without the int8 convention (no stubs, no FloatFunctional, no fuse_model)."""
+
+    quantizable = False
+    quantize_reason = "its head adds activations with a bare +, not FloatFunctional (test network)"
+
+    def __init__(self, num_classes=14):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, num_classes, 1)
+
+    def forward(self, x):
+        return self.conv(x) + x.mean()
+
+
+@pytest.fixture
+def plain_network(monkeypatch):
+    """Registers PlainNet as ``plain_net`` for one test (every zoo network quantizes) and returns
+    that name."""
+    import networks
+
+    monkeypatch.setitem(networks.MODELS, "plain_net", lambda num_classes=14: PlainNet(num_classes))
+    return "plain_net"

@@ -18,6 +18,7 @@ import networks
 from lowpower.checkpoint import load_checkpoint
 from lowpower.import_sample import main
 from lowpower.package import build_package
+from tests.conftest import randomize_batchnorm
 
 SAMPLE_PARAMETERS = 13968256  # the sample at 14 classes (docs/DESIGN section 6)
 NEVER_CALLED = 299328  # clslayer_32, clslayer_16, ffm_8.smooth, ffm_4.up
@@ -104,14 +105,7 @@ class SampleLayout(nn.Module):
 
 def randomised(model):
     """Random BN statistics and affine terms, so a wrong key mapping shows in the logits."""
-    torch.manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
+    return randomize_batchnorm(model, 1).eval()
 
 
 def count(model):

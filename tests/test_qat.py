@@ -12,6 +12,7 @@ from lowpower.package_build import PackageError, build_package
 from lowpower.quantize import qat
 from lowpower.train import main as train_main
 from networks import quant
+from tests.conftest import PlainNet
 from tests.test_resume import stop_after_steps
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread", "restore_signal_handlers")
@@ -175,25 +176,9 @@ def test_init_from_starts_qat_from_a_float_checkpoint(train_args, tiny_data, tmp
     assert error.startswith("train.py: error: quant.init_from %s holds unet" % source)
 
 
-class PlainNet(torch.nn.Module):
-    """A network without the int8 convention (no stubs, no fuse_model)."""
-
-    quantizable = False
-    quantize_reason = "tensor ops outside FloatFunctional (test network)"
-
-    def __init__(self, num_classes=14):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, num_classes, 1)
-
-    def forward(self, x):
-        return self.conv(x) + x.mean()
-
-
 def test_quant_qat_on_a_network_that_cannot_be_quantized_fails_in_one_line(train_args, tiny_data, tmp_path,
-                                                                         capsys, monkeypatch):
-    # Every zoo network quantizes today, so the refused one is registered for this test.
-    monkeypatch.setitem(networks.MODELS, "plain_net_for_test_qat", lambda num_classes=14: PlainNet(num_classes))
-    arch = "plain_net_for_test_qat"
+                                                                         capsys, plain_network):
+    arch = plain_network  # every zoo network quantizes today, so the refused one is registered for this test
     assert networks.quantizable(arch) == (False, PlainNet.quantize_reason)
     args = train_args(tiny_data, tmp_path / "run", *QAT, "model.arch=%s" % arch, "model.kwargs={}")
     assert train_main(args) == 2

@@ -5,6 +5,7 @@ import torch.nn as nn
 
 import networks
 from networks import quant
+from tests.conftest import randomize_batchnorm
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -45,13 +46,7 @@ def build(name, seed=0):
     """The network with random BN statistics, so folding BN into convs changes the weights."""
     torch.manual_seed(seed)
     model = networks.create_model(name, num_classes=NUM_CLASSES, **SMALL.get(name, {}))
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-    return model
+    return randomize_batchnorm(model, seed + 1)
 
 
 def images(seed, batch=2):

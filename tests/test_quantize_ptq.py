@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import networks
 from lowpower.checkpoint import build_model, load_checkpoint, save_checkpoint
 from lowpower.quantize.__main__ import main as quantize_main
 from lowpower.quantize.calibrate import calibration_loader, spread_indices
@@ -92,19 +91,7 @@ def test_missing_engine_falls_back_with_a_warning(float_run, tmp_path, monkeypat
     assert load_checkpoint(out)["quant"]["engine"] == "fbgemm"
 
 
-class PlainNet(torch.nn.Module):
-    """A network that declares no int8 support, as zoo networks without stubs do."""
-
-    quantizable = False
-    quantize_reason = "its head adds activations with a bare +, not FloatFunctional"
-
-    def __init__(self, num_classes=14):
-        super().__init__()
-        self.head = torch.nn.Conv2d(3, num_classes, 1)
-
-
-def test_non_quantizable_network_is_a_one_line_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(networks.MODELS, "plain_net", lambda num_classes=14: PlainNet(num_classes))
+def test_non_quantizable_network_is_a_one_line_error(tmp_path, plain_network, capsys):
     path = tmp_path / "plain.pt"
     save_checkpoint({"arch": "plain_net", "arch_kwargs": {"num_classes": 14}, "model": {},
                      "config": {"data": {}}}, path)
