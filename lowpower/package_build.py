@@ -18,7 +18,6 @@ import zipapp
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import networks
 from lowpower.checkpoint import build_model
@@ -27,6 +26,7 @@ from lowpower.package_manifest import (
     PackageError,
     describe_checkpoint,
     export_weights,
+    int8_ships_in_fp16,
     program_settings,
     read_checkpoint,
     resolve_precision,
@@ -86,14 +86,15 @@ def rebuild_model(state, checkpoint):
 
 def check_int8_arrays(model, arrays):
     """PackageError unless the device's decoder (``solution.int8``) gives back ``model``'s state dict
-    exactly: its quantized tensors bit for bit, its float entries as fp16 rounds them (how they ship)."""
+    exactly: bit for bit, except the float weights that ship in fp16 (``int8_ships_in_fp16``)."""
     from solution.int8 import Int8WeightsError, decode_state_dict
 
     try:
         decoded = decode_state_dict(arrays)
     except Int8WeightsError as error:
         raise PackageError("the int8 weights.npz would not load on the device: %s" % error) from None
-    shipped = {key: value.detach().half().float() if value.dtype == torch.float32 else value
+    shipped = {key: value.detach().half().float() if not value.is_quantized
+               and int8_ships_in_fp16(key, value.detach().numpy()) else value
                for key, value in model.state_dict().items()}
     problems = differences(shipped, decoded)
     if problems:

@@ -168,6 +168,18 @@ def fp16_array(key, tensor):
     return tensor.half().numpy()
 
 
+def int8_ships_in_fp16(key, array):
+    """True for an int8 model's float weights (the float islands: transposed convs), which ship in
+    fp16 as an fp16 package's do and are cast back to fp32 on the device; biases and quantization
+    scales stay exact, so only the weights the int8 model keeps in float are rounded.
+
+    Example:
+        >>> int8_ships_in_fp16("up.0.up.module.weight", np.zeros(3, np.float32))
+        True
+    """
+    return key.endswith(".weight") and array.dtype == np.float32
+
+
 def export_weights(model, precision):
     """The state dict as numpy arrays; floating tensors in fp16 when ``precision == 'fp16'``; an
     int8 model's quantized tensors split into values, scales, zero points and axis
@@ -181,9 +193,7 @@ def export_weights(model, precision):
             arrays = encode_state_dict(model.state_dict())
         except ValueError as error:
             raise PackageError("the int8 model cannot be stored as plain arrays: %s" % error) from None
-        # Its float entries (biases; the float islands' weights, e.g. transposed convs) as an fp16
-        # package stores them: the device casts them back to fp32.
-        return {key: fp16_array(key, torch.from_numpy(array)) if array.dtype == np.float32 else array
+        return {key: fp16_array(key, torch.from_numpy(array)) if int8_ships_in_fp16(key, array) else array
                 for key, array in arrays.items()}
     arrays = {}
     for key, tensor in model.state_dict().items():

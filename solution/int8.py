@@ -96,7 +96,7 @@ def decode_state_dict(tensors):
     clash = sorted(set(plain) & set(quantized))
     if clash:
         raise Int8WeightsError('weights.npz holds {} both plain and quantized'.format(clash[0]))
-    # float entries (biases, the float islands' weights) may be stored in fp16: back to the model's fp32
+    # the float islands' weights are stored in fp16: back to the model's fp32
     state = dict((name, _float32_if_half(torch.as_tensor(value))) for name, value in plain.items())
     for name, parts in quantized.items():
         state[name] = quantized_tensor(name, parts)

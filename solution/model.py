@@ -119,10 +119,6 @@ class Segmenter(object):
         if self.cuda:
             torch.cuda.synchronize()
 
-    def forward(self, batch):
-        """(N, H, W, 3) uint8 numpy -> (N, S, S) uint8 tensor on the device."""
-        return self.postprocess(self.logits(batch))
-
     def logits(self, batch):
         """(N, H, W, 3) uint8 numpy -> the network's (N, C, h, w) scores on the device."""
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).contiguous()
