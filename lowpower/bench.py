@@ -48,7 +48,7 @@ import torch
 from tqdm import tqdm
 
 import networks
-from lowpower import bench_compare, bench_pareto, bench_variants
+from lowpower import bench_compare, bench_pareto, bench_pipeline, bench_variants
 
 COLUMNS = [
     "model", "params", "gflops", "weights_fp32_mb", "weights_fp16_mb",
@@ -319,6 +319,7 @@ def parse_args(argv):
     bench_compare.add_parser(commands)
     bench_pareto.add_parser(commands)
     bench_variants.add_parser(commands)
+    bench_pipeline.add_parser(commands)
     args = parser.parse_args(argv)
     args.argv = list(argv)
     return args
@@ -327,7 +328,8 @@ def parse_args(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    tools = {"compare": bench_compare, "pareto": bench_pareto, "variants": bench_variants}
+    tools = {"compare": bench_compare, "pareto": bench_pareto, "variants": bench_variants,
+             "pipeline": bench_pipeline}
     if args.command in tools:
         return tools[args.command].run(args)
     if args.command == "measure":
