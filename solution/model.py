@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from .foldbn import fold_for_inference
 from .postprocess import segment
 
 PACKAGE = __name__.rpartition('.')[0] or 'solution'
@@ -47,6 +48,7 @@ def build_model(manifest):
     fp16 weights are cast to the model's fp32 parameters here; on CUDA the
     model is halved again when the manifest asks for fp16. A ``backend`` tensorrt package returns
     ``tensorrt.EngineModel`` (called like the network) when TensorRT and CUDA work, else this model.
+    A float model has its BatchNorm folded into the convolutions (``build_float_model``).
     """
     if manifest.get('backend') == 'tensorrt':  # the shipped ONNX file as an engine, or None (warned)
         from .tensorrt import load_engine_model
@@ -56,10 +58,31 @@ def build_model(manifest):
     if manifest.get('precision') == 'int8':  # quantized tensors stored as plain arrays (int8.py)
         from .int8 import build_int8_model
         return build_int8_model(manifest, load_weights())
+    return build_float_model(manifest, load_weights())
+
+
+def build_float_model(manifest, weights):
+    """The float network of ``manifest`` with ``weights`` loaded, in eval mode, BatchNorm folded.
+
+    Folding (``foldbn.py``) happens here, in fp32 and before ``Segmenter`` moves the model to its
+    device and halves it, so fp16 rounds the folded weights once. ``LOWPOWER_FOLD_BN=0`` keeps BN;
+    a network without ``fuse_model`` always keeps it.
+
+    Args:
+        manifest: ``arch`` and ``arch_kwargs``.
+        weights: the state dict (``load_weights()``); loaded strictly, before any folding.
+
+    Example:
+        >>> model = build_float_model(load_manifest(), load_weights())  # doctest: +SKIP
+    """
     import networks  # the generated registry of the one shipped model
-    model = networks.create_model(manifest['arch'], **manifest['arch_kwargs'])
-    model.load_state_dict(load_weights(), strict=True)
-    return model.eval()
+
+    def rebuild():
+        model = networks.create_model(manifest['arch'], **manifest['arch_kwargs'])
+        model.load_state_dict(weights, strict=True)
+        return model.eval()
+
+    return fold_for_inference(rebuild(), rebuild)
 
 
 def choose_device(manifest):
