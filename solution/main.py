@@ -36,6 +36,7 @@ Environment variables (for benchmarks and tests; the referee sets none):
     LOWPOWER_SEQUENTIAL=1   no pools: read, segment, write one batch at a time
     LOWPOWER_THREADS=N      torch CPU threads (default: all cores)
     LOWPOWER_STATS=FILE     write the run's timings as JSON to FILE
+    LOWPOWER_FOLD_BN=0      keep BatchNorm apart from the convs of a float model (default: folded)
 """
 import argparse
 import json
