@@ -1,24 +1,23 @@
-"""DeepLabV3 on ResNet-18/50/101 built from torchvision classes.
+"""DeepLabV3 on ResNet-18/50/101, with torchvision's layers written out (no torchvision import).
 
-Device-side code: Python 3.6 syntax and the torch 1.10 / torchvision 0.11 API
-only. Only classes whose constructors are the same in torchvision 0.11 and
-today are used, and nothing is downloaded here: the workstation loads
-ImageNet weights into ``model.backbone`` (see ``lowpower.pretrained``).
+Device-side code: Python 3.6 syntax and the torch 1.10 API only. The ResNet
+trunk comes from ``networks.resnet`` and the ASPP head below copies
+torchvision's ``ASPP`` / ``ASPPConv`` / ``ASPPPooling`` / ``DeepLabHead``
+(same module names, order, keys and init), so checkpoints written when these
+networks were built from torchvision's classes load unchanged. Nothing is
+downloaded here: the workstation loads ImageNet weights into
+``model.backbone`` (see ``lowpower.pretrained``).
 
-Quantizable in eager mode: the ResNet blocks are torchvision's
-``QuantizableBasicBlock`` / ``QuantizableBottleneck`` (present in 0.11; the
-same state-dict keys as ``BasicBlock`` / ``Bottleneck``, the residual add
-through ``FloatFunctional.add_relu``) and the ASPP concatenation goes through
-``FloatFunctional``.
+Quantizable in eager mode: the ResNet blocks are the quantizable ones of
+``networks.resnet`` (residual add through ``FloatFunctional.add_relu``) and
+the ASPP concatenation goes through ``FloatFunctional``.
 """
+import torch  # noqa: F401 -- the docstring examples use it
 import torch.nn as nn
-from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.quantization.resnet import QuantizableBasicBlock, QuantizableBottleneck
-from torchvision.models.resnet import ResNet
-from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from networks.blocks import resize_to
 from networks.fusion import QuantizableNetwork, float_functional
+from networks.resnet import IntermediateLayerGetter, QuantizableBasicBlock, QuantizableBottleneck, resnet_trunk
 
 RESNET_SPECS = {
     18: (QuantizableBasicBlock, [2, 2, 2, 2]),
@@ -29,11 +28,69 @@ RESNET_SPECS = {
 ATROUS_RATES = (12, 24, 36)
 
 
-class QuantizableASPP(ASPP):
-    """torchvision's ASPP (same layers and keys) with its concatenation through ``FloatFunctional``."""
+def conv_bn_relu(in_channels, out_channels, kernel_size=1, dilation=1):
+    """torchvision's ASPP branch layers: conv (no bias), BN, ReLU (not in place), padding keeps the size.
+
+    Example:
+        >>> conv_bn_relu(64, 256, 3, dilation=12)[0].padding
+        (12, 12)
+    """
+    padding = dilation if kernel_size == 3 else 0
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    )
+
+
+class ASPPPooling(nn.Sequential):
+    """torchvision's ASPP image-pooling branch: global average, 1x1 conv-BN-ReLU, upsampled back.
+
+    Example:
+        >>> ASPPPooling(64, 256)(torch.zeros(2, 64, 8, 8)).shape
+        torch.Size([2, 256, 8, 8])
+    """
+
+    def __init__(self, in_channels, out_channels):
+        super(ASPPPooling, self).__init__(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+        )
+
+    def forward(self, x):
+        size = x.shape[-2:]
+        for module in self:
+            x = module(x)
+        return resize_to(x, size)
+
+
+class QuantizableASPP(nn.Module):
+    """torchvision's ASPP (same layers and keys) with its concatenation through ``FloatFunctional``.
+
+    Args:
+        in_channels: input channels.
+        atrous_rates: dilations of the 3x3 branches.
+        out_channels: channels of every branch and of the projection.
+
+    Example:
+        >>> QuantizableASPP(64, (12, 24, 36)).eval()(torch.zeros(1, 64, 8, 8)).shape
+        torch.Size([1, 256, 8, 8])
+    """
 
     def __init__(self, in_channels, atrous_rates, out_channels=256):
-        super(QuantizableASPP, self).__init__(in_channels, list(atrous_rates), out_channels)
+        super(QuantizableASPP, self).__init__()
+        branches = [conv_bn_relu(in_channels, out_channels)]
+        branches.extend(conv_bn_relu(in_channels, out_channels, 3, rate) for rate in atrous_rates)
+        branches.append(ASPPPooling(in_channels, out_channels))
+        self.convs = nn.ModuleList(branches)
+        self.project = nn.Sequential(
+            nn.Conv2d(len(self.convs) * out_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+        )
         self.merge = float_functional()
 
     def forward(self, x):
@@ -54,39 +111,6 @@ def deeplab_head(in_channels, num_classes):
         nn.ReLU(),
         nn.Conv2d(256, num_classes, 1),
     )
-
-# Which of layer2..layer4 trade their stride 2 for dilation.
-DILATED_LAYERS = {8: ('layer3', 'layer4'), 16: ('layer4',)}
-
-
-def dilate_layer(layer, previous_dilation, dilation):
-    """Turn a stride-2 ResNet layer into a stride-1 dilated one, in place.
-
-    Follows torchvision's ``replace_stride_with_dilation`` convention: the
-    first block keeps the previous dilation, later blocks use the new one.
-    Done by hand because torchvision's BasicBlock refuses ``dilation > 1``.
-    """
-    for index, block in enumerate(layer):
-        rate = previous_dilation if index == 0 else dilation
-        for module in block.modules():
-            if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
-                module.stride = (1, 1)
-                module.dilation = (rate, rate)
-                module.padding = (rate, rate)
-        if block.downsample is not None:
-            block.downsample[0].stride = (1, 1)
-
-
-def dilate_resnet(resnet, output_stride):
-    """Set a ResNet's output stride to 8 or 16 (32 leaves it unchanged)."""
-    if output_stride == 32:
-        return
-    if output_stride not in DILATED_LAYERS:
-        raise ValueError('output_stride must be 8, 16 or 32, got {}'.format(output_stride))
-    dilation = 1
-    for name in DILATED_LAYERS[output_stride]:
-        previous, dilation = dilation, dilation * 2
-        dilate_layer(getattr(resnet, name), previous, dilation)
 
 
 class DeepLabV3(QuantizableNetwork, nn.Module):
@@ -112,10 +136,9 @@ class DeepLabV3(QuantizableNetwork, nn.Module):
             raise ValueError('ResNet depth must be one of {}, got {}'.format(
                 sorted(RESNET_SPECS), depth))
         block, layers = RESNET_SPECS[depth]
-        resnet = ResNet(block, layers)
-        dilate_resnet(resnet, output_stride)
         self.output_stride = output_stride
-        self.backbone = IntermediateLayerGetter(resnet, return_layers={'layer4': 'out'})
+        self.backbone = IntermediateLayerGetter(resnet_trunk(block, layers, output_stride),
+                                                return_layers={'layer4': 'out'})
         self.head = deeplab_head(512 * block.expansion, num_classes)
         self.add_quant_stubs()
 

@@ -24,25 +24,24 @@ sample's unused auxiliary heads and discarded coarsest smoothing conv are not
 built. So the sample's checkpoints do not load here (they load into
 ``fanet_r18_sample`` through ``lowpower.import_sample``).
 
-Device-side code: Python 3.6 syntax and the torch 1.10 / torchvision 0.11
-API only; ``model.backbone`` takes torchvision ImageNet ResNet-18 weights
+Device-side code: Python 3.6 syntax and the torch 1.10 API only; the ResNet-18
+is ``networks.resnet``'s copy of torchvision's (same keys, no torchvision
+import), and ``model.backbone`` takes torchvision ImageNet ResNet-18 weights
 (see ``lowpower.pretrained``).
 
-Quantizable in eager mode: torchvision's ``QuantizableBasicBlock`` (same
-keys), adds and the concatenation through ``FloatFunctional``; the attention
+Quantizable in eager mode: the quantizable basic blocks of ``networks.resnet``,
+adds and the concatenation through ``FloatFunctional``; the attention
 products (normalise, bmm) have no int8 kernels, so they run in float between
 a dequantize and a quantize stub, and the convs around them stay int8.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.quantization.resnet import QuantizableBasicBlock
-from torchvision.models.resnet import ResNet
 
 from networks import quant
 from networks.blocks import ConvBNReLU, resize_to
 from networks.fusion import QuantizableNetwork, float_functional
+from networks.resnet import IntermediateLayerGetter, QuantizableBasicBlock, resnet_trunk
 
 LEVELS = ('4', '8', '16', '32')
 RESNET18_CHANNELS = {'4': 64, '8': 128, '16': 256, '32': 512}
@@ -110,8 +109,7 @@ class FANet(QuantizableNetwork, nn.Module):
 
     def __init__(self, num_classes=14, key_channels=32, fuse_channels=128):
         super(FANet, self).__init__()
-        resnet = ResNet(QuantizableBasicBlock, [2, 2, 2, 2])
-        self.backbone = IntermediateLayerGetter(resnet, return_layers={
+        self.backbone = IntermediateLayerGetter(resnet_trunk(QuantizableBasicBlock, [2, 2, 2, 2]), return_layers={
             'layer1': '4', 'layer2': '8', 'layer3': '16', 'layer4': '32'})
         channels = RESNET18_CHANNELS
         self.attention = nn.ModuleDict(

@@ -30,17 +30,17 @@ lowpower.import_sample`` converts its weight file). 11.77 GFLOPs at 512x512
 by torch.utils.flop_counter (2 per multiply-add); the sample's 11.85 include
 the discarded branch's 0.08.
 
-Device-side code: Python 3.6 syntax and the torch 1.10 / torchvision 0.11 API.
+Device-side code: Python 3.6 syntax and the torch 1.10 API; the ResNet-18 is
+``networks.resnet``'s copy of torchvision's (same keys), so a package of this
+network never imports torchvision.
 """
 import torch  # noqa: F401 -- the docstring example uses it
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.quantization.resnet import QuantizableBasicBlock
-from torchvision.models.resnet import ResNet
 
 from networks.blocks import ConvBNReLU
 from networks.fanet import FANet, FastAttention
+from networks.resnet import IntermediateLayerGetter, QuantizableBasicBlock, resnet_trunk
 
 # Levels by their true stride (the sample's code names them 4, 8, 16, 32).
 LEVELS = ('8', '16', '32', '64')
@@ -52,23 +52,6 @@ SMOOTH_LEVELS = ('32', '8')  # levels whose smoothed map reaches the classifier
 def upsample(x, size):
     """Bilinear resize with ``align_corners=True``, as every resize of the sample."""
     return F.interpolate(x, size=size, mode='bilinear', align_corners=True)
-
-
-def stride2_resnet18():
-    """torchvision's ResNet-18 with layer1 at stride 2, as the sample builds it.
-
-    The constructors of ``ResNet`` and ``BasicBlock`` are the same on
-    torchvision 0.11 and today; layer1 is rebuilt with the downsample a
-    stride-2 block needs, under torchvision's names (``layer1.0.downsample.0``).
-    """
-    resnet = ResNet(QuantizableBasicBlock, [2, 2, 2, 2])
-    downsample = nn.Sequential(nn.Conv2d(64, 64, kernel_size=1, stride=2, bias=False), nn.BatchNorm2d(64))
-    resnet.layer1 = nn.Sequential(QuantizableBasicBlock(64, 64, stride=2, downsample=downsample),
-                                  QuantizableBasicBlock(64, 64))
-    for module in resnet.layer1.modules():  # the same init torchvision gives its own layers
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode='fan_out', nonlinearity='relu')
-    return resnet
 
 
 def padded_lateral(in_channels, out_channels):
@@ -95,7 +78,9 @@ class FANetSample(FANet):
 
     def __init__(self, num_classes=14, key_channels=32, smooth_channels=128):
         nn.Module.__init__(self)  # FANet's layers are not built: the forward pass is all it shares
-        self.backbone = IntermediateLayerGetter(stride2_resnet18(), return_layers={
+        # The sample's ResNet-18 has stride 2 in layer1 as well (with its 1x1 downsample).
+        trunk = resnet_trunk(QuantizableBasicBlock, [2, 2, 2, 2], layer1_stride=2)
+        self.backbone = IntermediateLayerGetter(trunk, return_layers={
             'layer1': '8', 'layer2': '16', 'layer3': '32', 'layer4': '64'})
         self.attention = nn.ModuleDict([
             (level, FastAttention(CHANNELS[level], key_channels, divide_by_pixels=False)) for level in LEVELS])

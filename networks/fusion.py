@@ -4,42 +4,38 @@ Every quantizable network's ``fuse_model(qat)`` calls :func:`fuse_for_quantizati
 so the groups are found the same way everywhere instead of being listed by hand
 per network:
 
-- inside containers that run their children in order (``nn.Sequential`` and
-  torchvision's ``IntermediateLayerGetter``): runs of Conv2d-BN(-ReLU),
-  Conv2d-ReLU and BN-ReLU (the BN after a transposed conv, which torch 1.10
-  cannot fuse into it);
-- torchvision's quantizable ResNet blocks and squeeze-excitation, whose layers
-  are attributes: the groups torchvision's own ``fuse_model`` uses.
+- inside containers that run their children in order (``nn.Sequential``, and classes that say
+  so with a class attribute ``runs_children_in_order = True``, such as
+  ``networks.resnet.IntermediateLayerGetter``): runs of Conv2d-BN(-ReLU), Conv2d-ReLU and
+  BN-ReLU (the BN after a transposed conv, which torch 1.10 cannot fuse into it);
+- modules whose layers are attributes and whose class lists its groups in a class attribute
+  ``fuse_groups`` (the quantizable ResNet blocks of ``networks.resnet`` and the
+  squeeze-excitation of ``networks.mobilenet_blocks``: the groups torchvision's own
+  ``fuse_model`` uses for the classes they copy).
 
-Device-side code: Python 3.6 syntax and the torch 1.10 / torchvision 0.11 API only.
+Both are class attributes rather than a table of classes here, so this module imports no
+network code and a package ships only the network files its model needs.
+
+Device-side code: Python 3.6 syntax and the torch 1.10 API only.
 
 Example:
     >>> from networks.blocks import ConvBNReLU
     >>> fuse_groups(nn.Sequential(ConvBNReLU(3, 8)))
     [['0.0', '0.1', '0.2']]
 """
-import sys
-
 import torch.nn as nn
 
 from networks import quant
 
-# Attribute groups of modules that are not in-order containers (torchvision's own fuse groups), by
-# (module, class). Looked up only when torchvision is already imported: a network built from these
-# classes has imported them, and one that is not (unet) must not pay torchvision's import at start-up.
-ATTRIBUTE_GROUPS = (
-    (('torchvision.models.quantization.resnet', 'QuantizableBasicBlock'),
-     (('conv1', 'bn1', 'relu'), ('conv2', 'bn2'))),
-    (('torchvision.models.quantization.resnet', 'QuantizableBottleneck'),
-     (('conv1', 'bn1', 'relu1'), ('conv2', 'bn2', 'relu2'), ('conv3', 'bn3'))),
-    (('torchvision.models.quantization.mobilenetv3', 'QuantizableSqueezeExcitation'), (('fc1', 'activation'),)),
-)
-IN_ORDER = ('torchvision.models._utils', 'IntermediateLayerGetter')  # runs its children in order
 
+def runs_in_order(module):
+    """Whether ``module`` applies its children one after the other, in registration order.
 
-def loaded_class(where):
-    """The class ``(module, name)`` if that module is already imported, else None (never imports)."""
-    return getattr(sys.modules.get(where[0]), where[1], None)
+    Example:
+        >>> runs_in_order(nn.Sequential()), runs_in_order(nn.ModuleDict())
+        (True, False)
+    """
+    return isinstance(module, nn.Sequential) or getattr(type(module), 'runs_children_in_order', False)
 
 
 def _is(module, kind):
@@ -71,19 +67,16 @@ def sequence_groups(children):
 
 
 def attribute_groups(module):
-    """The fixed groups of a torchvision quantizable block, or [] for any other module.
+    """The groups the class of ``module`` lists in ``fuse_groups``, or [] for a class without them.
 
     Example:
         >>> attribute_groups(nn.Conv2d(3, 8, 3))
         []
     """
-    for where, groups in ATTRIBUTE_GROUPS:
-        kind = loaded_class(where)
-        if kind is not None and isinstance(module, kind):
-            # The same run rule as in containers: a group whose layers are not conv-bn-relu is skipped.
-            return [found for group in groups
-                    for found in sequence_groups([(name, getattr(module, name)) for name in group])]
-    return []
+    groups = getattr(type(module), 'fuse_groups', ())
+    # The same run rule as in containers: a group whose layers are (no longer) conv-bn-relu is skipped.
+    return [found for group in groups
+            for found in sequence_groups([(name, getattr(module, name)) for name in group])]
 
 
 def fuse_groups(model):
@@ -93,11 +86,10 @@ def fuse_groups(model):
         >>> fuse_groups(networks.create_model('unet', base_width=8, depth=1))[0]
         ['stem.0.0', 'stem.0.1', 'stem.0.2']
     """
-    in_order = tuple(kind for kind in (nn.Sequential, loaded_class(IN_ORDER)) if kind is not None)
     groups = []
     for prefix, module in model.named_modules():
         dot = prefix + '.' if prefix else ''
-        if isinstance(module, in_order):
+        if runs_in_order(module):
             local = sequence_groups(list(module.named_children()))
         else:
             local = attribute_groups(module)

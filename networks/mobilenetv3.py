@@ -1,34 +1,31 @@
 """DeepLabV3 and LR-ASPP on MobileNetV3 (Howard et al., "Searching for
-MobileNetV3", ICCV 2019), built from torchvision classes.
+MobileNetV3", ICCV 2019), with torchvision's layers written out (no torchvision import).
 
-The backbones are ``torchvision.models.mobilenetv3.MobileNetV3`` built from
-``InvertedResidualConfig`` lists written out here (the rows of the paper's
-Tables 1 and 2) rather than from torchvision's private ``_mobilenet_v3_conf``
-helper; the class constructors are the same in torchvision 0.11 and today.
-As in torchvision's segmentation models, the last stage trades its stride 2
-for dilation 2 (output stride 16), and the heads are torchvision's
-``DeepLabHead`` and ``LRASPPHead``.
+The backbones are the ``features`` of torchvision's ``MobileNetV3``, built by
+``networks.mobilenet_blocks`` (a copy of torchvision's classes: same keys,
+settings and init) from the block tables written out here (the rows of the
+paper's Tables 1 and 2). As in torchvision's segmentation models, the last
+stage trades its stride 2 for dilation 2 (output stride 16), and the heads
+are torchvision's ``DeepLabHead`` (``networks.deeplabv3``) and ``LRASPPHead``
+(``networks.mobilenet_blocks``).
 
-Device-side code: Python 3.6 syntax and the torch 1.10 / torchvision 0.11
-API only. Nothing is downloaded: ``model.backbone`` takes the ImageNet
-weights of torchvision's MobileNetV3 ``features`` (see ``lowpower.pretrained``).
+Device-side code: Python 3.6 syntax and the torch 1.10 API only. Nothing is
+downloaded: ``model.backbone`` takes the ImageNet weights of torchvision's
+MobileNetV3 ``features`` (see ``lowpower.pretrained``).
 
-Quantizable in eager mode: the blocks are torchvision's
-``QuantizableInvertedResidual`` (present in 0.11; the same keys as
-``InvertedResidual``, residual add and squeeze-excitation product through
-``FloatFunctional``), and the heads' add/cat/product go through
-``FloatFunctional`` too.
+Quantizable in eager mode: the blocks are quantizable inverted residuals
+(residual add and squeeze-excitation product through ``FloatFunctional``, as
+torchvision's ``QuantizableInvertedResidual``), and the heads' add/cat/product
+go through ``FloatFunctional`` too.
 """
+import torch  # noqa: F401 -- the docstring examples use it
 import torch.nn as nn
-import torch.nn.functional as F
-from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.mobilenetv3 import InvertedResidualConfig, MobileNetV3
-from torchvision.models.quantization.mobilenetv3 import QuantizableInvertedResidual
-from torchvision.models.segmentation.lraspp import LRASPPHead
 
 from networks.blocks import resize_to
 from networks.deeplabv3 import deeplab_head
-from networks.fusion import QuantizableNetwork, float_functional
+from networks.fusion import QuantizableNetwork
+from networks.mobilenet_blocks import InvertedResidualConfig, QuantizableLRASPPHead, mobilenet_v3_trunk
+from networks.resnet import IntermediateLayerGetter
 
 # (input, kernel, expanded, output, squeeze-excite, activation, stride) per
 # inverted-residual block; "RE" is ReLU, "HS" hard-swish.
@@ -63,8 +60,6 @@ SMALL_BLOCKS = [
     (96, 5, 576, 96, True, 'HS', 1),
 ]
 BLOCKS = {'large': LARGE_BLOCKS, 'small': SMALL_BLOCKS}
-# Width of the classifier's hidden layer; only needed by the constructor.
-LAST_CHANNEL = {'large': 1280, 'small': 1024}
 
 
 def mobilenet_v3_features(arch, width_mult=1.0, dilated=True):
@@ -91,25 +86,10 @@ def mobilenet_v3_features(arch, width_mult=1.0, dilated=True):
         dilation = 2 if dilated and index >= last_strided else 1
         configs.append(InvertedResidualConfig(cin, kernel, expanded, cout, use_se, activation,
                                               stride, dilation, width_mult))
-    features = MobileNetV3(configs, LAST_CHANNEL[arch], block=QuantizableInvertedResidual).features
+    features = mobilenet_v3_trunk(configs)
     # features[0] is the stem and block i is features[i + 1].
     strided = [i + 1 for i, row in enumerate(rows) if row[6] == 2]
     return features, [0] + strided + [len(features) - 1]
-
-
-class QuantizableLRASPPHead(LRASPPHead):
-    """torchvision's LR-ASPP head (same layers and keys) with its product and sum through ``FloatFunctional``."""
-
-    def __init__(self, low_channels, high_channels, num_classes, inter_channels):
-        super(QuantizableLRASPPHead, self).__init__(low_channels, high_channels, num_classes, inter_channels)
-        self.gate = float_functional()
-        self.merge = float_functional()
-
-    def forward(self, features):
-        low, high = features['low'], features['high']
-        x = self.gate.mul(self.cbr(high), self.scale(high))
-        x = F.interpolate(x, size=low.shape[-2:], mode='bilinear', align_corners=False)
-        return self.merge.add(self.low_classifier(low), self.high_classifier(x))
 
 
 class DeepLabV3MobileNet(QuantizableNetwork, nn.Module):
