@@ -276,16 +276,21 @@ def write_csv(path, rows):
         writer.writerows(rows)
 
 
-def plot(path, rows):
-    """Test mean Dice against package ms/image, one labelled point per step, joined in order, as a PNG."""
+def plot(path, rows, references=()):
+    """Test mean Dice against package ms/image, one labelled point per step, as a PNG: the steps
+    joined in order, the ``references`` (labels, e.g. a student trained without a teacher) apart."""
     import matplotlib
     matplotlib.use("Agg")  # no display on a server, and none needed
     import matplotlib.pyplot as plt
 
     xs = [row["package_ms_per_image"] for row in rows]
     ys = [float("nan") if row["test_mean_dice"] is None else row["test_mean_dice"] for row in rows]
+    chain = [index for index, row in enumerate(rows) if row["label"] not in references]
+    aside = [index for index, row in enumerate(rows) if row["label"] in references]
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    axes.plot(xs, ys, "o-", color="tab:blue", label="pipeline steps, in order")
+    axes.plot([xs[i] for i in chain], [ys[i] for i in chain], "o-", color="tab:blue", label="pipeline steps, in order")
+    if aside:
+        axes.plot([xs[i] for i in aside], [ys[i] for i in aside], "s", color="tab:gray", label="references")
     axes.plot(xs[:1], ys[:1], "*", color="tab:red", markersize=16, label="baseline ({})".format(rows[0]["label"]))
     for row, x, y in zip(rows, xs, ys):
         axes.annotate(row["label"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
@@ -300,8 +305,10 @@ def plot(path, rows):
     plt.close(figure)
 
 
-def write_report(rows, out, command):
-    """pipeline.md (the command and the table), pipeline.csv and pipeline.png in ``out``; returns the table."""
+def write_report(rows, out, command, references=()):
+    """pipeline.md (the command and the table), pipeline.csv and pipeline.png in ``out``; returns the table.
+
+    ``references`` are labels plotted apart from the pipeline's line (see ``plot``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     text = format_table(rows)
@@ -309,7 +316,7 @@ def write_report(rows, out, command):
                                      "pipeline --help` for what each column measures.\n".format(
                                          command, text, rows[0]["label"]))
     write_csv(out / "pipeline.csv", rows)
-    plot(out / "pipeline.png", rows)
+    plot(out / "pipeline.png", rows, references)
     return text
 
 
@@ -324,6 +331,9 @@ def add_parser(commands):
                                                       "checkpoint's; Dice and packages keep theirs)")
     sub.add_argument("-n", "--calls", type=int, default=30, help="forward calls per step (default 30)")
     sub.add_argument("--package-runs", type=int, default=3, help="runs per package (default 3)")
+    sub.add_argument("--reference", action="append", default=[], metavar="LABEL",
+                     help="a step measured like the others but plotted apart, not on the pipeline's line "
+                          "(e.g. the student trained without a teacher); repeatable")
     sub.add_argument("--out", default="runs/pipeline/report", help="where the packages and the report go "
                                                                    "(default runs/pipeline/report)")
 
@@ -334,9 +344,12 @@ def run(args):
     try:
         if args.calls < 1 or args.package_runs < 1:
             raise PipelineError("-n and --package-runs must be at least 1")
+        unknown = set(args.reference) - set(label for label, _ in parse_steps(args.steps))
+        if unknown:
+            raise PipelineError("--reference {}: no step has that label".format(", ".join(sorted(unknown))))
         rows = measure(args)
     except (PipelineError, CompareError, PackageError, CheckpointError) as error:
         print("bench pipeline: {}".format(error), file=sys.stderr)
         return 2
-    print(write_report(rows, args.out, command))
+    print(write_report(rows, args.out, command, args.reference))
     return 0

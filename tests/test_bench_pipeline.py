@@ -62,7 +62,7 @@ def test_each_step_is_a_row_in_order_with_ratios_to_the_first_and_a_report(pipel
         assert split == pytest.approx(row["package_ms_per_image"], rel=1e-6)
         assert (out / (bench_pipeline.slug(rows.index(row) + 1, row["label"]) + ".pyz")).is_file()
 
-    table = bench_pipeline.write_report(rows, out, "python -m lowpower.bench pipeline ...")
+    table = bench_pipeline.write_report(rows, out, "python -m lowpower.bench pipeline ...", references=["pruned x0.6"])
     lines = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| step")]
     assert [line.split("|")[1].strip() for line in lines] == ["base", "pruned x0.6", "int8"]
     assert "| int8 | int8 (x86) |" in table
@@ -96,6 +96,16 @@ def test_a_label_twice_and_a_folder_without_img_and_gt_are_one_line_errors(pipel
                        "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "needs IMG/ and GT/" in err and len(err.splitlines()) == 1
+
+
+def test_a_reference_that_names_no_step_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "base.pt"
+    path.write_bytes(b"")
+    argv = ["pipeline", "base={}".format(path), "--reference", "nope", "--images", str(tmp_path), "--out",
+            str(tmp_path / "r")]
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--reference nope: no step has that label" in err and len(err.splitlines()) == 1
 
 
 def test_a_path_may_hold_an_equals_sign(tmp_path):
