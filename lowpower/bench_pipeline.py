@@ -171,9 +171,10 @@ def run_with_stats(stats_file):
 
 
 def network_share(stats_file):
-    """The network's share of the model seconds in one run's stats (NaN when it printed 0)."""
+    """The share of the model seconds before the post-processing (the network with its input's upload
+    and normalisation) in one run's stats (NaN when it printed 0)."""
     stats = json.loads(Path(stats_file).read_text())
-    return ratio(stats["network_seconds"], stats["model_seconds"])
+    return ratio(stats["model_seconds"] - stats["postprocess_seconds"], stats["model_seconds"])
 
 
 def package_runs(packages, images, runs, workdir):

@@ -123,6 +123,7 @@ PHASES = [
     ("start-up (launch -> first batch ready)", "startup", "s"),
     ("first mask (launch -> first mask written)", "first_mask", "s"),
     ("read (decode + resize, pool)", "read_seconds", "ms"),
+    ("input (upload, normalise)", "input_seconds", "ms"),
     ("model (network)", "network_seconds", "ms"),
     ("post-process (upsample, argmax, small classes)", "postprocess_seconds", "ms"),
     ("write (encode + file, pool)", "write_seconds", "ms"),
@@ -139,7 +140,8 @@ def phase_values(stats):
     Raises:
         SystemExit: the stats lack the moments (a package built before they existed).
     """
-    missing = [key for key in MOMENTS + ("network_seconds", "postprocess_seconds") if key not in stats]
+    missing = [key for key in MOMENTS + ("input_seconds", "network_seconds", "postprocess_seconds")
+               if key not in stats]
     if missing:
         raise SystemExit("the program's LOWPOWER_STATS lacks %s: re-package it with this version "
                          "(./compress.sh CKPT -o PYZ)" % ", ".join(missing))

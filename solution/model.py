@@ -136,19 +136,22 @@ class Segmenter(object):
         self.std = torch.tensor(manifest['std'], dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self.cuda = device.type == 'cuda'
         self.seconds = 0.0
+        self.input_seconds = 0.0  # the upload and normalisation's share of seconds
         self.post_seconds = 0.0  # the post-processing's share of seconds
 
     def synchronize(self):
         if self.cuda:
             torch.cuda.synchronize()
 
-    def logits(self, batch):
-        """(N, H, W, 3) uint8 numpy -> the network's (N, C, h, w) scores on the device."""
+    def inputs(self, batch):
+        """(N, H, W, 3) uint8 numpy -> the network's normalised (N, 3, H, W) input on the device."""
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).contiguous()
         # as torchvision's ToDtype(float32, scale=True) + Normalize at train time
         x = x.float().mul_(1.0 / 255).sub_(self.mean).div_(self.std)
-        if self.half:
-            x = x.half()
+        return x.half() if self.half else x
+
+    def logits(self, x):
+        """The network's (N, C, h, w) scores of the input ``x``."""
         logits = self.model(x)
         if isinstance(logits, dict):
             logits = logits['out']
@@ -169,13 +172,17 @@ class Segmenter(object):
         with torch.no_grad():
             self.synchronize()
             begin = time.perf_counter()
-            logits = self.logits(batch)
-            self.synchronize()  # so that the network and the post-processing are timed apart
+            x = self.inputs(batch)
+            self.synchronize()  # the input, the network and the post-processing are timed apart
+            ready = time.perf_counter()
+            logits = self.logits(x)
+            self.synchronize()
             middle = time.perf_counter()
             masks = self.postprocess(logits)
             self.synchronize()
             end = time.perf_counter()
             self.seconds += end - begin
+            self.input_seconds += ready - begin
             self.post_seconds += end - middle
         return masks[:count].cpu().numpy()
 
@@ -184,4 +191,4 @@ class Segmenter(object):
         batch = np.zeros((self.batch_size, input_size, input_size, 3), np.uint8)
         for _ in range(rounds):
             self(batch)
-        self.seconds = self.post_seconds = 0.0
+        self.seconds = self.input_seconds = self.post_seconds = 0.0

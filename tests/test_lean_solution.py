@@ -110,7 +110,9 @@ def test_stats_hold_the_breakdown_in_order(unet_package, tmp_path):
     stats = json.loads(stats_file.read_text())
     assert stats["main_start"] <= stats["model_ready"] <= stats["first_batch_ready"] \
         <= stats["first_mask_written"] <= stats["last_mask_written"]
-    assert stats["network_seconds"] + stats["postprocess_seconds"] == pytest.approx(stats["model_seconds"])
+    assert stats["input_seconds"] + stats["network_seconds"] + stats["postprocess_seconds"] == \
+        pytest.approx(stats["model_seconds"])
+    assert stats["input_seconds"] > 0
     assert stats["postprocess_seconds"] > 0 and stats["network_seconds"] > 0
     stats.update(launched=stats["main_start"] - 0.05, process_seconds=stats["wall_seconds"] + 0.2)
     values = phase_values(stats)
