@@ -217,6 +217,9 @@ def measure(args):
         (1.0, 1.0)
     """
     steps = parse_steps(args.steps)
+    unknown = set(getattr(args, "reference", ())) - set(label for label, _ in steps)
+    if unknown:
+        raise PipelineError("--reference {}: no step has that label".format(", ".join(sorted(unknown))))
     images, gt = test_folders(args.images)
     states = [load_checkpoint(path) for _, path in steps]
     engine = common_engine(steps, states)
@@ -345,9 +348,6 @@ def run(args):
     try:
         if args.calls < 1 or args.package_runs < 1:
             raise PipelineError("-n and --package-runs must be at least 1")
-        unknown = set(args.reference) - set(label for label, _ in parse_steps(args.steps))
-        if unknown:
-            raise PipelineError("--reference {}: no step has that label".format(", ".join(sorted(unknown))))
         rows = measure(args)
     except (PipelineError, CompareError, PackageError, CheckpointError) as error:
         print("bench pipeline: {}".format(error), file=sys.stderr)
