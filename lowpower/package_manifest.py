@@ -28,6 +28,7 @@ PROGRAM_ENVIRONMENT = {
     "LOWPOWER_THREADS": "torch CPU threads (default: all cores)",
     "LOWPOWER_STATS": "path: write the run's timings as JSON there",
     "LOWPOWER_FOLD_BN": "0: keep BatchNorm apart from the convs of a float model (default: folded at load)",
+    "LOWPOWER_KEEP_HEAP": "0: let glibc return freed memory to the system (default: kept for reuse)",
 }
 PREPROCESSING = ("RGB; bilinear antialiased resize to input_size (Pillow's, as torchvision "
                  "Resize(antialias=True)); /255; (x - mean) / std")

@@ -16,13 +16,13 @@ Example:
     >>> batchnorm_count(model)  # doctest: +SKIP
     0
 """
-import os
 import sys
 
 import torch.nn as nn
 
+from .runtime import switch_on
+
 FOLD_ENV = 'LOWPOWER_FOLD_BN'
-OFF_VALUES = ('0', 'false', 'no', 'off')
 
 
 def fold_enabled(environ=None):
@@ -35,8 +35,7 @@ def fold_enabled(environ=None):
         >>> fold_enabled({'LOWPOWER_FOLD_BN': '0'}), fold_enabled({})
         (False, True)
     """
-    environ = os.environ if environ is None else environ
-    return environ.get(FOLD_ENV, '1').strip().lower() not in OFF_VALUES
+    return switch_on(FOLD_ENV, environ)
 
 
 def batchnorm_count(model):

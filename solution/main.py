@@ -37,6 +37,7 @@ Environment variables (for benchmarks and tests; the referee sets none):
     LOWPOWER_THREADS=N      torch CPU threads (default: all cores)
     LOWPOWER_STATS=FILE     write the run's timings as JSON to FILE
     LOWPOWER_FOLD_BN=0      keep BatchNorm apart from the convs of a float model (default: folded)
+    LOWPOWER_KEEP_HEAP=0    let glibc return freed memory to the system (default: kept, runtime.py)
 """
 import argparse
 import json
@@ -221,12 +222,13 @@ def summary_line(stats):
                1000.0 * stats['loop_seconds'] / count, stats['wall_seconds'], stats['timer'])
 
 
-def main(argv=None, start=None):
+def main(argv=None, start=None, process=None):
     """Run the program; returns the exit status (see README.md).
 
     Args:
         argv: the arguments (default sys.argv[1:]).
         start: when the run started (``__main__.py`` takes it before torch is imported).
+        process: the settings ``runtime.prepare_process`` made, added to the stats.
 
     Example:
         >>> main(['-i', 'IMG', '-o', 'OUT'])  # doctest: +SKIP
@@ -242,6 +244,7 @@ def main(argv=None, start=None):
         return EXIT_BAD_INPUT
     with ClaimedStdout() as stdout:
         stats, seconds = run_folder(names, args, start)
+        stats.update(process or {})
         warn(summary_line(stats))
         if os.environ.get(STATS_ENV):
             with open(os.environ[STATS_ENV], 'w') as handle:

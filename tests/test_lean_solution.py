@@ -118,6 +118,15 @@ def test_stats_hold_the_breakdown_in_order(unet_package, tmp_path):
     values = phase_values(stats)
     assert set(values) == {key for _, key, _ in PHASES}
     assert values["startup"] > 0.05 and values["teardown"] > 0
+    assert stats["wait_policy"] == "PASSIVE" and stats["keep_heap"] is True  # runtime.prepare_process ran
+
+
+def test_the_allocator_is_left_alone_when_switched_off(unet_package, tmp_path):
+    pyz, images = unet_package
+    stats_file = tmp_path / "stats.json"
+    result = run(pyz, images, tmp_path / "out", tmp_path, LOWPOWER_STATS=str(stats_file), LOWPOWER_KEEP_HEAP="0")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(stats_file.read_text())["keep_heap"] is False
 
 
 def test_a_failed_write_still_exits_one_after_os_exit(unet_package, tmp_path):
