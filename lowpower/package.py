@@ -17,7 +17,7 @@ Steps:
        networks/<model>.py ...     the model's file and every ``networks`` module it imports,
                                    found by walking the imports (``package_closure``)
 
-3. zip it with ``zipapp`` (deflate) behind the interpreter line;
+3. zip it behind the interpreter line, as ``zipapp`` does (sources deflated, weights stored);
 4. verify it (unless ``--no-verify``): presubmit's checks (``lowpower.presubmit.check``: archive,
    vermin 3.6, imports, a run as the referee runs it, stdout, masks, memory) on two generated
    images. The pyz is moved into place only when no check fails.
@@ -111,7 +111,7 @@ def parse_args(argv=None):
         description=textwrap.fill(
                     "Package a lowpower checkpoint as a self-contained solution.pyz for the device: the "
                     "shipped program (solution/), the model's networks/ source found from its imports, "
-                    "weights.npz and manifest.json, zipped with zipapp. The pyz runs as "
+                    "weights.npz (stored, for a fast start) and manifest.json, zipped as zipapp does. The pyz runs as "
                     "'python3.6 solution.pyz -i IMG_DIR -o OUT_DIR' and prints one float (seconds). "
                     "Before it is moved into place it passes presubmit's checks on two sample images "
                     "(see --no-verify).", 100),
