@@ -58,12 +58,13 @@ def set_wait_policy(environ=None):
 def keep_freed_memory(environ=None, libc=None):
     """Make glibc keep freed memory for reuse instead of returning it to the system; True if done.
 
-    Batches of 512x512 activations are tens of MB each. glibc serves each such request with a fresh
-    ``mmap`` and unmaps it when freed, so every forward pass faults its pages in again, zeroed by
-    the kernel: 90 000 page faults per batch of 4 for fanet_r18_sample@512. Kept in the heap, the
-    memory is reused from the second batch on (measured 2026-12-01, bench_solution --variants, 2-core
-    CPU, 4 runs each in turns: network 0.90x, whole process 0.91x). The process is short-lived and
-    its peak is the same, so nothing is lost by not giving memory back.
+    Batches of 512x512 activations are tens of MB each. glibc serves each request over 32 MB with a
+    fresh ``mmap`` and unmaps it when freed, so every forward pass faults its pages in again, zeroed
+    by the kernel: about 70 000 more page faults per batch of 4 for fanet_r18_sample@512. Kept in
+    the heap, the memory is reused from the second batch on (measured 2026-12-01, bench_solution
+    --variants, 2-core CPU, in turns: fanet_r18_sample@512 network 0.90x, whole process 0.91x; demo
+    UNet and lraspp_mbv3_small@256 whole process 0.90x). The process is short-lived and its peak is
+    the same, so nothing is lost by not giving memory back.
 
     Off when LOWPOWER_KEEP_HEAP=0, when a glibc malloc variable is set (the user's choice wins), or
     where the C library has no ``mallopt`` (not glibc).
