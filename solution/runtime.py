@@ -62,7 +62,7 @@ def keep_freed_memory(environ=None, libc=None):
     fresh ``mmap`` and unmaps it when freed, so every forward pass faults its pages in again, zeroed
     by the kernel: about 70 000 more page faults per batch of 4 for fanet_r18_sample@512. Kept in
     the heap, the memory is reused from the second batch on (measured 2026-12-01, bench_solution
-    --variants, 2-core CPU, in turns: fanet_r18_sample@512 network 0.90x, whole process 0.91x; demo
+    --variants, 2-core CPU, in turns: fanet_r18_sample@512 network 0.85x, whole process 0.92x; demo
     UNet and lraspp_mbv3_small@256 whole process 0.90x). The process is short-lived and its peak is
     the same, so nothing is lost by not giving memory back.
 
