@@ -61,7 +61,9 @@ def class_ids(logits):
 def class_areas(ids, classes):
     """(N, classes) pixel counts of every class id in each image of ``ids`` (N, H, W).
 
-    One bincount for the whole batch: image n's ids are offset by n * classes.
+    One bincount per image, on the ids as they are: a single bincount of the whole batch would
+    need the ids widened to int64 to offset each image's, which cost 5x as long on a 2-core CPU
+    (5.5 against 1.0 ms for 4x512x512 uint8 ids).
 
     Args:
         ids: (N, H, W) integer class ids below ``classes``.
@@ -71,10 +73,18 @@ def class_areas(ids, classes):
         >>> class_areas(torch.tensor([[[0, 2], [2, 2]]], dtype=torch.uint8), 3).tolist()
         [[1, 0, 3]]
     """
-    count = ids.shape[0]
-    offsets = torch.arange(count, device=ids.device).view(count, 1) * classes
-    flat = ids.view(count, -1).long() + offsets
-    return torch.bincount(flat.view(-1), minlength=count * classes).view(count, classes)
+    return torch.stack([torch.bincount(image.reshape(-1), minlength=classes) for image in ids])
+
+
+def counts_of(image, ids, count, classes):
+    """(count, classes) number of the listed pixels of each class: ``image`` and ``ids`` are (K,).
+
+    Example:
+        >>> counts_of(torch.tensor([0, 1, 1]), torch.tensor([2, 0, 2]), 2, 3).tolist()
+        [[0, 0, 1], [1, 0, 1]]
+    """
+    flat = image * classes + ids.long()
+    return torch.bincount(flat, minlength=count * classes).view(count, classes)
 
 
 def drop_small_classes(ids, logits, min_fraction, rounds=2):
@@ -127,8 +137,8 @@ def reassign_small_classes(ids, scores_at, classes, min_fraction, rounds=2):
     limit = min_fraction * ids.shape[1] * ids.shape[2]
     dropped = torch.zeros(count, classes, dtype=torch.bool, device=ids.device)
     ids = ids.clone()
+    areas = class_areas(ids, classes)
     for _ in range(rounds):
-        areas = class_areas(ids, classes)
         small = (areas > 0) & (areas < limit)
         if not bool(small.any()):
             break
@@ -136,7 +146,10 @@ def reassign_small_classes(ids, scores_at, classes, min_fraction, rounds=2):
         hit = dropped.gather(1, ids.view(count, -1).long()).view(ids.shape)
         image, row, col = hit.nonzero(as_tuple=True)
         scores = scores_at(image, row, col).float().masked_fill(dropped[image], float('-inf'))
-        ids[image, row, col] = scores.argmax(1).to(ids.dtype)
+        old, new = ids[image, row, col], scores.argmax(1).to(ids.dtype)
+        ids[image, row, col] = new
+        # Only the reassigned pixels changed class: update their counts, not a recount of all.
+        areas = areas - counts_of(image, old, count, classes) + counts_of(image, new, count, classes)
     return ids
 
 
@@ -253,10 +266,12 @@ def upsampled_class_ids(logits, size, max_share=0.1):
     code = ids.to(torch.int16).masked_fill_(~(margin > tolerance), -1)  # -1: decide from the scores
     if edge_cell_share(code) > max_share:  # decided before any work at the output size
         return None, None
-    upper, lower = code.index_select(1, rows[0]), code.index_select(1, rows[1])
-    vertical = upper.masked_fill_(upper != lower, -1)
-    left, right = vertical.index_select(2, cols[0]), vertical.index_select(2, cols[1])
-    decided = left.masked_fill_(left != right, -1)
+    # Across first, on the small map (a gather along the last dimension is slow), then down, which
+    # copies whole rows: 4x less gathering than the other order for the same result.
+    left, right = code.index_select(2, cols[0]), code.index_select(2, cols[1])
+    across = left.masked_fill_(left != right, -1)
+    upper, lower = across.index_select(1, rows[0]), across.index_select(1, rows[1])
+    decided = upper.masked_fill_(upper != lower, -1)
     undecided = decided < 0
     scores_at = bilinear_scores(logits, size)
     image, row, col = undecided.nonzero(as_tuple=True)
