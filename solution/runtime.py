@@ -80,7 +80,9 @@ def keep_freed_memory(environ=None, libc=None):
         mallopt = (ctypes.CDLL(None) if libc is None else libc).mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
+    # Both are tried, so the result says whether the whole setting is in force (glibc returns 0 on error).
+    applied = [mallopt(M_MMAP_MAX, 0), mallopt(M_TRIM_THRESHOLD, NEVER_TRIM)]
+    return all(applied)
 
 
 def prepare_process(environ=None):

@@ -46,7 +46,8 @@ def test_keep_freed_memory_leaves_the_allocator_alone_when_told(environ):
 
 
 def test_keep_freed_memory_reports_a_refusal_or_a_missing_mallopt():
-    assert runtime.keep_freed_memory({}, FakeLibc(result=0)) is False
+    refusing = FakeLibc(result=0)
+    assert runtime.keep_freed_memory({}, refusing) is False and len(refusing.calls) == 2  # both were tried
     assert runtime.keep_freed_memory({}, object()) is False
 
 
