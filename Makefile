@@ -14,13 +14,17 @@ DEMO := runs/demo
 help:
 	@echo "make setup   create .venv with the pinned requirements (torch $(shell sed -n 's/^torch==//p' requirements.txt), ...)"
 	@echo "make demo    synthetic data -> train on the CPU -> test -> package -> score -> pre-submission check"
-	@echo "make test    the test suite (what CI runs)"
+	@echo "make test    the whole test suite (what CI runs)"
+	@echo "make test-fast  the tests not marked slow (no torchrun, run.pbs or full-package checks)"
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt
+# The project itself goes in editable, so the `lowpower` command runs this checkout (no build isolation:
+# setuptools is already pinned in requirements.txt, and nothing more is downloaded).
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q --no-compile -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-compile --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 demo: setup
@@ -29,11 +33,14 @@ demo: setup
 	./compress.sh $(DEMO)/best.pt -o $(DEMO)/solution.pyz
 	rm -rf evaluation/test && mkdir -p evaluation/test && cp -r data/synthetic/test/IMG data/synthetic/test/GT evaluation/test/
 	PYTHON=$(PY) evaluation/evaluate.bash $(DEMO)/solution.pyz; test $$? -eq 0
-	$(PY) -m lowpower.presubmit $(DEMO)/solution.pyz
-	$(PY) -m lowpower.demo $(DEMO)
+	$(PY) -m lowpower presubmit $(DEMO)/solution.pyz
+	$(PY) -m lowpower demo $(DEMO)
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
 
 clean-demo:
 	rm -rf $(DEMO) evaluation/test evaluation/output

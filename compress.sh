@@ -5,7 +5,7 @@
 #                 [--backend tensorrt]   also ship model.onnx; the device builds a TensorRT engine
 #   ./compress.sh [options]    the newest runs/*/best.pt -> evaluation/solution.pyz, so that
 #                              `cd evaluation && ./evaluate.bash solution.pyz` scores it
-# A thin wrapper over `python -m lowpower.package` (see --help); works from any folder,
+# A thin wrapper over `lowpower package` (see --help); works from any folder,
 # with paths taken relative to the folder it is called from.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,4 +15,4 @@ else
     PYTHON="$(command -v python3)"
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PYTHON" -m lowpower.package "$@"
+exec "$PYTHON" -m lowpower package "$@"

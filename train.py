@@ -2,7 +2,7 @@
 """Train a segmentation network from a YAML config: see `python train.py --help`."""
 import sys
 
-from lowpower.train import main
+from lowpower.train.trainer import main
 
 if __name__ == "__main__":
     sys.exit(main())

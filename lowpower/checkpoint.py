@@ -13,7 +13,7 @@ A checkpoint is a dict saved with ``torch.save``::
     classes, mean, std, input_size   what the packager writes into the manifest
     step_in_epoch, epoch_loss  mid-epoch position and the epoch's running loss sum / step count
     rng                    per-process random states (python, numpy, torch, CUDA) for exact resume
-    distill                distillation adapters and the epoch's term sums (lowpower.distill), or None;
+    distill                distillation adapters and the epoch's term sums (lowpower.train.distill), or None;
                            never packaged
 
 Writes are atomic (temporary file in the same folder, then ``os.replace``) so a
@@ -146,14 +146,14 @@ def model_from_config(cfg, load_pretrained=True, log=None):
         >>> model_from_config(load_config("configs/synthetic/demo.yaml"))  # doctest: +SKIP
     """
     if cfg["model"].get("init_from"):  # a pruned checkpoint: its narrower layout and its weights
-        from lowpower.prune_init import model_from_init
+        from lowpower.train.init_from import model_from_init
 
         return model_from_init(cfg, log)
     model = networks.create_model(cfg["model"]["arch"], num_classes=cfg["data"]["num_classes"],
                                   **cfg["model"]["kwargs"])
     pretrained = cfg["model"]["pretrained"]
     if pretrained and load_pretrained:
-        from lowpower.pretrained import load_pretrained_backbone
+        from lowpower.train.pretrained import load_pretrained_backbone
 
         weights = "IMAGENET1K_V1" if pretrained is True else pretrained
         missing = load_pretrained_backbone(model, cfg["model"]["arch"], weights)
@@ -163,7 +163,7 @@ def model_from_config(cfg, load_pretrained=True, log=None):
 
 
 def is_int8(state):
-    """True for an int8 checkpoint (``lowpower.quantize ptq`` or a converted QAT run): it has "quant".
+    """True for an int8 checkpoint (``lowpower.compress.quantize ptq`` or a converted QAT run): it has "quant".
 
     Example:
         >>> is_int8(load_checkpoint("runs/demo/int8_ptq.pt"))  # doctest: +SKIP
@@ -196,7 +196,7 @@ def build_model(state):
         model.load_state_dict(state["model"], strict=True)
         return model
     if (state.get("config") or {}).get("quant", {}).get("qat"):  # a QAT run's best.pt / last.pt: fake-quant
-        from lowpower.quantize.qat import fake_quant_model
+        from lowpower.compress.quantize.qat import fake_quant_model
 
         return fake_quant_model(state)
     model.load_state_dict(state["model"])

@@ -6,7 +6,7 @@ torchvision's ``ASPP`` / ``ASPPConv`` / ``ASPPPooling`` / ``DeepLabHead``
 (same module names, order, keys and init), so checkpoints written when these
 networks were built from torchvision's classes load unchanged. Nothing is
 downloaded here: the workstation loads ImageNet weights into
-``model.backbone`` (see ``lowpower.pretrained``).
+``model.backbone`` (see ``lowpower.train.pretrained``).
 
 Quantizable in eager mode: the ResNet blocks are the quantizable ones of
 ``networks.resnet`` (residual add through ``FloatFunctional.add_relu``) and

@@ -22,12 +22,12 @@ batch norm absorbs the scale at a fixed input size); the 1x1 "up" convs use
 no padding (the sample pads a 1x1 conv by 1, which shifts features); and the
 sample's unused auxiliary heads and discarded coarsest smoothing conv are not
 built. So the sample's checkpoints do not load here (they load into
-``fanet_r18_sample`` through ``lowpower.import_sample``).
+``fanet_r18_sample`` through ``lowpower.compress.import_sample``).
 
 Device-side code: Python 3.6 syntax and the torch 1.10 API only; the ResNet-18
 is ``networks.resnet``'s copy of torchvision's (same keys, no torchvision
 import), and ``model.backbone`` takes torchvision ImageNet ResNet-18 weights
-(see ``lowpower.pretrained``).
+(see ``lowpower.train.pretrained``).
 
 Quantizable in eager mode: the quantizable basic blocks of ``networks.resnet``,
 adds and the concatenation through ``FloatFunctional``; the attention

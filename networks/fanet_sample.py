@@ -26,7 +26,7 @@ calls and then discards (590,080 parameters; its output cannot reach the
 logits, and a parameter without a gradient breaks DDP and our tests). So this
 network has 13,078,848 parameters, all of which reach the logits, and gives
 the sample's logits for the sample's weights (``python -m
-lowpower.import_sample`` converts its weight file). 11.77 GFLOPs at 512x512
+lowpower.compress.import_sample`` converts its weight file). 11.77 GFLOPs at 512x512
 by torch.utils.flop_counter (2 per multiply-add); the sample's 11.85 include
 the discarded branch's 0.08.
 

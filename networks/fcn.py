@@ -6,7 +6,7 @@ Segmentation", CVPR 2015) on a dilated ResNet-50, as torchvision's
 Device-side code: Python 3.6 syntax and the torch 1.10 API only; torchvision's
 layers are written out (``networks.resnet`` and :func:`fcn_head`, same keys),
 so nothing imports torchvision. Nothing is downloaded: ``model.backbone``
-takes torchvision's ImageNet ResNet-50 weights (see ``lowpower.pretrained``).
+takes torchvision's ImageNet ResNet-50 weights (see ``lowpower.train.pretrained``).
 Quantizable in eager mode: the quantizable bottleneck blocks of ``networks.resnet``.
 """
 import torch  # noqa: F401 -- the docstring examples use it

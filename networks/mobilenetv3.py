@@ -11,7 +11,7 @@ are torchvision's ``DeepLabHead`` (``networks.deeplabv3``) and ``LRASPPHead``
 
 Device-side code: Python 3.6 syntax and the torch 1.10 API only. Nothing is
 downloaded: ``model.backbone`` takes the ImageNet weights of torchvision's
-MobileNetV3 ``features`` (see ``lowpower.pretrained``).
+MobileNetV3 ``features`` (see ``lowpower.train.pretrained``).
 
 Quantizable in eager mode: the blocks are quantizable inverted residuals
 (residual add and squeeze-excitation product through ``FloatFunctional``, as

@@ -1,6 +1,6 @@
 """Rebuild a channel-pruned network from its width plan: plain data, no pickled modules.
 
-A pruned checkpoint (``python -m lowpower.prune``) stores, in its ``arch_kwargs``, a
+A pruned checkpoint (``lowpower prune``) stores, in its ``arch_kwargs``, a
 ``width_plan``: for every layer whose shape pruning changed, its dotted module name and the
 constructor widths it now has::
 

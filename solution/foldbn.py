@@ -7,7 +7,7 @@ their conv-BN(-ReLU) groups and fuse them with ``fuse_model()``: in eval mode to
 ``fuse_modules`` folds BN into the conv (``fuse_conv_bn_eval``, torch 1.10 and 2.x alike) and wraps
 conv-ReLU pairs in ``ConvReLU2d``, a ``Sequential`` that computes what the pair computed. A network
 without ``fuse_model`` (a user's own) runs unfolded. ``LOWPOWER_FOLD_BN=0`` turns folding off, so
-that ``python -m lowpower.bench_solution`` can time both in turns.
+that ``lowpower bench solution`` can time both in turns.
 
 Device-side code: Python 3.6 syntax, the torch 1.10 API; the standard library and torch only.
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowpower.synthetic import generate
+from lowpower.data.synthetic import generate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def gt_samples(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def train_args():
-    """A function ``(data, out, *overrides) -> argv`` for ``lowpower.train.main``: the demo config
+    """A function ``(data, out, *overrides) -> argv`` for ``lowpower.train.trainer.main``: the demo config
     made tiny (TINY_TRAINING) on the synthetic set at ``data``; later overrides win."""
 
     def make(data, out, *overrides):

@@ -1,12 +1,13 @@
-"""lowpower.bench: one small run over two tiny models, and the pieces it prints."""
+"""lowpower.measure.bench: one small run over two tiny models, and the pieces it prints."""
 import csv
 
 import pytest
 import torch
 
-from lowpower import bench
+from lowpower.cli import main as lowpower_main
+from lowpower.measure import bench, flops
 
-TINY_RUN = ["models", "--models", "cunet,lraspp_mbv3_small", "--size", "64", "--threads", "1",
+TINY_RUN = ["bench", "models", "--models", "cunet,lraspp_mbv3_small", "--size", "64", "--threads", "1",
             "--repeats", "2", "--warmup", "1"]
 
 
@@ -14,7 +15,7 @@ TINY_RUN = ["models", "--models", "cunet,lraspp_mbv3_small", "--size", "64", "--
 def tiny_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
     md, table_csv = folder / "models.md", folder / "models.csv"
-    status = bench.main(TINY_RUN + ["--md", str(md), "--csv", str(table_csv)])
+    status = lowpower_main(TINY_RUN + ["--md", str(md), "--csv", str(table_csv)])
     with open(table_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     return status, md.read_text(), rows
@@ -41,13 +42,13 @@ def test_csv_numbers_match_the_models(tiny_run):
     for row in rows:
         model = networks.create_model(row["model"])
         assert int(row["params"]) == sum(p.numel() for p in model.parameters())
-        fp32, fp16 = bench.weights_megabytes(model)
+        fp32, fp16 = flops.weights_megabytes(model)
         assert float(row["weights_fp32_mb"]) == pytest.approx(fp32)
 
 
 def test_markdown_report_has_command_table_and_load(tiny_run):
     _, text, _ = tiny_run
-    assert "`python -m lowpower.bench " + " ".join(TINY_RUN) + " --md " in text
+    assert "`lowpower " + " ".join(TINY_RUN) + " --md " in text
     assert "load average" in text
     header = "| " + " | ".join(title for _, title, _ in bench.TABLE) + " |"
     lines = text.splitlines()
@@ -58,17 +59,17 @@ def test_markdown_report_has_command_table_and_load(tiny_run):
 
 def test_unknown_model_is_rejected_before_measuring():
     with pytest.raises(ValueError, match="Valid names"):
-        bench.main(["models", "--models", "unet,no_such_net", "--size", "64"])
+        lowpower_main(["bench", "models", "--models", "unet,no_such_net", "--size", "64"])
 
 
 def test_flop_count_of_a_single_convolution():
     conv = torch.nn.Conv2d(3, 8, kernel_size=3, padding=1, bias=False)
     # 8 output channels x 16 x 16 pixels x 27 multiply-adds x 2 FLOPs
-    assert bench.count_flops(conv, torch.zeros(1, 3, 16, 16)) == 2 * 8 * 16 * 16 * 27
+    assert flops.count_flops(conv, torch.zeros(1, 3, 16, 16)) == 2 * 8 * 16 * 16 * 27
 
 
 def test_weights_megabytes_counts_fp16_as_half():
-    fp32, fp16 = bench.weights_megabytes(torch.nn.Linear(1000, 1000))
+    fp32, fp16 = flops.weights_megabytes(torch.nn.Linear(1000, 1000))
     assert fp32 == pytest.approx(4.004) and fp16 == pytest.approx(2.002)
 
 
@@ -114,7 +115,7 @@ def fake_package(tmp_path):
 
 
 def test_bench_solution_runs_both_modes_through_run_pyz(fake_package, capsys):
-    from lowpower import bench_solution
+    from lowpower.measure import solution as bench_solution
 
     pyz, images = fake_package
     assert bench_solution.main([str(pyz), "--images", str(images), "--repeats", "2", "--compare-sequential"]) == 0
@@ -124,7 +125,7 @@ def test_bench_solution_runs_both_modes_through_run_pyz(fake_package, capsys):
 
 
 def test_bench_solution_flags_different_masks_and_failed_runs(fake_package, capsys, monkeypatch):
-    from lowpower import bench_solution
+    from lowpower.measure import solution as bench_solution
 
     pyz, images = fake_package
     monkeypatch.setenv("DIFFER", "1")

@@ -1,11 +1,13 @@
-"""lowpower.bench compare and pareto on tiny hand-made packages (no torch in them: fast)."""
+"""lowpower.measure.bench compare and pareto on tiny hand-made packages (no torch in them: fast)."""
 import csv
 import zipapp
 from pathlib import Path
 
 import pytest
 
-from lowpower import bench, bench_compare, bench_pareto
+from lowpower.cli import main as lowpower_main
+from lowpower.measure import compare as bench_compare
+from lowpower.measure import pareto as bench_pareto
 
 # Writes the GT beside IMG back (perfect) or zeros, sleeps, logs its name, prints a fixed "model time".
 PROGRAM = '''
@@ -52,7 +54,7 @@ def packages(tmp_path):
 
 def test_compare_runs_in_turns_and_prints_ratios(packages, gt_samples, capsys):
     fast, slow, log = packages
-    status = bench.main(["compare", str(fast), str(slow), "--images", str(gt_samples), "-n", "3"])
+    status = lowpower_main(["bench", "compare", str(fast), str(slow), "--images", str(gt_samples), "-n", "3"])
     text = capsys.readouterr().out
     assert status == 0, text
     # the packages themselves recorded the order they ran in
@@ -93,7 +95,7 @@ def test_a_failing_package_is_a_one_line_error_naming_it(tmp_path, gt_samples, c
     log = tmp_path / "order.log"
     good = make_pyz(tmp_path, "good", log)
     broken = make_pyz(tmp_path, "broken", log, fail=True)
-    status = bench.main(["compare", str(good), str(broken), "--images", str(gt_samples), "-n", "3"])
+    status = lowpower_main(["bench", "compare", str(good), str(broken), "--images", str(gt_samples), "-n", "3"])
     captured = capsys.readouterr()
     assert status == 2
     assert captured.out == ""  # nothing compared
@@ -127,8 +129,8 @@ def test_pareto_writes_csv_png_and_table(tmp_path, gt_samples, capsys):
     slow_good = make_pyz(tmp_path, "slow_good", log, seconds="0.400000", perfect=True)
     slower_bad = make_pyz(tmp_path, "slower_bad", log, seconds="0.800000", perfect=False)
     out = tmp_path / "pareto"
-    status = bench.main(["pareto", str(fast_bad), str(slow_good), str(slower_bad), "--images", str(gt_samples),
-                         "--out", str(out)])
+    status = lowpower_main(["bench", "pareto", str(fast_bad), str(slow_good), str(slower_bad),
+                            "--images", str(gt_samples), "--out", str(out)])
     text = capsys.readouterr().out
     assert status == 0, text
     assert (out / "pareto.png").stat().st_size > 1000
@@ -167,7 +169,7 @@ def test_pareto_packages_checkpoints_first(tmp_path, gt_samples):
 
 def test_pareto_unpackable_checkpoint_is_one_line(tmp_path, gt_samples, capsys):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    status = bench.main(["pareto", str(tmp_path / "junk.pt"), "--images", str(gt_samples),
+    status = lowpower_main(["bench", "pareto", str(tmp_path / "junk.pt"), "--images", str(gt_samples),
                          "--out", str(tmp_path / "out")])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pareto failed:")]
     assert status == 2 and len(err) == 1 and "junk.pt" in err[0], err

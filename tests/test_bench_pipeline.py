@@ -1,14 +1,15 @@
-"""lowpower.bench pipeline on a tiny trained UNet, its pruned form and that one's int8 PTQ: one row per
+"""lowpower.measure.bench pipeline on a tiny trained UNet, its pruned form and that one's int8 PTQ: one row per
 step in order, ratios against the first, the report files, and the one-line errors of bad arguments."""
 import csv
 
 import pytest
 import torch
 
-from lowpower import bench, bench_pipeline, prune
 from lowpower.checkpoint import load_checkpoint, save_checkpoint
-from lowpower.quantize.__main__ import main as quantize_main
-from lowpower.train import main as train_main
+from lowpower.cli import main as lowpower_main
+from lowpower.compress.prune import cli as prune
+from lowpower.measure import pipeline as bench_pipeline
+from lowpower.train.trainer import main as train_main
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -23,7 +24,7 @@ def pipeline(synthetic_data, train_args, tmp_path_factory):
     assert prune.main([str(out / "best.pt"), "--target-flops", "0.6", "--round-to", "0", "--out", str(pruned),
                        "--repeats", "1", "--no-progress"]) == 0
     engine = torch.backends.quantized.engine
-    assert quantize_main(["ptq", str(pruned), "--calib", "4", "--engine", "x86", "--out", str(int8),
+    assert lowpower_main(["quantize", "ptq", str(pruned), "--calib", "4", "--engine", "x86", "--out", str(int8),
                           "--no-progress"]) == 0
     torch.backends.quantized.engine = engine  # ptq sets it process-wide
     return data, [("base", out / "best.pt"), ("pruned x0.6", pruned), ("int8", int8)]
@@ -44,7 +45,7 @@ def steps_argv(steps):
 def test_each_step_is_a_row_in_order_with_ratios_to_the_first_and_a_report(pipeline, tmp_path):
     data, steps = pipeline
     out = tmp_path / "report"
-    args = bench.parse_args(["pipeline", *steps_argv(steps), "--images", str(data / "test"), "-n", "2",
+    args = bench_pipeline.parse_args([*steps_argv(steps), "--images", str(data / "test"), "-n", "2",
                              "--package-runs", "1", "--out", str(out)])
     rows = bench_pipeline.measure(args)
     assert [row["label"] for row in rows] == ["base", "pruned x0.6", "int8"]
@@ -62,7 +63,7 @@ def test_each_step_is_a_row_in_order_with_ratios_to_the_first_and_a_report(pipel
         assert split == pytest.approx(row["package_ms_per_image"], rel=1e-6)
         assert (out / (bench_pipeline.slug(rows.index(row) + 1, row["label"]) + ".pyz")).is_file()
 
-    table = bench_pipeline.write_report(rows, out, "python -m lowpower.bench pipeline ...", references=["pruned x0.6"])
+    table = bench_pipeline.write_report(rows, out, "lowpower bench pipeline ...", references=["pruned x0.6"])
     lines = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| step")]
     assert [line.split("|")[1].strip() for line in lines] == ["base", "pruned x0.6", "int8"]
     assert "| int8 | int8 (x86) |" in table
@@ -72,7 +73,7 @@ def test_each_step_is_a_row_in_order_with_ratios_to_the_first_and_a_report(pipel
     assert float(written[0]["package_ratio"]) == 1.0
     assert int(written[2]["npz_bytes"]) == rows[2]["npz_bytes"]
     assert (out / "pipeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "python -m lowpower.bench pipeline ..." in (out / "pipeline.md").read_text()
+    assert "lowpower bench pipeline ..." in (out / "pipeline.md").read_text()
 
 
 @pytest.mark.parametrize("step, message", [
@@ -82,7 +83,7 @@ def test_each_step_is_a_row_in_order_with_ratios_to_the_first_and_a_report(pipel
     ("base=missing.pt", "missing.pt: no such checkpoint"),
 ])
 def test_a_malformed_or_missing_step_is_a_one_line_error(step, message, tmp_path, capsys):
-    assert bench.main(["pipeline", step, "--images", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert lowpower_main(["bench", "pipeline", step, "--images", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 
@@ -90,9 +91,9 @@ def test_a_malformed_or_missing_step_is_a_one_line_error(step, message, tmp_path
 def test_a_label_twice_and_a_folder_without_img_and_gt_are_one_line_errors(pipeline, tmp_path, capsys):
     data, steps = pipeline
     twice = steps_argv(steps[:1]) * 2
-    assert bench.main(["pipeline", *twice, "--images", str(data / "test"), "--out", str(tmp_path)]) == 2
+    assert lowpower_main(["bench", "pipeline", *twice, "--images", str(data / "test"), "--out", str(tmp_path)]) == 2
     assert "label 'base' is given twice" in capsys.readouterr().err
-    assert bench.main(["pipeline", *steps_argv(steps[:1]), "--images", str(data / "test" / "IMG"),
+    assert lowpower_main(["bench", "pipeline", *steps_argv(steps[:1]), "--images", str(data / "test" / "IMG"),
                        "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "needs IMG/ and GT/" in err and len(err.splitlines()) == 1
@@ -103,7 +104,7 @@ def test_a_reference_that_names_no_step_is_a_one_line_error(tmp_path, capsys):
     path.write_bytes(b"")
     argv = ["pipeline", "base={}".format(path), "--reference", "nope", "--images", str(tmp_path), "--out",
             str(tmp_path / "r")]
-    assert bench.main(argv) == 2
+    assert lowpower_main(["bench"] + argv) == 2
     err = capsys.readouterr().err.strip()
     assert "--reference nope: no step has that label" in err and len(err.splitlines()) == 1
 
@@ -122,7 +123,7 @@ def test_int8_steps_of_different_engines_are_a_one_line_error(pipeline, tmp_path
     save_checkpoint(state, other)
     argv = ["pipeline", *steps_argv(steps), "q={}".format(other), "--images", str(data / "test"),
             "--out", str(tmp_path / "r")]
-    assert bench.main(argv) == 2
+    assert lowpower_main(["bench"] + argv) == 2
     err = capsys.readouterr().err.strip()
     assert "different quantized engines (int8: x86, q: qnnpack)" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()  # refused before any work

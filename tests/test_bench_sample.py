@@ -1,9 +1,9 @@
-"""lowpower.bench_sample: the CPU patch of the sample's program, the folder check, mask agreement."""
+"""lowpower.measure.sample: the CPU patch of the sample's program, the folder check, mask agreement."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from lowpower.bench_sample import CPU_FALLBACK, CPU_HELPERS, SampleError, build_sample, mask_agreement, patch_for_cpu
+from lowpower.measure.sample import CPU_FALLBACK, CPU_HELPERS, SampleError, build_sample, mask_agreement, patch_for_cpu
 
 CUDA_MAIN = '''import torch
 def main():

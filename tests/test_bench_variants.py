@@ -1,11 +1,11 @@
-"""lowpower.bench variants on a tiny trained run: one row per precision, sizes in order, Dice as test.py's."""
+"""lowpower.measure.bench variants on a tiny trained run: one row per precision, sizes in order, Dice as test.py's."""
 import json
 
 import pytest
 
-from lowpower import bench
-from lowpower import test as test_cli
-from lowpower.train import main as train_main
+from lowpower.cli import main as lowpower_main
+from lowpower.train import tester as test_cli
+from lowpower.train.trainer import main as train_main
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -27,7 +27,7 @@ def test_each_precision_is_a_row_with_smaller_weights_and_the_dice_test_py_print
     data, checkpoint = tiny_run
     argv = ["variants", str(checkpoint), "--calib", "4", "-n", "2", "--package-runs", "1",
             "--images", str(data / "test"), "--out", str(tmp_path / "variants")]
-    assert bench.main(argv) == 0
+    assert lowpower_main(["bench"] + argv) == 0
     rows = table_rows(capsys.readouterr().out)
     assert [row[0] for row in rows] == ["fp32", "fp16", "int8 PTQ (x86)"]
     build = tmp_path / "variants" / "build"
@@ -46,5 +46,5 @@ def test_each_precision_is_a_row_with_smaller_weights_and_the_dice_test_py_print
 
 def test_a_missing_qat_checkpoint_is_a_one_line_error(tiny_run, tmp_path, capsys):
     _, checkpoint = tiny_run
-    assert bench.main(["variants", str(checkpoint), "--qat", str(tmp_path / "nope.pt")]) == 2
+    assert lowpower_main(["bench", "variants", str(checkpoint), "--qat", str(tmp_path / "nope.pt")]) == 2
     assert "nope.pt: no such checkpoint" in capsys.readouterr().err

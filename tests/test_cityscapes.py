@@ -12,7 +12,6 @@ from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs_ev
 from cityscapesscripts.helpers.labels import labels as cs_labels
 
 import networks
-from lowpower import test as test_cli
 from lowpower.checkpoint import save_checkpoint
 from lowpower.config import load_config
 from lowpower.data.build import build_dataset
@@ -23,6 +22,7 @@ from lowpower.data.cityscapes import (
     label_id_scores,
     score_predictions,
 )
+from lowpower.train import tester as test_cli
 
 # City, sequence, frame of the fake val images (64x128, the 1:2 frame of the real 1024x2048).
 FRAMES = [("aachen", "000000", "000019"), ("aachen", "000001", "000019"), ("bochum", "000000", "000313")]

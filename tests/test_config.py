@@ -84,7 +84,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_readme_reference_matches_the_schema():
     readme = (ROOT / "README.md").read_text()
-    assert reference_markdown() in readme, "regenerate with: python -m lowpower.config"
+    assert reference_markdown() in readme, "regenerate with: lowpower config"
     assert defaults()["data"]["dataset"] == "lpcvc"
 
 

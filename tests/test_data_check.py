@@ -1,4 +1,4 @@
-"""python -m lowpower.data check: every problem of a data set at once, the class table, exit status;
+"""lowpower data check: every problem of a data set at once, the class table, exit status;
 train.py runs the same check before the first epoch when data.cache is false."""
 import shutil
 import subprocess
@@ -11,7 +11,7 @@ import pytest
 
 from lowpower.data.check import check_dataset
 from lowpower.data.check import main as check_main
-from lowpower.train import main as train_main
+from lowpower.train.trainer import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def broken_copy(clean, tmp_path):
 
 def test_the_cli_names_all_three_broken_files_and_exits_1(clean_data, tmp_path):
     root, names = broken_copy(clean_data, tmp_path)
-    done = subprocess.run([sys.executable, "-m", "lowpower.data", "check", str(root), "--dataset", "synthetic"],
+    done = subprocess.run([sys.executable, "-m", "lowpower", "data", "check", str(root), "--dataset", "synthetic"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
     for name in names:
@@ -74,7 +74,7 @@ def test_every_kind_of_problem_is_reported(clean_data, tmp_path):
 
 
 def test_help_explains_the_command():
-    done = subprocess.run([sys.executable, "-m", "lowpower.data", "check", "--help"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "lowpower", "data", "check", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--dataset" in done.stdout and "exit" in done.stdout.lower()
 
@@ -85,7 +85,7 @@ def test_train_checks_uncached_data_before_the_first_epoch(train_args, clean_dat
     out = tmp_path / "run"
     assert train_main(train_args(root, out, "train.epochs=1")) == 2
     error = capsys.readouterr().err
-    assert all(name in error for name in names) and "python -m lowpower.data check" in error
+    assert all(name in error for name in names) and "lowpower data check" in error
     assert not (out / "last.pt").exists(), "no epoch was trained"
 
 

@@ -1,5 +1,5 @@
 """Issue 16's bars, on the real index of the device's wheels: newer API added to a copy of a shipped
-network fails `python -m lowpower.device_api check` and presubmit, naming file, line and name; the
+network fails `lowpower device-api check` and presubmit, naming file, line and name; the
 same guarded passes; today's device folders pass."""
 import shutil
 import subprocess
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lowpower.device_api.check import check_paths
-from lowpower.presubmit import check as presubmit_check
-from lowpower.presubmit_static import device_api_index
+from lowpower.ship.device_api.check import check_paths
+from lowpower.ship.presubmit.cli import check as presubmit_check
+from lowpower.ship.presubmit.static import device_api_index
 
 ROOT = Path(__file__).resolve().parents[1]
 IMPORTS = "\nimport torch.nn.functional as F  # noqa\nimport torchvision  # noqa\nfrom PIL import Image  # noqa\n"
@@ -83,7 +83,7 @@ def test_the_same_api_guarded_passes_as_guarded(index, tmp_path):
 
 def test_the_cli_exits_1_and_prints_file_line_and_name(index, tmp_path):
     folder, lines = network_copy(tmp_path, newer_body())
-    result = subprocess.run([sys.executable, "-m", "lowpower.device_api", "check", str(folder)], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "lowpower", "device-api", "check", str(folder)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr
     for name, line in lines.items():

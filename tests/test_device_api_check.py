@@ -1,4 +1,4 @@
-"""lowpower.device_api.check against a small hand-written index (the real-index tests are the fetch half's).
+"""lowpower.ship.device_api.check against a small hand-written index (the real-index tests are the fetch half's).
 
 The index below restates, in the fetch half's format, a few names as torch 1.10.2, torchvision
 0.11.2 and Pillow 8.4.0 have them: no torch.compile, no antialias keyword, no weights= keyword, no
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lowpower.device_api.__main__ import main
-from lowpower.device_api.check import CheckError, check_paths, check_source
+from lowpower.cli import main as lowpower_main
+from lowpower.ship.device_api.check import CheckError, check_paths, check_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,27 +211,27 @@ def index_file(tmp_path):
 def test_cli_exits_1_and_prints_file_line_name_when_missing(tmp_path, index_file, capsys):
     bad = tmp_path / "bad.py"
     bad.write_text(HEADER + "torch.compile(m)\nif hasattr(torch, 'compile'):\n    torch.compile(m)\n")
-    assert main(["check", str(bad), "--index", index_file]) == 1
+    assert lowpower_main(["device-api", "check", str(bad), "--index", index_file]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "{}:5: torch.compile: the device's torch 1.10.2 has no torch.compile".format(bad)
     assert "1 missing, 1 guarded" in out[-1] and "numpy is checked only where its .py files define names" in out[-1]
-    assert main(["check", str(bad), "--index", index_file, "--show-guarded"]) == 1
+    assert lowpower_main(["device-api", "check", str(bad), "--index", index_file, "--show-guarded"]) == 1
     assert "[guarded]" in capsys.readouterr().out
 
 
 def test_cli_exits_0_when_clean_and_2_for_a_bad_path_or_index(tmp_path, index_file, capsys):
     good = tmp_path / "good.py"
     good.write_text(HEADER + "y = F.interpolate(x, scale_factor=2, align_corners=False)\n")
-    assert main(["check", str(good), "--index", index_file]) == 0
+    assert lowpower_main(["device-api", "check", str(good), "--index", index_file]) == 0
     assert "0 missing" in capsys.readouterr().out
-    assert main(["check", str(tmp_path / "absent.txt"), "--index", index_file]) == 2
-    assert main(["check", str(good), "--index", str(tmp_path / "no_index.json")]) == 2
+    assert lowpower_main(["device-api", "check", str(tmp_path / "absent.txt"), "--index", index_file]) == 2
+    assert lowpower_main(["device-api", "check", str(good), "--index", str(tmp_path / "no_index.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("device_api: ") for line in err)
 
 
 def test_cli_runs_as_a_module_with_help():
-    result = subprocess.run([sys.executable, "-m", "lowpower.device_api", "--help"], cwd=str(ROOT),
+    result = subprocess.run([sys.executable, "-m", "lowpower", "device-api", "check", "--help"], cwd=str(ROOT),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "fetch" in result.stdout and "guarded" in result.stdout
 
@@ -241,7 +241,7 @@ class FetchFailed(Exception):
 
 
 def test_cli_fetch_prints_the_index_and_a_failed_fetch_exits_2(tmp_path, monkeypatch, capsys):
-    import lowpower.device_api.__main__ as cli
+    import lowpower.ship.device_api.cli as cli
 
     calls = []
 
@@ -252,10 +252,10 @@ def test_cli_fetch_prints_the_index_and_a_failed_fetch_exits_2(tmp_path, monkeyp
         return INDEX
 
     monkeypatch.setattr(cli, "_index_api", lambda: (load_index, tmp_path / "default", FetchFailed))
-    assert main(["fetch"]) == 0
+    assert lowpower_main(["device-api", "fetch"]) == 0
     out = capsys.readouterr().out
     assert "{}/index.json".format(tmp_path / "default") in out and "torch 1.10.2" in out
-    assert main(["fetch", "--cache", str(tmp_path / "broken")]) == 2
-    assert main(["check", str(ROOT / "evaluation"), "--cache", str(tmp_path / "broken")]) == 2
+    assert lowpower_main(["device-api", "fetch", "--cache", str(tmp_path / "broken")]) == 2
+    assert lowpower_main(["device-api", "check", str(ROOT / "evaluation"), "--cache", str(tmp_path / "broken")]) == 2
     assert capsys.readouterr().err.count("device_api: pip download torch==1.10.2 failed") == 2
     assert calls[0] == (tmp_path / "default", True, True)

@@ -6,9 +6,9 @@ import zipfile
 
 import pytest
 
-from lowpower.device_api import DeviceApiError, fetch
-from lowpower.device_api.index import PACKAGES, dumps, load_index, lookup, read_wheel
-from lowpower.device_api.index_resolve import Resolver
+from lowpower.ship.device_api import DeviceApiError, fetch
+from lowpower.ship.device_api.index import PACKAGES, dumps, load_index, lookup, read_wheel
+from lowpower.ship.device_api.index_resolve import Resolver
 
 
 def index_of(tmp_path, files):
@@ -165,5 +165,5 @@ def test_wheels_recorded_and_build_is_deterministic(index):
     assert index["wheels"] == wheels and len(wheels) == len(fetch.WHEELS)
     assert all(len(sha) == 64 for sha in wheels.values())
     assert set(index["packages"]) == set(PACKAGES) and index["partial"] == ["numpy"]
-    from lowpower.device_api.index import build_index
+    from lowpower.ship.device_api.index import build_index
     assert dumps(build_index()) == (fetch.DEFAULT_CACHE / "index.json").read_text()

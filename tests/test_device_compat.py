@@ -1,13 +1,13 @@
 """The folders that ship to the device must run on Python 3.6 and stand alone.
 
-The rules are lowpower.pyz's (the ones presubmit applies to every package) with the device facts
+The rules are lowpower.ship.pyz's (the ones presubmit applies to every package) with the device facts
 of evaluation.contract, so this test and presubmit cannot drift apart.
 """
 import pathlib
 
 import pytest
 
-from lowpower.pyz import device_has, own_modules, scan_folder, vermin_check
+from lowpower.ship.pyz import device_has, own_modules, scan_folder, vermin_check
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEVICE_FOLDERS = [name for name in ("networks", "solution", "evaluation") if (REPO_ROOT / name).is_dir()]

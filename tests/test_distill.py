@@ -8,11 +8,11 @@ import subprocess
 import pytest
 import torch
 
-from lowpower import distill
-from lowpower import train as train_module
 from lowpower.checkpoint import load_checkpoint
-from lowpower.distill import cwd_loss, kd_loss
-from lowpower.train import main as train_main
+from lowpower.train import distill
+from lowpower.train import trainer as train_module
+from lowpower.train.distill import cwd_loss, kd_loss
+from lowpower.train.trainer import main as train_main
 from tests.test_resume import stop_after_steps
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -193,7 +193,7 @@ def test_a_teacher_with_other_classes_is_refused(teacher):
 
 
 def test_curves_draw_each_distillation_term(monkeypatch, tmp_path):
-    from lowpower import plots
+    from lowpower.train import plots
 
     drawn = {}
     monkeypatch.setattr(plots.plt, "close", lambda figure: drawn.setdefault("figure", figure))

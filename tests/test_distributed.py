@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lowpower.engine import ShardSampler, evaluate
+from lowpower.train.engine import ShardSampler, evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,8 +40,8 @@ def tiny_data(synthetic_data):
 
 def test_two_processes_train_one_epoch_and_agree_with_a_single_process(tiny_data, tmp_path):
     # Imported here: the ranks spawned by the next test re-import this module, and need neither.
-    from lowpower import test as test_cli
     from lowpower.checkpoint import load_checkpoint
+    from lowpower.train import tester as test_cli
 
     out = tmp_path / "run"
     done = subprocess.run(torchrun(out, tiny_overrides(tiny_data)), cwd=ROOT, capture_output=True,
@@ -75,7 +75,7 @@ def test_two_processes_train_one_epoch_and_agree_with_a_single_process(tiny_data
 def _evaluate_rank(rank, world, port, result_dir):
     """One gloo process: score a fixed model on its shard of a fixed set, save the reduced matrix."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
-    from lowpower import distributed
+    from lowpower.train import distributed
 
     info = distributed.init_distributed_mode("cpu")
     images, masks = _fixed_split()

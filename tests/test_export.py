@@ -1,4 +1,4 @@
-"""ONNX export (lowpower.export): opset <= 13, onnx.checker, onnxruntime agreement, Resize modes, the CLI."""
+"""ONNX export (lowpower.ship.export): opset <= 13, onnx.checker, onnxruntime agreement, Resize modes, the CLI."""
 import onnx
 import pytest
 import torch
@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 import networks
 from lowpower.checkpoint import save_checkpoint
-from lowpower.export import MAX_OPSET, MIN_AGREEMENT, ExportError, export_and_verify, export_onnx, main
-from lowpower.export_check import compare_with_onnxruntime, probe_images, resize_modes, resize_problems
+from lowpower.ship.export import MAX_OPSET, MIN_AGREEMENT, ExportError, export_and_verify, export_onnx, main
+from lowpower.ship.export_check import compare_with_onnxruntime, probe_images, resize_modes, resize_problems
 
 ARCH_KWARGS = {"num_classes": 14, "base_width": 4, "depth": 2}
 
@@ -148,7 +148,7 @@ def test_cli_help_and_argument_errors(capsys):
 
 
 def test_cli_exports_a_checkpoint_that_train_py_wrote(synthetic_data, train_args, tmp_path, capsys):
-    from lowpower.train import main as train_main
+    from lowpower.train.trainer import main as train_main
 
     data = synthetic_data(train=4, val=2, test=2, seed=5)
     assert train_main(train_args(data, tmp_path / "run", "train.epochs=1")) == 0

@@ -16,8 +16,8 @@ from torchvision.models.resnet import BasicBlock, ResNet
 
 import networks
 from lowpower.checkpoint import load_checkpoint
-from lowpower.import_sample import main
-from lowpower.package import build_package
+from lowpower.compress.import_sample import main
+from lowpower.ship.build import build_package
 from tests.conftest import randomize_batchnorm
 
 SAMPLE_PARAMETERS = 13968256  # the sample at 14 classes (docs/DESIGN section 6)

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 import networks
-from lowpower.quantize import fixed_point as fxp
-from lowpower.quantize import study
-from lowpower.train import main as train_main
+from lowpower.compress.quantize import fixed_point as fxp
+from lowpower.compress.quantize import study
+from lowpower.train.trainer import main as train_main
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

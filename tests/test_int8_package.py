@@ -1,6 +1,6 @@
 """Shipping int8: npz round trip, the int8 package run alone, presubmit, size, engine fallback.
 
-The real path: a tiny train.py run -> ``python -m lowpower.quantize ptq`` -> ``build_package``
+The real path: a tiny train.py run -> ``lowpower quantize ptq`` -> ``build_package``
 (precision int8) -> the pyz run with ``python -I`` from an empty folder.
 """
 import io
@@ -16,14 +16,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lowpower import train
 from lowpower.checkpoint import build_model, load_checkpoint, save_checkpoint
-from lowpower.package import PackageError, build_package
-from lowpower.presubmit import check
-from lowpower.presubmit_run import RunOptions
-from lowpower.pyz_run import run_pyz
-from lowpower.quantize import ptq
-from lowpower.quantize.npz import differences, encode_state_dict
+from lowpower.compress.quantize import ptq
+from lowpower.compress.quantize.npz import differences, encode_state_dict
+from lowpower.ship.build import build_package
+from lowpower.ship.manifest import PackageError
+from lowpower.ship.presubmit.cli import check
+from lowpower.ship.presubmit.run import RunOptions
+from lowpower.ship.runner import run_pyz
+from lowpower.train import trainer as train
 from networks import create_model
 from solution.int8 import Int8WeightsError, decode_state_dict
 

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 import networks
 from evaluation.contract import CLASS_NAMES
-from lowpower.bench_solution import PHASES, phase_values
 from lowpower.checkpoint import save_checkpoint
-from lowpower.package import build_package
+from lowpower.measure.solution import PHASES, phase_values
+from lowpower.ship.build import build_package
 from solution import postprocess
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lowpower.losses import IGNORE_INDEX, SegmentationLoss, soft_dice_loss
+from lowpower.train.losses import IGNORE_INDEX, SegmentationLoss, soft_dice_loss
 
 
 def one_hot_soft_dice(logits, target):

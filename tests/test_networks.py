@@ -178,7 +178,7 @@ def test_same_network_as_torchvision_builder(name):
 def test_backbone_accepts_imagenet_keys(name, torchvision_name):
     import torchvision
 
-    from lowpower.pretrained import backbone_state_dict
+    from lowpower.train.pretrained import backbone_state_dict
 
     imagenet_like = getattr(torchvision.models, torchvision_name)(weights=None).state_dict()
     result = build(name).backbone.load_state_dict(backbone_state_dict(imagenet_like, name), strict=False)

@@ -1,4 +1,4 @@
-"""lowpower.package: checkpoint -> solution.pyz (layout, manifest, weights, import closure, refusals)."""
+"""lowpower.ship.package: checkpoint -> solution.pyz (layout, manifest, weights, import closure, refusals)."""
 import json
 import os
 import pathlib
@@ -14,18 +14,11 @@ import torch
 import networks
 from evaluation.contract import CLASS_NAMES as LPCVC_CLASSES
 from lowpower.checkpoint import save_checkpoint
-from lowpower.package import (
-    DEFAULT_BATCH_SIZE,
-    PackageError,
-    build_package,
-    generated_init,
-    import_closure,
-    main,
-    parse_args,
-    read_checkpoint,
-    resolve_paths,
-)
-from lowpower.pyz import vermin_check
+from lowpower.ship.build import DEFAULT_BATCH_SIZE, build_package
+from lowpower.ship.closure import generated_init, import_closure
+from lowpower.ship.manifest import PackageError, read_checkpoint
+from lowpower.ship.package import main, parse_args, resolve_paths
+from lowpower.ship.pyz import vermin_check
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEMPLATE = REPO_ROOT / "solution"
@@ -261,13 +254,13 @@ def test_verification_is_presubmit_on_two_images(checkpoint, tmp_path):
 
 
 def test_a_package_that_fails_presubmit_is_not_written(checkpoint, tmp_path, monkeypatch):
-    import lowpower.package_build
+    import lowpower.ship.build
 
     template = tmp_path / "template"
     shutil.copytree(TEMPLATE, template, ignore=shutil.ignore_patterns("__pycache__", "*.json", "*.npz"))
     main_py = template / "main.py"
     main_py.write_text(main_py.read_text() + "\nraise RuntimeError('broken template')\n")
-    monkeypatch.setattr(lowpower.package_build, "TEMPLATE_DIR", template)
+    monkeypatch.setattr(lowpower.ship.build, "TEMPLATE_DIR", template)
     with pytest.raises(PackageError) as error:
         build_package(checkpoint, tmp_path / "bad.pyz", build_dir=tmp_path / "b")
     message = str(error.value)

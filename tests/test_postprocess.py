@@ -3,7 +3,7 @@ and the package."""
 import torch
 import torch.nn.functional as F
 
-from lowpower.engine import predict_masks
+from lowpower.train.engine import predict_masks
 from solution.postprocess import class_areas, class_ids, drop_small_classes, segment
 
 

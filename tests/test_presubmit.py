@@ -1,4 +1,4 @@
-"""lowpower.presubmit on hand-made archives: passes a good one, fails each fault with its reason."""
+"""lowpower.ship.presubmit.cli on hand-made archives: passes a good one, fails each fault with its reason."""
 import argparse
 import json
 import subprocess
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lowpower import presubmit
-from lowpower.presubmit_report import parse_size
-from lowpower.presubmit_run import project_time
-from lowpower.pyz import STDLIB_36
+from lowpower.ship.presubmit import cli as presubmit
+from lowpower.ship.presubmit.report import parse_size
+from lowpower.ship.presubmit.run import project_time
+from lowpower.ship.pyz import STDLIB_36
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,7 +168,7 @@ def test_stdlib_of_python_36():
 
 
 def test_cli_help_explains_the_slowdown():
-    result = subprocess.run([sys.executable, "-m", "lowpower.presubmit", "--help"], cwd=str(REPO_ROOT),
+    result = subprocess.run([sys.executable, "-m", "lowpower", "presubmit", "--help"], cwd=str(REPO_ROOT),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "Jetson Nano" in result.stdout and "--device-slowdown" in result.stdout

@@ -1,4 +1,4 @@
-"""lowpower.pretrained: offline error message and loading from the torch hub cache."""
+"""lowpower.train.pretrained: offline error message and loading from the torch hub cache."""
 import os
 import urllib.error
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import networks
-from lowpower import pretrained
+from lowpower.train import pretrained
 
 
 @pytest.fixture

@@ -9,12 +9,13 @@ import torch
 from PIL import Image
 
 import networks
-from lowpower import prune, train
-from lowpower.bench import count_flops
 from lowpower.checkpoint import build_model, load_checkpoint, save_checkpoint
-from lowpower.package import build_package
-from lowpower.prune_core import PruneError, prune_to_flops, rebuild_check, width_plan
-from lowpower.pyz_run import run_pyz
+from lowpower.compress.prune import cli as prune
+from lowpower.compress.prune.core import PruneError, prune_to_flops, rebuild_check, width_plan
+from lowpower.measure.bench import count_flops
+from lowpower.ship.build import build_package
+from lowpower.ship.runner import run_pyz
+from lowpower.train import trainer as train
 from networks import quant
 from networks.widths import apply_width_plan
 
@@ -24,7 +25,7 @@ TINY_KWARGS = {"num_classes": 14, "base_width": 4, "depth": 2}  # conftest's TIN
 
 
 def write_checkpoint(path, kwargs, size, **extra):
-    """A float checkpoint of a unet with random weights, as much as lowpower.prune reads."""
+    """A float checkpoint of a unet with random weights, as much as lowpower.compress.prune.cli reads."""
     torch.manual_seed(0)
     model = networks.create_model("unet", **kwargs)
     save_checkpoint(dict({"arch": "unet", "arch_kwargs": dict(kwargs), "model": model.state_dict(),
@@ -75,7 +76,7 @@ def test_width_plan_naming_a_missing_layer_is_a_one_line_error():
 def test_prune_cli_refuses_an_impossible_target_in_one_line(demo_pruned, capsys):
     assert prune.main([str(demo_pruned[0]), "--target-flops", "1.5", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("python -m lowpower.prune: error:") and "between 0 and 1" in err and "\n" not in err
+    assert err.startswith("lowpower prune: error:") and "between 0 and 1" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("arch", networks.list_models())

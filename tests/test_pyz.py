@@ -1,11 +1,12 @@
-"""lowpower.pyz: the import scan (guards, dynamic imports), the vermin check, and run_pyz."""
+"""lowpower.ship.pyz: the import scan (guards, dynamic imports), the vermin check, and run_pyz."""
 import os
 import time
 import zipapp
 
 import pytest
 
-from lowpower.pyz import device_has, run_pyz, scan_folder, scan_source, vermin_check
+from lowpower.ship.pyz import device_has, scan_folder, scan_source, vermin_check
+from lowpower.ship.runner import run_pyz
 
 
 def make_pyz(folder, source, name="prog"):

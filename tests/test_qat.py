@@ -7,10 +7,10 @@ import torch
 
 import networks
 from lowpower import checkpoint as ckpt
-from lowpower import train as train_module
-from lowpower.package_build import PackageError, build_package
-from lowpower.quantize import qat
-from lowpower.train import main as train_main
+from lowpower.compress.quantize import qat
+from lowpower.ship.build import PackageError, build_package
+from lowpower.train import trainer as train_module
+from lowpower.train.trainer import main as train_main
 from networks import quant
 from tests.conftest import PlainNet
 from tests.test_resume import stop_after_steps
@@ -73,7 +73,7 @@ def test_tiny_qat_run_validates_fake_quant_and_writes_a_strict_int8_checkpoint(t
     agree = (fake.argmax(1) == real.argmax(1)).float().mean().item()
     assert agree > 0.95, "int8 and fake-quant predictions agree on %.3f of the pixels" % agree
     # the converter's command line writes the same kind of file from last.pt
-    assert qat.main(["convert", str(out / "last.pt"), "-o", str(tmp_path / "last_int8.pt")]) == 0
+    assert qat.main([str(out / "last.pt"), "-o", str(tmp_path / "last_int8.pt")]) == 0
     assert ckpt.load_checkpoint(tmp_path / "last_int8.pt")["quant"]["mode"] == "qat"
     # the packager points from the QAT training state to its int8 form, in one line
     with pytest.raises(PackageError, match="QAT training checkpoint .*best_int8.pt --precision int8"):
@@ -197,7 +197,7 @@ def test_qat_under_torchrun_and_test_py_scores_what_validation_scored(tiny_data,
     import json
     import subprocess
 
-    from lowpower import test as test_cli
+    from lowpower.train import tester as test_cli
     from tests.test_distributed import ROOT, tiny_overrides, torchrun
 
     out = tmp_path / "ddp"

@@ -1,4 +1,4 @@
-"""Post-training int8 (python -m lowpower.quantize ptq) on a tiny UNet trained for one epoch, the int8
+"""Post-training int8 (lowpower quantize ptq) on a tiny UNet trained for one epoch, the int8
 checkpoint loader, and test.py scoring an int8 checkpoint."""
 import json
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from lowpower.checkpoint import build_model, load_checkpoint, save_checkpoint
-from lowpower.quantize.__main__ import main as quantize_main
-from lowpower.quantize.calibrate import calibration_loader, spread_indices
-from lowpower.test import main as score_main
-from lowpower.train import main as train_main
+from lowpower.cli import main as lowpower_main
+from lowpower.compress.quantize.calibrate import calibration_loader, spread_indices
+from lowpower.train.tester import main as score_main
+from lowpower.train.trainer import main as train_main
 from networks import quant
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -30,7 +30,7 @@ def float_run(synthetic_data, train_args, tmp_path_factory):
 def int8_checkpoint(float_run, tmp_path_factory):
     """The x86 int8 PTQ checkpoint of ``float_run``, calibrated on 4 training images."""
     out = tmp_path_factory.mktemp("ptq_out") / "int8.pt"
-    assert quantize_main(["ptq", str(float_run), "--calib", "4", "--engine", "x86", "--out", str(out),
+    assert lowpower_main(["quantize", "ptq", str(float_run), "--calib", "4", "--engine", "x86", "--out", str(out),
                           "--no-progress"]) == 0
     return out
 
@@ -84,7 +84,7 @@ def test_int8_argmax_agrees_with_the_float_model(float_run, int8_checkpoint):
 def test_missing_engine_falls_back_with_a_warning(float_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(quant, "supported_engines", lambda: ["qnnpack", "fbgemm"])
     out = tmp_path / "fallback.pt"
-    assert quantize_main(["ptq", str(float_run), "--calib", "2", "--engine", "x86", "--out", str(out),
+    assert lowpower_main(["quantize", "ptq", str(float_run), "--calib", "2", "--engine", "x86", "--out", str(out),
                           "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "warning: quantized engine 'x86' is not in this torch" in err and "using 'fbgemm'" in err
@@ -95,7 +95,7 @@ def test_non_quantizable_network_is_a_one_line_error(tmp_path, plain_network, ca
     path = tmp_path / "plain.pt"
     save_checkpoint({"arch": "plain_net", "arch_kwargs": {"num_classes": 14}, "model": {},
                      "config": {"data": {}}}, path)
-    assert quantize_main(["ptq", str(path), "--out", str(tmp_path / "x.pt")]) == 2
+    assert lowpower_main(["quantize", "ptq", str(path), "--out", str(tmp_path / "x.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert str(path) in err and "'plain_net' cannot be quantized: its head adds activations" in err
@@ -103,7 +103,7 @@ def test_non_quantizable_network_is_a_one_line_error(tmp_path, plain_network, ca
 
 
 def test_an_int8_checkpoint_is_not_quantized_again(int8_checkpoint, capsys):
-    assert quantize_main(["ptq", str(int8_checkpoint)]) == 2
+    assert lowpower_main(["quantize", "ptq", str(int8_checkpoint)]) == 2
     assert "already an int8 checkpoint" in capsys.readouterr().err
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from lowpower import train as train_module
 from lowpower.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from lowpower.train import main as train_main
+from lowpower.train import trainer as train_module
+from lowpower.train.trainer import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 # Augmentation on (scale, crop, flip, colour jitter), loading from disk (no cache).

@@ -23,10 +23,10 @@ from PIL import Image
 
 import networks
 from evaluation.contract import CLASS_NAMES as LPCVC_CLASSES
-from lowpower import engine
 from lowpower.checkpoint import build_model, load_checkpoint, save_checkpoint
 from lowpower.data.transforms import eval_transforms
-from lowpower.package import build_package
+from lowpower.ship.build import build_package
+from lowpower.train import engine
 from solution import imagefiles, postprocess
 from solution.model import Segmenter
 

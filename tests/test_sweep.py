@@ -1,4 +1,4 @@
-"""lowpower.sweep on a tiny trained run: one row per size, files written, Dice equal to lowpower.test's.
+"""lowpower.measure.sweep on a tiny trained run: one row per size, files written, Dice equal to lowpower.train.tester's.
 
 Example:
     .venv/bin/python -m pytest tests/test_sweep.py -q
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lowpower import sweep
-from lowpower import test as test_cli
-from lowpower.train import main as train_main
+from lowpower.measure import sweep
+from lowpower.train import tester as test_cli
+from lowpower.train.trainer import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED_SIZE = 32  # TINY_TRAINING's data.input_size
@@ -88,7 +88,8 @@ def test_a_missing_or_bad_checkpoint_is_a_one_line_error_naming_the_file(tmp_pat
 
 
 def test_help_explains_the_tool(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "lowpower.sweep", "--help"], cwd=ROOT, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "lowpower", "bench", "sweep", "--help"], cwd=ROOT,
+                            capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0
     assert "--sizes" in result.stdout and "Nano" in result.stdout and "sweep.csv" in result.stdout

@@ -7,10 +7,10 @@ import pytest
 
 from evaluation.metrics import confusion_matrix, image_mean_dice
 from lowpower.data.lpcvc import LPCVCDataset
-from lowpower.synthetic import SPLIT_DIRS, generate
-from lowpower.synthetic.__main__ import main as synthetic_main
-from lowpower.synthetic.colour_baseline import fit_class_means, predict_by_colour
-from lowpower.synthetic.scene import SCENES, make_scene
+from lowpower.data.synthetic import SPLIT_DIRS, generate
+from lowpower.data.synthetic.cli import main as synthetic_main
+from lowpower.data.synthetic.colour_baseline import fit_class_means, predict_by_colour
+from lowpower.data.synthetic.scene import SCENES, make_scene
 
 NUM_CLASSES = 14
 
@@ -85,7 +85,7 @@ def test_background_dominates_and_people_and_vehicles_are_small(scenes):
 
 def test_confusable_pairs_share_colours():
     """Intact and damaged roofs, water and ice plates draw from the same palettes."""
-    from lowpower.synthetic import textures
+    from lowpower.data.synthetic import textures
 
     rng = np.random.default_rng(0)
     roof_colour = textures.pick(rng, textures.ROOF_COLOURS, 0)
@@ -122,7 +122,7 @@ def test_a_colour_classifier_stays_at_or_below_045_on_the_val_split(tmp_path):
 
 
 def test_generate_refuses_a_folder_holding_other_files(tmp_path):
-    from lowpower.synthetic import ForeignFilesError
+    from lowpower.data.synthetic import ForeignFilesError
 
     root = tmp_path / "photos"
     (root / "LPCVC_Val/IMG/val").mkdir(parents=True)

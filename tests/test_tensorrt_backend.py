@@ -21,12 +21,12 @@ from PIL import Image
 import networks
 from evaluation.contract import CLASS_NAMES
 from lowpower.checkpoint import save_checkpoint
-from lowpower.device_api.check import check_paths
-from lowpower.package import PackageError, build_package
-from lowpower.package_build import check_backend
-from lowpower.presubmit import NOT_PROVEN, not_proven
-from lowpower.presubmit_static import device_api_index
-from lowpower.pyz_run import run_pyz
+from lowpower.ship.build import build_package, check_backend
+from lowpower.ship.device_api.check import check_paths
+from lowpower.ship.manifest import PackageError
+from lowpower.ship.presubmit.cli import NOT_PROVEN, not_proven
+from lowpower.ship.presubmit.static import device_api_index
+from lowpower.ship.runner import run_pyz
 from solution import tensorrt as backend
 
 ARCH_KWARGS = {"num_classes": 14, "base_width": 4, "depth": 2}

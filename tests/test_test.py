@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from evaluation.metrics import confusion_matrix, image_mean_dice
-from lowpower import panels
-from lowpower import test as test_cli
 from lowpower.data import PALETTE
-from lowpower.train import main as train_main
+from lowpower.train import panels
+from lowpower.train import tester as test_cli
+from lowpower.train.trainer import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

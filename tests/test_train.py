@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from lowpower import train as train_module
-from lowpower.synthetic import generate
-from lowpower.train import main as train_main
+from lowpower.data.synthetic import generate
+from lowpower.train import trainer as train_module
+from lowpower.train.trainer import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

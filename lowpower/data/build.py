@@ -13,10 +13,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from lowpower.paths import REPO_ROOT
 from lowpower.data.lpcvc import CLASS_NAMES, DataError, LPCVCDataset
 from lowpower.data.transforms import eval_transforms, train_transforms
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def data_root(cfg):
@@ -40,7 +40,7 @@ def ensure_synthetic(cfg, log=print):
     marker = root / ".complete"
     if data["dataset"] != "synthetic" or marker.is_file():
         return root
-    from lowpower.synthetic import ForeignFilesError, check_destination, generate  # needed on first use only
+    from lowpower.data.synthetic import ForeignFilesError, check_destination, generate  # needed on first use only
 
     try:
         check_destination(root)  # before saying "generating": a user's own files are never touched
@@ -169,7 +169,7 @@ def build_loaders(cfg, world_size=1, rank=0, pin_memory=False, progress=True):
         >>> train_loader.sampler.set_position(epoch=0)                         # doctest: +SKIP
     """
     from lowpower.config import ConfigError
-    from lowpower.engine import EpochSampler, SeededItems, ShardSampler
+    from lowpower.train.engine import EpochSampler, SeededItems, ShardSampler
 
     train_set = build_dataset(cfg, "train", progress=progress)
     val_set = build_dataset(cfg, "val", progress=progress)

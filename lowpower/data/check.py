@@ -7,8 +7,8 @@ and reports unpaired names, unreadable or truncated files, image/mask size misma
 outside the class range (other than the ignore id) and empty splits, then the pixel share of
 every class per split.
 
-    python -m lowpower.data check data/lpcvc
-    python -m lowpower.data check data/cityscapes --dataset cityscapes
+    lowpower data check data/lpcvc
+    lowpower data check data/cityscapes --dataset cityscapes
 
 train.py runs :func:`check_dataset` on the train and val splits before its first epoch when
 ``data.cache`` is false (with the cache on, caching reads every file anyway).
@@ -178,7 +178,7 @@ def check_dataset(root, dataset="lpcvc", num_classes=None, splits=SPLITS, progre
 def require_no_problems(report):
     """Raise a DataError listing every problem of ``report`` (what train.py stops with)."""
     if report.problems:
-        raise DataError("%d problem(s) in the data, found before training (python -m lowpower.data check %s "
+        raise DataError("%d problem(s) in the data, found before training (lowpower data check %s "
                         "lists them again):\n  %s" % (len(report.problems), report.root, "\n  ".join(report.problems)))
 
 
@@ -197,11 +197,11 @@ def format_report(report):
 
 
 def main(argv=None):
-    """``python -m lowpower.data check ROOT``; returns 1 when there was a problem, else 0."""
+    """``lowpower data check ROOT``; returns 1 when there was a problem, else 0."""
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m lowpower.data check",
+        prog="lowpower data check",
         description="Read every image and mask of a data set once and report every problem at once: "
                     "unpaired names, unreadable or truncated files, image/mask size mismatches, label ids "
                     "outside [0, N) other than the ignore id %d, empty splits. Then print each class's "

@@ -1,0 +1,115 @@
+"""The config schema: every ``section.key`` with its types, default, bounds and a line of help.
+
+One home for what a run config may hold; lowpower/config.py loads, merges and checks against it, and
+``lowpower config`` prints it as the README's reference. A new section (say
+``quant`` or ``distill``) is one more entry of :data:`SCHEMA`.
+
+Example:
+    >>> SCHEMA["train"]["epochs"].default
+    100
+"""
+
+OPTIONAL = "optional"  # marker in a Key's types: None is allowed
+
+
+class Key:
+    """One schema entry: allowed types, default, choices and a line of help for the reference."""
+
+    def __init__(self, types, default, help, choices=None, low=None, high=None, above=None):
+        self.types = types if isinstance(types, tuple) else (types,)
+        self.default = default
+        self.help = help
+        self.choices = choices
+        self.low, self.high, self.above = low, high, above  # value >= low, <= high, > above
+
+
+SCHEMA = {
+    "model": {
+        "arch": Key(str, "unet", "network name from networks.list_models()"),
+        "kwargs": Key(dict, {}, "builder arguments of that network, e.g. {base_width: 16}"),
+        "pretrained": Key((bool, str, OPTIONAL), False,
+                          "ImageNet backbone weights to load on the workstation: true (IMAGENET1K_V1), "
+                          "a torchvision weights name, or false to train from scratch"),
+        "init_from": Key((str, OPTIONAL), None, "checkpoint whose layout and weights start a new run, e.g. a pruned "
+                                                "one (lowpower prune): same arch and kwargs, its width "
+                                                "plan kept; relative to the repository root; null: not used"),
+    },
+    "data": {
+        "dataset": Key(str, "lpcvc", "folder layout of data.root", ["lpcvc", "synthetic", "cityscapes"]),
+        "root": Key(str, "data/lpcvc", "data folder; relative paths are taken from the repository root"),
+        "num_classes": Key(int, 14, "classes the model predicts (LPCVC: 14, Cityscapes: 19)", low=1, high=255),
+        "input_size": Key(int, 512, "square side the model sees in training (base scale) and evaluation", low=1),
+        "crop_size": Key((int, OPTIONAL), None, "training crop side; null means data.input_size", low=1),
+        "scale_min": Key(float, 0.5, "smallest random scale factor of the training resize", above=0),
+        "scale_max": Key(float, 2.0, "largest random scale factor of the training resize", above=0),
+        "hflip": Key(float, 0.5, "probability of a horizontal flip", low=0, high=1),
+        "jitter": Key(float, 0.2, "brightness/contrast/saturation jitter strength (0 disables)", low=0),
+        "cache": Key(bool, False, "decode and downsize every image once, into memory (small data sets)"),
+        "workers": Key(int, 4, "data loader processes per training process (0 loads in the main process)", low=0),
+        "synthetic_train": Key(int, 300, "synthetic data: training images generated when data.root is missing", low=0),
+        "synthetic_val": Key(int, 50, "synthetic data: validation images", low=0),
+        "synthetic_test": Key(int, 50, "synthetic data: test images (referee layout)", low=0),
+        "synthetic_seed": Key(int, 0, "synthetic data: generator seed"),
+    },
+    "train": {
+        "epochs": Key(int, 100, "passes over the training split", low=1),
+        "batch_size": Key(int, 8, "images per step per process (per GPU under torchrun)", low=1),
+        "optimizer": Key(str, "sgd", "optimizer", ["sgd", "adamw"]),
+        "lr": Key(float, 0.01, "peak learning rate (reached after the warm-up)", above=0),
+        "momentum": Key(float, 0.9, "SGD momentum", low=0, high=1),
+        "weight_decay": Key(float, 1e-4, "weight decay", low=0),
+        "warmup_iters": Key(int, 100, "steps of linear warm-up from lr/100 to lr", low=0),
+        "poly_power": Key(float, 0.9, "power of the poly decay lr * (1 - step/steps) ** power", low=0),
+        "class_weights": Key((list, str, OPTIONAL), None,
+                             "cross-entropy class weights: null, a list with one weight per class, "
+                             "or 'inverse_sqrt' (from the training masks' pixel shares)"),
+        "dice_weight": Key(float, 0.0, "weight of a per-image soft Dice loss (averaged like the referee's mean Dice) "
+                                         "added to the cross-entropy (0 disables)", low=0),
+        "amp": Key(bool, True, "mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 (AMX, "
+                               "AVX512-BF16), fp32 elsewhere"),
+        "channels_last": Key(bool, False, "NHWC memory layout (faster convolutions with amp on recent "
+                                          "CPUs and tensor-core GPUs)"),
+        "clip_grad": Key((float, OPTIONAL), None, "clip the gradient norm to this value; null disables", above=0),
+        "val_every": Key(int, 1, "validate every N epochs (and always after the last)", low=1),
+        "sync_bn": Key(bool, False, "SyncBatchNorm across processes under torchrun"),
+        "seed": Key(int, 0, "seed of weights, data order and augmentation"),
+        "device": Key(str, "auto", "auto (CUDA when present), cuda or cpu", ["auto", "cuda", "cpu"]),
+        "threads": Key((int, OPTIONAL), None, "CPU threads for torch; null keeps torch's default", low=1),
+    },
+    "eval": {
+        "batch_size": Key(int, 8, "images per step in validation and test.py", low=1),
+        "output_size": Key(int, 512, "side of the predicted masks that are scored (the referee's 512)", low=1),
+        "min_class_area": Key(float, 0.0, "drop a class from an image's prediction when it covers less than "
+                                          "this share of the image (its pixels go to the next likely class); "
+                                          "the referee scores a spurious class 0. Used by validation, test.py "
+                                          "and the package. 0 disables", low=0),
+    },
+    "quant": {
+        "qat": Key(bool, False, "quantization-aware training: fake-quant int8 weights and activations in training "
+                                "and validation; best.pt stays the QAT state, best_int8.pt is its int8 conversion"),
+        "engine": Key(str, "qnnpack", "int8 engine the model is prepared and converted for (qnnpack: the "
+                                      "device's ARM cores)", ["qnnpack", "x86", "fbgemm", "onednn"]),
+        "freeze_observers_epoch": Key((int, OPTIONAL), None, "observers update in the first N QAT epochs, then "
+                                                             "their ranges stay fixed; null: never frozen", low=0),
+        "freeze_bn_epoch": Key((int, OPTIONAL), None, "BatchNorm running statistics update in the first N QAT "
+                                                      "epochs, then stay fixed; null: never frozen", low=0),
+        "init_from": Key((str, OPTIONAL), None, "float checkpoint (best.pt of a float run) whose weights start a "
+                                                "new QAT run; null starts from model.pretrained / scratch"),
+    },
+    "distill": {
+        "teacher": Key((str, OPTIONAL), None, "checkpoint of a trained teacher (built from its own arch and kwargs, "
+                                              "frozen); null trains without distillation"),
+        "kd_weight": Key(float, 0.0, "weight of logits KD: KL(teacher || student) of per-pixel class "
+                                     "distributions at kd_temperature, times T^2 (0 disables)", low=0),
+        "kd_temperature": Key(float, 1.0, "softmax temperature of logits KD", above=0),
+        "cwd_weight": Key(float, 0.0, "weight of channel-wise distillation of the logits (Shu et al. 2021: "
+                                      "per-channel softmax over positions, KL, times T^2; 0 disables)", low=0),
+        "cwd_temperature": Key(float, 1.0, "softmax temperature of CWD", above=0),
+        "feature_layers": Key(list, [], "feature distillation pairs 'student_layer:teacher_layer' (names from "
+                                        "model.named_modules()), matched through trained 1x1 conv adapters"),
+        "feature_weight": Key(float, 0.0, "weight of the feature MSE through the adapters (0 disables)", low=0),
+        "teacher_input_size": Key((int, OPTIONAL), None, "the teacher sees each batch resized by "
+                                                         "teacher_input_size / data.input_size (null: as the "
+                                                         "student); its logits are resized to the student's", low=1),
+    },
+}

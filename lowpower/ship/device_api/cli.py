@@ -1,0 +1,127 @@
+"""``lowpower device-api``: fetch the device's wheels and index them, or check sources.
+
+Example:
+    lowpower device-api fetch                       # once; later runs use the cache
+    lowpower device-api check networks solution evaluation solution.pyz
+"""
+import argparse
+import json
+import sys
+
+from lowpower.ship.device_api.check import CheckError, check_paths, partial_note
+from lowpower.ship.device_api.check_resolve import version
+
+DESCRIPTION = """\
+Check device-side code against the APIs of the device's own torch, torchvision, numpy, Pillow and
+imageio (read from their wheels, downloaded once into a cache), not against what runs here.
+
+  fetch   download the wheels (about 90 MB, once), record their sha256, build the index.
+  check   look up every name and call keyword rooted at an import of those packages; print each use
+          the device lacks as file:line: name: reason, then a summary. Exit 1 when anything is
+          missing, 0 when not, 2 for a bad path or a failed fetch.
+
+A use under a feature test (hasattr, getattr with a default, try/except AttributeError,
+ImportError or TypeError) is guarded, not missing. This checks names and keywords only, not
+behaviour. numpy's C-level names are in no .py file, so numpy is checked only where its .py
+files define names.
+"""
+
+
+def _index_api():
+    """The FETCH + INDEX half: ``(load_index, DEFAULT_CACHE, DeviceApiError)``.
+
+    Imported when needed, so ``check --index FILE`` works without it; each name is taken from the
+    package if it re-exports it, else from the submodule that defines it.
+    """
+    import importlib
+    found = {}
+    for module in ("lowpower.ship.device_api", "lowpower.ship.device_api.index", "lowpower.ship.device_api.fetch"):
+        try:
+            loaded = importlib.import_module(module)
+        except ModuleNotFoundError:
+            continue
+        for name in ("load_index", "DEFAULT_CACHE", "DeviceApiError"):
+            if name not in found and getattr(loaded, name, None) is not None:
+                found[name] = getattr(loaded, name)
+    missing = [name for name in ("load_index", "DEFAULT_CACHE", "DeviceApiError") if name not in found]
+    if missing:
+        raise ImportError("lowpower.ship.device_api does not define {}".format(", ".join(missing)))
+    return found["load_index"], found["DEFAULT_CACHE"], found["DeviceApiError"]
+
+
+def parse_fetch(argv):
+    parser = argparse.ArgumentParser(prog="lowpower device-api fetch", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", help="cache folder (default: lowpower.ship.device_api.DEFAULT_CACHE)")
+    return parser.parse_args(argv)
+
+
+def parse_check(argv):
+    parser = argparse.ArgumentParser(prog="lowpower device-api check", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="a folder, a .py file or a .pyz archive")
+    parser.add_argument("--cache", help="cache folder; fetched there first if it holds no index")
+    parser.add_argument("--index", help="an index.json to use as is, instead of the cache (offline, tests)")
+    parser.add_argument("--show-guarded", action="store_true", help="also list guarded and unverified uses")
+    return parser.parse_args(argv)
+
+
+def load(args):
+    """The index: ``--index`` as is, or the cache's, fetched on first use."""
+    if getattr(args, "index", None):
+        with open(args.index) as handle:
+            return json.load(handle)
+    load_index, default_cache, _ = _index_api()
+    return load_index(args.cache or default_cache, fetch=True, progress=True)
+
+
+def run_check(args, index):
+    """Print the findings and the summary; return the exit code."""
+    findings = check_paths(args.paths, index)
+    counts = {status: sum(1 for f in findings if f.status == status) for status in ("missing", "guarded", "unverified")}
+    for finding in findings:
+        if finding.status == "missing":
+            print(finding)
+        elif args.show_guarded:
+            print("{} [{}]".format(finding, finding.status))
+    packages = ", ".join(version(index, name) for name in sorted(index.get("packages", {})))
+    note = partial_note(index)
+    files = "{} file{}".format(findings.files, "" if findings.files == 1 else "s")
+    print("device API check: {} against {}: {missing} missing, {guarded} guarded, {unverified} unverified{}."
+          .format(files, packages or "an empty index", "; " + note if note else "", **counts))
+    return 1 if counts["missing"] else 0
+
+
+def _errors():
+    errors = (CheckError, OSError, ValueError, ImportError)  # ImportError: the index half is absent
+    try:
+        errors += (_index_api()[2],)
+    except ImportError:
+        pass
+    return errors
+
+
+def main_fetch(argv=None):
+    """``lowpower device-api fetch``: download the wheels once and index them; returns the exit code."""
+    args = parse_fetch(argv)
+    try:
+        load_index, default_cache, _ = _index_api()
+        cache = args.cache or default_cache
+        index = load_index(cache, fetch=True, progress=True)
+    except _errors() as error:
+        print("lowpower device-api fetch: {}".format(error), file=sys.stderr)
+        return 2
+    print("index: {}/index.json".format(cache))
+    for name in sorted(index.get("packages", {})):
+        print("  {}".format(version(index, name)))
+    return 0
+
+
+def main_check(argv=None):
+    """``lowpower device-api check``: exit code 0 pass, 1 missing uses, 2 error (nothing checked)."""
+    args = parse_check(argv)
+    try:
+        return run_check(args, load(args))
+    except _errors() as error:
+        print("lowpower device-api check: {}".format(error), file=sys.stderr)
+        return 2

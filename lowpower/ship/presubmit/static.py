@@ -1,0 +1,171 @@
+"""presubmit's checks that read the archive without running it: layout, Python 3.6, imports, and
+the device's torch/torchvision/numpy/Pillow/imageio API (``lowpower.ship.device_api``).
+
+Each check adds rows to a ``presubmit_report.Report``; the rules themselves (the device's packages,
+Python 3.6's standard library, the vermin flags, the import scan) live in ``lowpower.ship.pyz`` and
+``evaluation.contract``.
+
+Example:
+    >>> report = Report()  # doctest: +SKIP
+    >>> folder = static_checks("solution.pyz", report, Path("/tmp/work"))  # doctest: +SKIP
+    >>> [row["result"] for row in report.rows]  # doctest: +SKIP
+    ['PASS', 'INFO', 'PASS', 'PASS']
+"""
+import os
+import re
+import zipfile
+
+from evaluation.contract import DEVICE_PACKAGES
+from lowpower.ship.device_api import DeviceApiError
+from lowpower.ship.device_api.check import check_paths
+from lowpower.ship.device_api.index import load_index
+from lowpower.ship.presubmit.report import mib
+from lowpower.ship.pyz import device_has, own_modules, scan_folder, vermin_check
+
+SHOWN = 4  # findings listed per row; the rest are counted
+
+
+def static_checks(solution, report, workdir):
+    """Check the archive, extract it under ``workdir``, check its sources.
+
+    Args:
+        solution: path of the pyz.
+        report: the ``Report`` to add rows to.
+        workdir: an empty folder for the extracted files.
+
+    Returns:
+        The folder it was extracted to, or None when it is not a usable archive.
+    """
+    if check_archive(solution, report) is None:
+        return None
+    extracted = workdir / "extracted"
+    with zipfile.ZipFile(solution) as archive:
+        archive.extractall(str(extracted))
+    check_python36(extracted, report)
+    check_imports(extracted, report)
+    check_device_api(extracted, report)
+    return extracted
+
+
+def check_archive(path, report):
+    """Zip structure and interpreter line; returns the member names or None."""
+    size = os.path.getsize(path)
+    if not zipfile.is_zipfile(path):
+        report.add("archive", "FAIL", "{} is not a zip archive".format(path),
+                   "build it with zipapp (python -m zipapp DIR -o solution.pyz -p '/usr/bin/env python3')")
+        return None
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    with open(path, "rb") as handle:
+        first_line = handle.readline(200)
+    if "__main__.py" not in names:
+        report.add("archive", "FAIL", "no __main__.py at the root of the archive ({} files)".format(
+            len(names)), "put the entry point in __main__.py at the top of the folder you zip")
+        return None
+    if first_line.startswith(b"#!"):
+        interpreter = first_line[2:].strip().decode("utf-8", "replace")
+        if re.search(r"python3\.(?!6\b)\d+", interpreter):
+            report.add("archive", "WARN", "interpreter line names another Python: {}".format(
+                interpreter), "use '/usr/bin/env python3' or '/usr/bin/env python3.6'")
+        else:
+            report.add("archive", "PASS", "__main__.py present, interpreter line '#!{}'".format(
+                interpreter))
+    else:
+        report.add("archive", "WARN", "__main__.py present but no interpreter line (#!...); the "
+                   "referee calls python3.6 explicitly, so it still runs",
+                   "zipapp.create_archive(..., interpreter='/usr/bin/env python3')")
+    report.add("size", "INFO", "{} in {} files".format(mib(size), len(names)))
+    return names
+
+
+def _listed(items):
+    items = [str(item) for item in items]
+    return "; ".join(items[:SHOWN]) + (" ..." if len(items) > SHOWN else "")
+
+
+def check_python36(folder, report):
+    """vermin over every .py file: a construct newer than Python 3.6 is a FAIL with file:line."""
+    files = sorted(folder.rglob("*.py"))
+    result = vermin_check(folder, files)
+    if result.ok is None:
+        report.add("python 3.6", "WARN", result.text, "pip install vermin")
+    elif result.ok:
+        report.add("python 3.6", "PASS", "vermin --target=3.6-: {} .py files need nothing newer".format(
+            len(files)))
+    else:
+        report.add("python 3.6", "FAIL", "needs a newer Python: {}".format(
+            _listed(result.violations) or result.text[-300:]),
+            "the device runs Python 3.6.9: rewrite these constructs (no walrus, f-string '=', "
+            "dataclasses-free, no 'from __future__ import annotations', no list[int] hints)")
+
+
+def check_imports(folder, report):
+    """Every import must exist on the device or in the archive; dynamic imports are a WARN.
+
+    An import guarded by ``try/except ImportError`` is only a WARN (the fallback runs on the
+    device); ``importlib.import_module("literal")`` counts as an import of ``literal``.
+    """
+    scan = scan_folder(folder)
+    own = own_modules(folder)
+    missing, optional = [], []
+    for item in scan.imports:
+        if item.level or device_has(item.module) or item.top in own:
+            continue
+        (optional if item.guarded else missing).append(item)
+    if missing:
+        report.add("imports", "FAIL", "not on the device: {} ({})".format(
+            ", ".join(sorted({item.top for item in missing})), _listed(missing)),
+            "the device has only Python 3.6's standard library and {}; remove these imports or "
+            "ship the code inside the archive".format(", ".join(sorted(DEVICE_PACKAGES))))
+    elif scan.unparsable:
+        report.add("imports", "WARN", "cannot parse: {}".format(_listed(scan.unparsable)))
+    else:
+        report.add("imports", "PASS", "only the standard library, the device's packages and the "
+                   "archive's own modules")
+    if optional:
+        report.add("optional imports", "WARN", "guarded by try/except, absent on the device: {}".format(
+            _listed(optional)), "make sure the fallback path is the one you tested")
+    if scan.dynamic:
+        report.add("dynamic imports", "WARN", "cannot be checked before the run: {}".format(
+            "; ".join("{} ({})".format(item, item.reason) for item in scan.dynamic[:SHOWN])
+            + (" ..." if len(scan.dynamic) > SHOWN else "")),
+            "import by name (import x) so the check can see it, or make sure every module it may "
+            "load is in the archive or on the device")
+
+
+_INDEXES = {}  # the device API index by cache folder: a package build runs presubmit once per package
+
+
+def device_api_index():
+    """The index of the device's wheels (fetched and built on first use), or a DeviceApiError."""
+    from lowpower.ship.device_api.fetch import DEFAULT_CACHE
+
+    if DEFAULT_CACHE not in _INDEXES:
+        _INDEXES[DEFAULT_CACHE] = load_index(DEFAULT_CACHE, fetch=True, progress=False)
+    return _INDEXES[DEFAULT_CACHE]
+
+
+def check_device_api(folder, report):
+    """Every torch/torchvision/numpy/PIL/imageio name and keyword must exist in the device's versions.
+
+    A use the device's wheels lack is a FAIL with file:line (a use under hasattr/getattr or
+    try/except is guarded and passes); when the wheels cannot be fetched the check is a WARN.
+    """
+    try:
+        index = device_api_index()
+    except DeviceApiError as error:
+        report.add("device API", "WARN", "not checked: {}".format(error),
+                   "run lowpower device-api fetch once with access to PyPI")
+        return
+    findings = check_paths([str(folder)], index)
+    missing = [item for item in findings if item.status == "missing"]
+    versions = ", ".join("{} {}".format(name, version) for name, version in sorted(index["packages"].items()))
+    if missing:
+        report.add("device API", "FAIL", "the device lacks: {}".format(_listed(
+            "{}:{} {}".format(item.file[len(str(folder)) + 1:], item.line, item.name) for item in missing)),
+            "the device has {}; use what they have, or guard the newer API with hasattr/getattr or "
+            "try/except (lowpower device-api check FILE lists every use)".format(versions))
+    else:
+        guarded = sum(item.status == "guarded" for item in findings)
+        report.add("device API", "PASS", "every name and keyword exists in {} ({} guarded; numpy's C-level "
+                   "names are not in its wheel and stay unchecked)".format(versions, guarded))

@@ -1,0 +1,390 @@
+"""train.py: train a network from a YAML config, on one CPU/GPU or many under torchrun.
+
+    python train.py --cfg configs/synthetic/demo.yaml --out runs/demo
+    python train.py --cfg configs/synthetic/demo.yaml --set train.epochs=1 train.lr=1e-3 --set data.workers=0
+    torchrun --nproc_per_node=4 train.py --cfg configs/lpcvc/deeplabv3_r18_512.yaml
+    python train.py --cfg ... --out runs/x --resume auto          # continue runs/x/last.pt if any
+
+Writes ``OUT/config.yaml`` (the resolved config), ``OUT/log.txt``, ``OUT/last.pt`` (every epoch
+and on SIGTERM), ``OUT/best.pt`` (best validation mean Dice), ``OUT/history.json`` and
+``OUT/curves.png``. ``train.batch_size`` is per process: the global batch is
+batch_size x processes, and ``train.lr`` is not rescaled for you. A run stopped mid-epoch and
+resumed ends with the same weights, bit for bit, as one that ran straight through.
+With ``data.cache: false`` every file is read once before the first epoch
+(``lowpower data check`` does the same by hand).
+"""
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from evaluation.metrics import format_table
+from lowpower import checkpoint as ckpt
+from lowpower.compress.quantize import qat
+from lowpower.config import ConfigError, apply_overrides, defaults, load_config, merge, save_config
+from lowpower.config import validate as validate_config
+from lowpower.data import DataError
+from lowpower.data.build import build_loaders, class_names, data_root, ensure_synthetic
+from lowpower.data.check import check_dataset, require_no_problems
+from lowpower.paths import REPO_ROOT
+from lowpower.train import distributed
+from lowpower.train.distill import build_distiller, check_distill_config
+from lowpower.train.engine import (
+    StopFlag,
+    build_optimizer,
+    poly_with_warmup,
+    summary_metrics,
+    train_one_epoch,
+    validate_ranks,
+)
+from lowpower.train.losses import criterion_from_config
+from lowpower.train.plots import plot_curves
+
+LOG = logging.getLogger("lowpower.train.trainer")
+EXIT_STOPPED = 143  # 128 + SIGTERM: the job ended early but saved last.pt
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg", help="YAML run config (see configs/ and the README's config reference); "
+                                      "optional with --resume, which then reuses the checkpoint's config")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="overrides that win over the file, e.g. train.epochs=5 model.kwargs.base_width=8; "
+                             "may be given several times (all apply, later ones win)")
+    parser.add_argument("--out", help="run folder (default runs/<config name>)")
+    parser.add_argument("--resume", metavar="CKPT",
+                        help="continue from a checkpoint; 'auto' takes OUT/last.pt when it exists")
+    parser.add_argument("--override-config", action="store_true",
+                        help="with --resume and --cfg: continue with the --cfg config although it differs from "
+                             "the checkpoint's (without it train.py refuses and lists the keys that differ)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    return parser.parse_args(argv)
+
+
+def run_folder(args):
+    """OUT: --out, else the folder of an explicit --resume file, else runs/<config name>."""
+    if args.out:
+        return Path(args.out)
+    if args.resume and args.resume != "auto":
+        return Path(args.resume).parent
+    if not args.cfg:
+        raise ConfigError("give --out DIR or --cfg FILE")
+    return REPO_ROOT / "runs" / Path(args.cfg).stem
+
+
+def resolve_resume(args, out):
+    """The checkpoint path to resume from, or None."""
+    if not args.resume:
+        return None
+    if args.resume == "auto":
+        last = out / "last.pt"
+        return last if last.is_file() else None
+    return Path(args.resume)
+
+
+def config_differences(old, new):
+    """``['section.key: old -> new', ...]`` for every key whose value differs.
+
+    Example:
+        >>> config_differences(defaults(), load_config(None, ["train.epochs=3"]))
+        ['train.epochs: 100 -> 3']
+    """
+    return ["%s.%s: %r -> %r" % (section, name, old[section][name], new[section][name])
+            for section in new for name in new[section] if old[section][name] != new[section][name]]
+
+
+def resolve_config(args, resume_state, resume_path):
+    """The run's config: --cfg and --set, or the checkpoint's with --set applied.
+
+    With both --resume and --cfg the two must agree unless ``--override-config``: a silently
+    replaced config (another width, another data set) would otherwise continue a different run.
+    """
+    saved = None
+    if resume_state is not None:  # defaults first, so a checkpoint from before a new key still resolves
+        saved = merge(defaults(), resume_state["config"], "config of %s" % resume_path)
+    if args.cfg:
+        cfg = load_config(args.cfg, args.set)
+        changed = config_differences(saved, cfg) if saved is not None else []
+        if changed and not args.override_config:
+            raise ConfigError("--cfg %s%s differs from the config %s was trained with: %s. Add --override-config to "
+                              "continue with the new values, or drop --cfg to keep the checkpoint's"
+                              % (args.cfg, " with --set" if args.set else "", resume_path, "; ".join(changed)))
+        return cfg, changed
+    if saved is None:
+        raise ConfigError("give --cfg FILE (or --resume CKPT to reuse a checkpoint's config)")
+    return validate_config(saved, "config of %s" % resume_path, apply_overrides(saved, args.set)), []
+
+
+def on_rank0(work, info):
+    """Run ``work()`` on rank 0 alone; if it fails, every rank raises (none waits at a barrier)."""
+    error = None
+    if info.rank == 0:
+        try:
+            work()
+        except (ConfigError, DataError) as caught:
+            error = caught
+    if distributed.any_process(error is not None):
+        raise error or DataError("rank 0 stopped the run; see its log")
+
+
+def setup(args, cfg, out):
+    """Processes, run folder, logging, threads, config.yaml, stale temp files, synthetic data."""
+    info = distributed.init_distributed_mode(cfg["train"]["device"])
+    if info.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
+    setup_logging(out, info.rank == 0)
+    if cfg["train"]["threads"]:
+        torch.set_num_threads(cfg["train"]["threads"])
+    if info.rank == 0:
+        save_config(cfg, out / "config.yaml")
+        # A save killed between its write and its rename leaves NAME.pt.<random>.tmp; only rank 0
+        # saves, and not yet, so anything matching is garbage from an earlier job.
+        for path in ckpt.remove_stale_temps(out):
+            LOG.info("removed %s, a stale temporary file of a save that was killed", path.name)
+    on_rank0(lambda: ensure_synthetic(cfg, LOG.info), info)
+    return info
+
+
+def check_data(cfg, info, progress):
+    """Without the cache no file is read before it is needed, so a corrupt validation image would
+    surface only after a whole epoch: read every train and val file once now, and list every problem.
+    With ``data.cache`` the caching reads every file at start-up anyway."""
+    if cfg["data"]["cache"]:
+        return
+
+    def work():
+        root = data_root(cfg)
+        report = check_dataset(root, cfg["data"]["dataset"], cfg["data"]["num_classes"],
+                               splits=("train", "val"), progress=progress)
+        require_no_problems(report)
+        LOG.info("data check: %s pairs read, no problems; pixel share per class:\n%s",
+                 " + ".join("%d %s" % (n, split) for split, n in report.pairs.items()), report.share_table())
+    on_rank0(work, info)
+
+
+def setup_logging(out, is_main):
+    """Rank 0 logs to stderr and OUT/log.txt; other ranks only report warnings."""
+    LOG.handlers.clear()
+    LOG.setLevel(logging.INFO if is_main else logging.WARNING)
+    LOG.propagate = False
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter("%(message)s"))
+    LOG.addHandler(stream)
+    if is_main:
+        handler = logging.FileHandler(out / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        LOG.addHandler(handler)
+
+
+class Run:
+    """One training run: the config, its folder and processes, the model and its optimiser, the
+    loaders and the counters that ``last.pt`` carries. Each method does one job.
+
+    Example:
+        >>> run = Run(load_config("configs/synthetic/demo.yaml"), Path("runs/demo"), info, True)  # doctest: +SKIP
+        >>> run.build(); run.loop()                                                               # doctest: +SKIP
+    """
+
+    def __init__(self, cfg, out, info, progress):
+        self.cfg, self.out, self.info, self.progress = cfg, out, info, progress
+        self.is_main = info.rank == 0
+        self.start_epoch, self.start_step, self.best, self.history, self.metrics = 0, 0, -1.0, [], {}
+        self.rng, self.epoch_loss = None, (0.0, 0)
+        self.started = time.time()
+
+    def build(self, fresh=True):
+        """Model (DDP-wrapped later), loaders, loss, optimiser, schedule and loss scaler."""
+        cfg, info = self.cfg, self.info
+        torch.manual_seed(cfg["train"]["seed"])
+        # Under torchrun only rank 0 reads pretrained weights: DDP copies rank 0's weights to every process.
+        model = ckpt.model_from_config(cfg, load_pretrained=self.is_main, log=LOG.info)
+        model = qat.prepare_model(model, cfg, fresh, LOG.info).to(info.device)  # fake-quant under quant.qat
+        if cfg["train"]["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
+        if info.distributed and cfg["train"]["sync_bn"]:
+            if info.device.type == "cuda":
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:  # SyncBatchNorm has no CPU kernel: it would fail on the first training step
+                LOG.warning("train.sync_bn ignored on CPU: each process keeps its own BatchNorm statistics")
+        self.model = self.model_without_ddp = model
+        self.train_set, self.train_loader, self.val_loader = build_loaders(
+            cfg, info.world_size, info.rank, pin_memory=info.device.type == "cuda", progress=self.progress)
+        self.criterion = criterion_from_config(cfg, self.train_set, info.device, LOG.info)
+        self.optimizer = build_optimizer(model, cfg["train"])
+        self.distiller = build_distiller(cfg, model, self.optimizer, info.device, LOG.info)  # None: no teacher
+        self.steps_per_epoch = len(self.train_loader.sampler) // cfg["train"]["batch_size"]
+        total_steps = self.steps_per_epoch * cfg["train"]["epochs"]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_with_warmup(
+            total_steps, cfg["train"]["warmup_iters"], cfg["train"]["poly_power"]))
+        self.scaler = torch.amp.GradScaler(info.device.type,
+                                           enabled=cfg["train"]["amp"] and info.device.type == "cuda")
+
+    def resume(self, state, path):
+        """Load a checkpoint's weights, optimiser, schedule, counters and random states."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.distiller is not None and state.get("distill"):  # adapters and the epoch's term sums
+                self.distiller.load_state_dict(state["distill"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            detail = [line.strip() for line in str(error).splitlines() if line.strip()]
+            raise ConfigError("the weights in %s do not fit the configured model or optimiser (%s); with "
+                              "--override-config change only keys that keep them (epochs, lr, data, ...)"
+                              % (path, detail[-1][:200] if detail else type(error).__name__)) from None
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.start_step = state["epoch"], state.get("step_in_epoch", 0)
+        self.best, self.metrics = state.get("best_mean_dice", -1.0), state.get("metrics", {})
+        self.history = list(state.get("history", []))
+        self.epoch_loss = tuple(state.get("epoch_loss", (0.0, 0)))
+        rng = state.get("rng") or []
+        if len(rng) == self.info.world_size:
+            self.rng = rng[self.info.rank]
+        elif self.start_step:
+            LOG.warning("%s holds random states for %d process(es), not %d: the rest of epoch %d is reseeded, "
+                        "so it will not repeat an uninterrupted run exactly", path, len(rng),
+                        self.info.world_size, self.start_epoch + 1)
+        LOG.info("resumed from %s: %d epochs done%s", path, self.start_epoch,
+                 " and %d steps of the next" % self.start_step if self.start_step else "")
+
+    def save(self, name, epoch, step, epoch_loss=(0.0, 0)):
+        """Every rank's random states, then rank 0 writes ``OUT/name`` (all ranks must call it)."""
+        rng = distributed.all_gather_objects(ckpt.capture_rng_state())
+        distill = self.distiller.state_dict() if self.distiller is not None else None  # a collective: all ranks
+        if self.is_main:
+            state = ckpt.training_state(
+                self.cfg, self.model_without_ddp, self.optimizer, self.scheduler, self.scaler, epoch=epoch,
+                step_in_epoch=step, epoch_loss=[float(epoch_loss[0]), int(epoch_loss[1])], rng=rng,
+                best_mean_dice=self.best, metrics=self.metrics, history=self.history, distill=distill)
+            ckpt.save_checkpoint(state, self.out / name)
+
+    def train_epoch(self, epoch, stop):
+        """Train one epoch (its rest, when resumed inside it); returns (mean loss, stopped)."""
+        train = self.cfg["train"]
+        skip = self.start_step if epoch == self.start_epoch else 0
+        self.train_loader.sampler.set_position(epoch, skip * train["batch_size"])
+        if skip and self.rng is not None:
+            ckpt.restore_rng_state(self.rng)  # exactly where the stopped run was, after its step `skip`
+        else:  # a function of (seed, epoch, rank), so a resume at an epoch boundary needs no saved state
+            torch.manual_seed(train["seed"] * 100003 + epoch * 1009 + self.info.rank)
+        qat.start_epoch(self.model_without_ddp, self.cfg, epoch, LOG.info)  # freezes observers / BN when due
+        done_sum, done_steps = self.epoch_loss if skip else (0.0, 0)
+        loss, steps, stopped = train_one_epoch(
+            self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler, self.scaler,
+            self.info.device, epoch, stop, clip_grad=train["clip_grad"], amp=train["amp"], progress=self.progress,
+            total_steps=self.steps_per_epoch - skip, channels_last=train["channels_last"], step_offset=skip,
+            extra_loss=self.distiller)
+        loss_sum = done_sum + (distributed.all_reduce_mean(loss) * steps if steps else 0.0)
+        steps += done_steps
+        if stopped:  # the running sum goes into last.pt, so the epoch's loss averages all of its steps
+            self.save("last.pt", epoch, skip + steps - done_steps, epoch_loss=(loss_sum, steps))
+        return (loss_sum / steps if steps else float("nan")), stopped
+
+    def end_epoch(self, epoch, loss):
+        """Validate when due, log, append to the history, save best.pt / last.pt and the curves."""
+        cfg, epochs = self.cfg, self.cfg["train"]["epochs"]
+        record = {"epoch": epoch + 1, "loss": loss, "seconds": round(time.time() - self.started, 1)}
+        record.update(self.distiller.epoch_record(loss) if self.distiller is not None else {})
+        self.summary = None
+        if (epoch + 1) % cfg["train"]["val_every"] == 0 or epoch + 1 == epochs:
+            with qat.observers_paused(self.model_without_ddp):  # val images must not move int8 ranges
+                self.summary = validate_ranks(self.model_without_ddp, self.val_loader, self.info.device, cfg,
+                                              self.info.distributed, self.progress)
+            self.metrics = summary_metrics(self.summary)
+            record.update(mean_dice=self.metrics["mean_dice"], miou=self.metrics["miou"])
+            score = -1.0 if math.isnan(self.metrics["mean_dice"]) else self.metrics["mean_dice"]
+            improved = score > self.best
+            self.best = max(self.best, score)
+            LOG.info("epoch %d/%d  loss %.4f  val mean Dice %.4f  mIoU %.4f%s  (%.0f s)", epoch + 1, epochs, loss,
+                     self.metrics["mean_dice"], self.metrics["miou"], "  best" if improved else "",
+                     time.time() - self.started)
+            self.history.append(record)
+            if improved:
+                self.save("best.pt", epoch + 1, 0)
+                if self.is_main:
+                    qat.after_best(self.out, cfg, LOG.info)  # best_int8.pt under quant.qat
+        else:
+            self.history.append(record)
+            LOG.info("epoch %d/%d  loss %.4f  (%.0f s)", epoch + 1, epochs, loss, time.time() - self.started)
+        self.save("last.pt", epoch + 1, 0)
+        if self.is_main:
+            write_outputs(self.out, self.history, cfg)
+
+    def loop(self):
+        """The epochs from the resume point on; returns the exit status (0, or EXIT_STOPPED)."""
+        stop, last_summary, epochs = StopFlag().install(), None, self.cfg["train"]["epochs"]
+        for epoch in range(self.start_epoch, epochs):
+            loss, stopped = self.train_epoch(epoch, stop)
+            if stopped:
+                distributed.barrier()  # no rank exits (and makes torchrun stop the others) before the save
+                LOG.info("%s received: saved %s in epoch %d; continue with --resume auto --out %s",
+                         stop.signal_name or "stop", self.out / "last.pt", epoch + 1, self.out)
+                return EXIT_STOPPED
+            self.end_epoch(epoch, loss)
+            last_summary = self.summary or last_summary
+            if distributed.any_process(stop.requested):
+                LOG.info("%s received after epoch %d: last.pt is saved; continue with --resume auto --out %s",
+                         stop.signal_name or "stop", epoch + 1, self.out)
+                return EXIT_STOPPED
+        if self.start_epoch >= epochs:
+            LOG.info("nothing to do: the checkpoint already finished %d epochs", epochs)
+        if last_summary is not None:
+            LOG.info("validation after the last epoch (val split, %d images):\n%s", last_summary["images"],
+                     format_table(last_summary, class_names(self.cfg)))
+        if self.history:
+            LOG.info("best val mean Dice %.4f; outputs in %s (best.pt, last.pt, config.yaml, curves.png, log.txt)",
+                     self.best, self.out)
+        return 0
+
+
+def write_outputs(out, history, cfg):
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    plot_curves(history, out / "curves.png", title="%s on %s" % (cfg["model"]["arch"], cfg["data"]["dataset"]))
+
+
+def run(args):
+    """Train as ``args`` (from :func:`parse_args`) says; returns the process exit status."""
+    out = run_folder(args)
+    resume_path = resolve_resume(args, out)
+    resume_state = ckpt.load_checkpoint(resume_path) if resume_path else None
+    cfg, changed = resolve_config(args, resume_state, resume_path)
+    qat.check_config(cfg, args.cfg or resume_path)
+    check_distill_config(cfg)  # before minutes of data caching: the weights and the teacher file
+    info = setup(args, cfg, out)
+    progress = info.rank == 0 and not args.no_progress
+    try:
+        if resume_state is None:
+            check_data(cfg, info, progress)
+        session = Run(cfg, out, info, progress)
+        session.build(fresh=resume_state is None)
+        if resume_state is not None:
+            if changed:
+                LOG.info("--override-config: continuing %s with %s", resume_path, "; ".join(changed))
+            session.resume(resume_state, resume_path)
+        if info.distributed:
+            session.model = torch.nn.parallel.DistributedDataParallel(
+                session.model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+        parameters = sum(p.numel() for p in session.model_without_ddp.parameters())
+        LOG.info("run folder %s | %s (%.2f M parameters) | %d train, %d val images | %d process(es) on %s | "
+                 "%d steps per epoch, %d epochs", out, cfg["model"]["arch"], parameters / 1e6, len(session.train_set),
+                 len(session.val_loader.dataset), info.world_size, info.device, session.steps_per_epoch,
+                 cfg["train"]["epochs"])
+        return session.loop()
+    finally:
+        distributed.cleanup()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (ConfigError, DataError, ckpt.CheckpointError, FileNotFoundError, FloatingPointError) as error:
+        print("train.py: error: %s" % error, file=sys.stderr)
+        return 2
