@@ -227,7 +227,7 @@ def test_cli_exits_0_when_clean_and_2_for_a_bad_path_or_index(tmp_path, index_fi
     assert lowpower_main(["device-api", "check", str(tmp_path / "absent.txt"), "--index", index_file]) == 2
     assert lowpower_main(["device-api", "check", str(good), "--index", str(tmp_path / "no_index.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("device_api: ") for line in err)
+    assert len(err) == 2 and all(line.startswith("lowpower device-api check: ") for line in err)
 
 
 def test_cli_runs_as_a_module_with_help():
@@ -257,5 +257,6 @@ def test_cli_fetch_prints_the_index_and_a_failed_fetch_exits_2(tmp_path, monkeyp
     assert "{}/index.json".format(tmp_path / "default") in out and "torch 1.10.2" in out
     assert lowpower_main(["device-api", "fetch", "--cache", str(tmp_path / "broken")]) == 2
     assert lowpower_main(["device-api", "check", str(ROOT / "evaluation"), "--cache", str(tmp_path / "broken")]) == 2
-    assert capsys.readouterr().err.count("device_api: pip download torch==1.10.2 failed") == 2
+    err = capsys.readouterr().err
+    assert err.count("pip download torch==1.10.2 failed") == 2 and err.count("lowpower device-api ") == 2
     assert calls[0] == (tmp_path / "default", True, True)

@@ -16,6 +16,9 @@ from tqdm import tqdm
 from lowpower.paths import REPO_ROOT
 from lowpower.data.lpcvc import CLASS_NAMES, DataError, LPCVCDataset
 from lowpower.data.transforms import eval_transforms, train_transforms
+from lowpower.data.synthetic import ForeignFilesError, check_destination, generate
+from lowpower.config import ConfigError
+from lowpower.train.engine import EpochSampler, SeededItems, ShardSampler
 
 
 
@@ -40,8 +43,6 @@ def ensure_synthetic(cfg, log=print):
     marker = root / ".complete"
     if data["dataset"] != "synthetic" or marker.is_file():
         return root
-    from lowpower.data.synthetic import ForeignFilesError, check_destination, generate  # needed on first use only
-
     try:
         check_destination(root)  # before saying "generating": a user's own files are never touched
     except ForeignFilesError as error:
@@ -56,6 +57,7 @@ def ensure_synthetic(cfg, log=print):
 def class_names(cfg):
     """Names of the classes the config's data set labels."""
     if cfg["data"]["dataset"] == "cityscapes":
+        # cityscapesscripts: imported only for Cityscapes data
         from lowpower.data.cityscapes import CLASS_NAMES as CITYSCAPES_NAMES
 
         return CITYSCAPES_NAMES
@@ -67,6 +69,7 @@ def raw_dataset(cfg, split, root=None):
     root = Path(root) if root is not None else data_root(cfg)
     dataset = cfg["data"]["dataset"]
     if dataset == "cityscapes":
+        # cityscapesscripts: imported only for Cityscapes data
         from lowpower.data.cityscapes import CityscapesDataset
 
         return CityscapesDataset(root, split)
@@ -120,6 +123,7 @@ def split_transforms(cfg, train):
     data = cfg["data"]
     if data["dataset"] == "cityscapes":
         # 1:2 images keep their aspect ratio and are scored at native size (see lowpower.data.cityscapes).
+        # cityscapesscripts: imported only for Cityscapes data
         from lowpower.data.cityscapes import split_transforms as cityscapes_transforms
 
         return cityscapes_transforms(data, train)
@@ -168,9 +172,6 @@ def build_loaders(cfg, world_size=1, rank=0, pin_memory=False, progress=True):
         >>> train_set, train_loader, val_loader = build_loaders(cfg)           # doctest: +SKIP
         >>> train_loader.sampler.set_position(epoch=0)                         # doctest: +SKIP
     """
-    from lowpower.config import ConfigError
-    from lowpower.train.engine import EpochSampler, SeededItems, ShardSampler
-
     train_set = build_dataset(cfg, "train", progress=progress)
     val_set = build_dataset(cfg, "val", progress=progress)
     batch = cfg["train"]["batch_size"]

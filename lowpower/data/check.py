@@ -74,6 +74,7 @@ def _lpcvc_pairs(root, split, report):
 
 def _cityscapes_pairs(root, split, report):
     """(image, label) paths of a Cityscapes split, paired by CITY_SEQ_FRAME name."""
+    # cityscapesscripts: imported only for Cityscapes data
     from lowpower.data.cityscapes import IMAGE_SUFFIX, LABEL_SUFFIX
 
     image_dir, label_dir = Path(root) / "leftImg8bit" / split, Path(root) / "gtFine" / split
@@ -91,6 +92,7 @@ def _cityscapes_pairs(root, split, report):
 
 def _read_cityscapes_mask(path, num_classes):
     """Cityscapes label ids -> train ids, after checking every id is a Cityscapes label id."""
+    # cityscapesscripts: imported only for Cityscapes data
     from lowpower.data.cityscapes import CS_LABELS, label_ids_to_train_ids, read_label_ids
 
     label_ids = read_label_ids(path)
@@ -143,6 +145,7 @@ def check_dataset(root, dataset="lpcvc", num_classes=None, splits=SPLITS, progre
     if dataset not in DATASETS:
         raise ValueError("dataset must be one of %s, got %r" % (", ".join(DATASETS), dataset))
     if dataset == "cityscapes":
+        # cityscapesscripts: imported only for Cityscapes data
         from lowpower.data.cityscapes import CLASS_NAMES as names
     else:
         names = CLASS_NAMES

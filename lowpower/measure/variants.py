@@ -34,6 +34,7 @@ from tqdm import tqdm
 from evaluation.folders import score_folders
 from evaluation.pairing import list_pngs
 from lowpower.checkpoint import build_model, load_checkpoint, save_checkpoint
+from lowpower.compress.quantize.ptq import quantize_checkpoint
 from lowpower.data.build import build_dataset, data_root
 from lowpower.measure.compare import run_figures
 from lowpower.ship.build import build_package
@@ -49,7 +50,6 @@ def variant_list(checkpoint, ptq, qat, engine, calib, out):
     """``[(name, checkpoint path, package precision)]``: fp32, fp16, int8 PTQ (made when missing), int8 QAT."""
     variants = [("fp32", Path(checkpoint), "fp32"), ("fp16", Path(checkpoint), "fp16")]
     if ptq is None:
-        from lowpower.compress.quantize.ptq import quantize_checkpoint  # the calibration data path is heavy
         ptq = out / "int8_ptq_{}.pt".format(engine)
         with torch.no_grad():
             _, state = quantize_checkpoint(load_checkpoint(checkpoint), engine, calib, path=checkpoint)

@@ -26,6 +26,7 @@ from lowpower.compress.quantize.npz import differences
 from lowpower.compress.quantize.qat import is_qat_state
 from lowpower.paths import REPO_ROOT
 from lowpower.ship.closure import SOURCE_ROOT, WIDTHS_MODULE, find_builder, generated_init, import_closure
+from lowpower.ship.export import MAX_OPSET, ExportError, export_and_verify
 from lowpower.ship.manifest import (
     PackageError,
     describe_checkpoint,
@@ -34,7 +35,11 @@ from lowpower.ship.manifest import (
     program_settings,
     read_checkpoint,
     resolve_precision,
+    sha256_of,
 )
+from lowpower.ship.presubmit.cli import check
+from lowpower.ship.presubmit.run import RunOptions
+from solution.int8 import Int8WeightsError, decode_state_dict
 
 TEMPLATE_DIR = REPO_ROOT / "solution"
 DEFAULT_PYTHON = "/usr/bin/env python3.6"
@@ -88,8 +93,6 @@ def rebuild_model(state, checkpoint):
 def check_int8_arrays(model, arrays):
     """PackageError unless the device's decoder (``solution.int8``) gives back ``model``'s state dict
     exactly: bit for bit, except the float weights that ship in fp16 (``int8_ships_in_fp16``)."""
-    from solution.int8 import Int8WeightsError, decode_state_dict
-
     try:
         decoded = decode_state_dict(arrays)
     except Int8WeightsError as error:
@@ -158,9 +161,6 @@ def add_onnx_model(build_dir, model, manifest, onnx_name="model.onnx"):
     Raises:
         PackageError: the export or one of its checks failed (one line).
     """
-    from lowpower.ship.export import MAX_OPSET, ExportError, export_and_verify
-    from lowpower.ship.manifest import sha256_of
-
     path = Path(build_dir) / "solution" / onnx_name
     try:
         row = export_and_verify(model, path, manifest["input_size"], MAX_OPSET, threads=1)
@@ -198,9 +198,6 @@ def verify_package(pyz, python=sys.executable, timeout=VERIFY_TIMEOUT):
     Raises:
         PackageError: one line naming each failed check and why.
     """
-    from lowpower.ship.presubmit.cli import check
-    from lowpower.ship.presubmit.run import RunOptions
-
     about = "2 sample images"
     with tempfile.TemporaryDirectory(prefix="lowpower-verify-") as temp:
         images = write_sample_images(Path(temp) / "img")

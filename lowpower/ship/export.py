@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 import networks
+from lowpower.checkpoint import build_model, load_checkpoint
 from lowpower.ship.export_check import (
     check_onnx,
     compare_with_onnxruntime,
@@ -204,8 +205,6 @@ def export_checkpoint(checkpoint, onnx_path, input_size=None, opset=MAX_OPSET, s
     Example:
         >>> export_checkpoint("runs/demo/best.pt", "runs/demo/model.onnx")["problem"]  # doctest: +SKIP
     """
-    from lowpower.checkpoint import build_model, load_checkpoint
-
     state = load_checkpoint(checkpoint)
     size = input_size or state.get("input_size") or state.get("config", {}).get("data", {}).get("input_size")
     if not size:

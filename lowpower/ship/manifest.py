@@ -19,6 +19,7 @@ import torch
 from evaluation.contract import CLASS_NAMES, NUM_CLASSES, OUTPUT_SIZE
 from lowpower.checkpoint import is_int8, load_checkpoint
 from lowpower.compress.quantize.npz import encode_state_dict
+from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 FP16_MAX = 65504.0
 
@@ -82,8 +83,6 @@ def describe_checkpoint(state, path, input_size=None):
         path: its file, recorded by name and sha256.
         input_size: square model input size; default the checkpoint's.
     """
-    from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
     arch_kwargs = dict(state["arch_kwargs"])
     num_classes = int(arch_kwargs.get("num_classes", NUM_CLASSES))
     classes = list(state.get("classes") or (CLASS_NAMES if num_classes == NUM_CLASSES

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from evaluation.contract import IGNORE_INDEX
 from lowpower import checkpoint as ckpt
 from lowpower.config import ConfigError
+from lowpower.paths import REPO_ROOT
+from lowpower.train.distributed import all_reduce_mean
 
 TERMS = ("kd", "cwd", "feature")  # history keys: <term>_loss, plus task_loss
 
@@ -84,8 +86,6 @@ def freeze(model):
 
 def resolve_path(path):
     """A checkpoint path as given when it exists from here, else taken from the repository root."""
-    from lowpower.paths import REPO_ROOT
-
     path = Path(path)
     return path if path.is_absolute() or path.exists() else REPO_ROOT / path
 
@@ -273,8 +273,6 @@ class Distiller:
 
     def reduced_sums(self):
         """The running sums averaged over the processes (every rank must call it)."""
-        from lowpower.train.distributed import all_reduce_mean
-
         return {term: all_reduce_mean(value) for term, value in self.sums.items()}, all_reduce_mean(self.steps)
 
     def epoch_record(self, total_loss):

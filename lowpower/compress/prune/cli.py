@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from lowpower import checkpoint as ckpt
 from lowpower.compress.prune.core import IMPORTANCES, PruneError, prune_to_flops, rebuild_check, width_plan
+from lowpower.compress.prune.finetune import Tuner
 from lowpower.measure.flops import count_flops
 
 DROPPED = ("optimizer", "scheduler", "scaler", "rng", "step_in_epoch", "epoch_loss", "distill")
@@ -92,8 +93,6 @@ def make_tuner(state, args):
     """The training-data helper (gradients, fine-tune), or None when neither is asked for."""
     if args.importance != "taylor" and not args.finetune_steps:
         return None
-    from lowpower.compress.prune.finetune import Tuner
-
     cfg = state["config"]
     if args.data:
         cfg = dict(cfg, data=dict(cfg["data"], root=str(Path(args.data).resolve())))

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from lowpower.data.synthetic import shapes, textures
+from lowpower.data.synthetic.noise import fractal_noise
 
 BACKGROUND, AVALANCHE, BUILDING, BUILDING_DAMAGED, CRACKS, DEBRIS, FIRE, FLOOD, ICE, LAVA, PERSON, \
     PYROCLASTIC, ROAD, VEHICLE = range(14)
@@ -172,7 +173,6 @@ def add_fires(rng, canvas, count):
 def apply_camera(rng, image):
     """Per-image lighting, haze, blur and sensor noise, so colour alone is unreliable."""
     h, w = image.shape[:2]
-    from lowpower.data.synthetic.noise import fractal_noise
     light = 0.8 + 0.4 * fractal_noise(rng, (h, w), 2, octaves=2)
     gain = rng.uniform(0.75, 1.25) * rng.uniform(0.88, 1.12, 3).astype(np.float32)
     image = image * light[..., None] * gain[None, None, :]

@@ -18,6 +18,7 @@ import zipfile
 from evaluation.contract import DEVICE_PACKAGES
 from lowpower.ship.device_api import DeviceApiError
 from lowpower.ship.device_api.check import check_paths
+from lowpower.ship.device_api.fetch import DEFAULT_CACHE
 from lowpower.ship.device_api.index import load_index
 from lowpower.ship.presubmit.report import mib
 from lowpower.ship.pyz import device_has, own_modules, scan_folder, vermin_check
@@ -138,8 +139,6 @@ _INDEXES = {}  # the device API index by cache folder: a package build runs pres
 
 def device_api_index():
     """The index of the device's wheels (fetched and built on first use), or a DeviceApiError."""
-    from lowpower.ship.device_api.fetch import DEFAULT_CACHE
-
     if DEFAULT_CACHE not in _INDEXES:
         _INDEXES[DEFAULT_CACHE] = load_index(DEFAULT_CACHE, fetch=True, progress=False)
     return _INDEXES[DEFAULT_CACHE]
