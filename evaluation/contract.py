@@ -13,8 +13,18 @@ Example:
     12.5
     >>> print(only_a_float('12.5 s\\n'))
     None
+    >>> solution_command('python3', 'solution.pyz', 'IMG', 'OUT')
+    ['python3', '-I', '-W', 'ignore', 'solution.pyz', '-i', 'IMG', '-o', 'OUT']
+
+Run as a script it prints the run's rules as shell assignments, for evaluate.bash:
+
+    python3 evaluation/contract.py --shell
+    REFEREE_TIMEOUT=900
+    INTERPRETER_FLAGS=(-I -W ignore)
 """
 import re
+import shlex
+import sys
 
 # ----------------------------------------------------------------------------- the task
 CLASS_NAMES = (
@@ -30,10 +40,50 @@ IGNORE_INDEX = 255  # label id for pixels that neither train nor score (GT ids >
 # ----------------------------------------------------------------------------- the referee's run
 REFEREE_IMAGES = 600  # the private test set; the referee hard-codes this count
 REFEREE_TIMEOUT = 900.0  # seconds: `timeout 900 python3.6 -W ignore solution.pyz -i IMG -o OUT`
+# The flags every runner of ours puts between the interpreter and the archive: evaluate.bash (through
+# `contract.py --shell`) and lowpower.ship.runner.run_pyz (presubmit, the packager's check, the benches).
+# The referee's literal command has only `-W ignore`. We add `-I` (isolated mode: -E and -s, so
+# PYTHONPATH, PYTHONHOME, PYTHONWARNINGS and the user's site-packages are ignored) because our runs
+# happen on a workstation whose environment the device does not have: with PYTHONPATH pointing at a
+# checkout, or a package in ~/.local, an archive that imports something it does not ship passes here
+# and fails there. The device is a clean image with nothing in those variables, so `-I` only takes
+# away what the referee's run would not have; without it a pass here could be a false pass. The
+# archive itself is still first on sys.path in isolated mode, and plain environment variables (not
+# PYTHON*) still reach the program. The one cost: a device whose torch were installed with
+# `pip install --user` would need the flag dropped here to run evaluate.bash there.
+INTERPRETER_FLAGS = ('-I', '-W', 'ignore')
 # The referee greps stdout with this pattern. We demand that stdout is exactly one such number:
 # a second number or a progress line makes the referee's result invalid.
 REFEREE_FLOAT = re.compile(r'[0-9]+\.[0-9]+')
 ONLY_A_FLOAT = re.compile(r'\s*([0-9]+\.[0-9]+)\s*\Z')
+
+
+def solution_command(python, pyz, images_dir, out_dir):
+    """The argument list that runs a package: ``python FLAGS PYZ -i IMAGES -o OUT``.
+
+    Args:
+        python: the interpreter (``python3.6`` on the device).
+        pyz: the package; images_dir: its ``-i``; out_dir: its ``-o`` (all as given: make them
+            absolute first when the run has its own working folder).
+    """
+    return [str(python)] + list(INTERPRETER_FLAGS) + [str(pyz), '-i', str(images_dir), '-o', str(out_dir)]
+
+
+def seconds_text(seconds):
+    """A number of seconds as `timeout` and the shell take it: ``900`` for 900.0, ``0.5`` as is.
+
+    Example:
+        >>> seconds_text(900.0), seconds_text(0.5)
+        ('900', '0.5')
+    """
+    seconds = float(seconds)
+    return '%d' % seconds if seconds.is_integer() else repr(seconds)
+
+
+def shell_assignments():
+    """The run's rules as bash assignments (``INTERPRETER_FLAGS`` is an array), one a line."""
+    return 'REFEREE_TIMEOUT={}\nINTERPRETER_FLAGS=({})\n'.format(
+        shlex.quote(seconds_text(REFEREE_TIMEOUT)), ' '.join(shlex.quote(flag) for flag in INTERPRETER_FLAGS))
 
 
 def only_a_float(stdout):
@@ -57,3 +107,10 @@ DEVICE_PYTHON = (3, 6)
 # installed, so using it is not a 3.7 requirement.
 VERMIN_FLAGS = ('--target=3.6-', '--violations', '--no-tips', '--eval-annotations',
                 '--backport', 'dataclasses')
+
+
+if __name__ == '__main__':
+    if sys.argv[1:] != ['--shell']:
+        sys.stderr.write('usage: python3 contract.py --shell   (prints the run\'s rules as bash assignments)\n')
+        sys.exit(2)
+    sys.stdout.write(shell_assignments())

@@ -7,12 +7,14 @@
 # Environment:
 #   PYTHON      interpreter for the solution and the scorer (default: the repository's .venv/bin/python
 #               when this folder sits in a lowpower checkout, else python3; python3.6 on the device)
-#   TIMEOUT     seconds before the run is stopped (default 900, the referee's limit)
+#   TIMEOUT     seconds before the run is stopped (default REFEREE_TIMEOUT of contract.py: 900, the referee's limit)
 #   OUTPUT_DIR  where NAME.json and NAME/ (predictions, stdout, stderr log) go (default evaluation/output)
 #
-# The run is `timeout $TIMEOUT $PYTHON -W ignore SOLUTION.pyz -i IMG -o PRED` with stderr kept in
-# OUTPUT_DIR/NAME/stderr.log (the referee throws it away). Unlike the referee, the solution's exit
-# status is never lost and the image count is never assumed.
+# The run is `timeout $TIMEOUT $PYTHON FLAGS SOLUTION.pyz -i IMG -o PRED` in its own working folder,
+# PRED created (empty) beforehand as the referee does, with stderr kept in OUTPUT_DIR/NAME/stderr.log
+# (the referee throws it away). FLAGS is INTERPRETER_FLAGS of contract.py (-I -W ignore; why -I: see
+# there), the same flags and default timeout as lowpower.ship.runner.run_pyz. Unlike the referee, the
+# solution's exit status is never lost and the image count is never assumed.
 #
 # Exit status: 0 scored, 1 failed, 2 timed out. Every case writes OUTPUT_DIR/NAME.json with
 # "status" and a one-line "reason", and prints the reason.
@@ -25,7 +27,6 @@ if [ -z "${PYTHON:-}" ] && [ -x "$HERE/../.venv/bin/python" ]; then
     PYTHON="$HERE/../.venv/bin/python"
 fi
 PYTHON="${PYTHON:-python3}"
-TIMEOUT="${TIMEOUT:-900}"
 OUTPUT_DIR="${OUTPUT_DIR:-$HERE/output}"
 
 usage() {  # the comment block at the top of this file
@@ -74,6 +75,15 @@ case "$PYTHON" in  # absolute, since the solution runs in its own folder (symlin
     */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;;
     *) PYTHON="$(command -v "$PYTHON")" ;;
 esac
+# The run's rules (the default timeout, the interpreter flags) from contract.py, their one home:
+# it prints `REFEREE_TIMEOUT=900` and `INTERPRETER_FLAGS=(-I -W ignore)`, shell-quoted.
+REFEREE_TIMEOUT=
+INTERPRETER_FLAGS=()
+CONTRACT="$("$PYTHON" -I "$HERE/contract.py" --shell)" \
+    || fail "could not read the run's rules: $PYTHON -I $HERE/contract.py --shell failed"
+eval "$CONTRACT"
+[ -n "$REFEREE_TIMEOUT" ] || fail "no REFEREE_TIMEOUT from $PYTHON -I $HERE/contract.py --shell"
+TIMEOUT="${TIMEOUT:-$REFEREE_TIMEOUT}"
 case "$TIMEOUT" in
     ''|*[!0-9.]*) fail "TIMEOUT must be a number of seconds, got '$TIMEOUT'" ;;
 esac
@@ -85,10 +95,12 @@ mkdir -p "$RUN_DIR/pred"
 NIMAGES="$(find "$DATA_ABS/IMG" -maxdepth 1 -type f -iname '*.png' | wc -l | tr -d ' ')"
 
 echo "running $NAME on $NIMAGES images from $DATA_ABS/IMG (timeout ${TIMEOUT}s, $PYTHON)" >&2
+echo "command: timeout $TIMEOUT $PYTHON ${INTERPRETER_FLAGS[*]:-} $SOLUTION_ABS -i $DATA_ABS/IMG -o $RUN_DIR/pred" >&2
 START="$(date +%s.%N)"
 # The solution runs in its own working folder; `timeout` signals its whole process group.
-( cd "$RUN_DIR" && exec timeout --kill-after=10 "$TIMEOUT" "$PYTHON" -W ignore "$SOLUTION_ABS" \
-      -i "$DATA_ABS/IMG" -o "$RUN_DIR/pred" > "$RUN_DIR/stdout.txt" 2> "$RUN_DIR/stderr.log" )
+# (${A[@]+"${A[@]}"}: an empty array under `set -u` in bash before 4.4.)
+( cd "$RUN_DIR" && exec timeout --kill-after=10 "$TIMEOUT" "$PYTHON" ${INTERPRETER_FLAGS[@]+"${INTERPRETER_FLAGS[@]}"} \
+      "$SOLUTION_ABS" -i "$DATA_ABS/IMG" -o "$RUN_DIR/pred" > "$RUN_DIR/stdout.txt" 2> "$RUN_DIR/stderr.log" )
 RC=$?
 END="$(date +%s.%N)"
 WALL="$(awk -v s="$START" -v e="$END" 'BEGIN { printf "%.3f", e - s }')"

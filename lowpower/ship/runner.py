@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.contract import REFEREE_TIMEOUT
+from evaluation.contract import REFEREE_TIMEOUT, solution_command
 
 
 @dataclass
@@ -27,7 +27,8 @@ class PyzRun:
     """What one run of a package did (bytes, seconds). ``peak_process``: the largest per-process
     high-water mark (VmHWM); ``peak_group``: the largest summed resident memory of its process group
     (a solution may start workers); ``outputs``: {file in the output folder: mtime} (compare with
-    ``started``); ``strays``: files it left in its working folder.
+    ``started``); ``strays``: files it left in its working folder; ``timeout``: the limit it ran
+    under (seconds, None: none).
     """
     command: list
     exit_code: object  # int; None only if it could not be reaped
@@ -40,6 +41,7 @@ class PyzRun:
     peak_group: int
     outputs: dict
     strays: list
+    timeout: object = None
 
     @property
     def peak_memory(self):
@@ -128,7 +130,10 @@ def _wait(process, timeout):
 
 def run_pyz(pyz, images_dir, out_dir, python=sys.executable, cwd=None, timeout=REFEREE_TIMEOUT, env=None,
             interval=0.05):
-    """Run a package as the referee does: ``python -I -W ignore PYZ -i IMAGES -o OUT``.
+    """Run a package as the referee does: ``python FLAGS PYZ -i IMAGES -o OUT``.
+
+    FLAGS and the default timeout come from ``evaluation.contract`` (``INTERPRETER_FLAGS``,
+    ``REFEREE_TIMEOUT``), as in ``evaluation/evaluate.bash``: both run a package the same way.
 
     Args:
         pyz: the package.
@@ -137,7 +142,8 @@ def run_pyz(pyz, images_dir, out_dir, python=sys.executable, cwd=None, timeout=R
         python: the interpreter (the device's is ``python3.6``).
         cwd: working folder; default a fresh empty one, removed afterwards.
         timeout: seconds before the process group is stopped (None: no limit).
-        env: the environment (default this process's); ``-I`` keeps PYTHONPATH and the like out.
+        env: the environment (default this process's); ``-I`` (in the contract's flags) keeps
+            PYTHONPATH and the like out.
         interval: seconds between memory samples.
 
     Returns:
@@ -149,8 +155,7 @@ def run_pyz(pyz, images_dir, out_dir, python=sys.executable, cwd=None, timeout=R
         (True, '1.234567', True)
     """
     out_dir = Path(out_dir).resolve()
-    command = [str(python), "-I", "-W", "ignore", str(Path(pyz).resolve()), "-i", str(Path(images_dir).resolve()),
-               "-o", str(out_dir)]
+    command = solution_command(python, Path(pyz).resolve(), Path(images_dir).resolve(), out_dir)
     with contextlib.ExitStack() as stack:
         cwd = Path(cwd if cwd is not None else stack.enter_context(tempfile.TemporaryDirectory(prefix="pyz-run-")))
         before = set(os.listdir(cwd))
@@ -175,4 +180,4 @@ def run_pyz(pyz, images_dir, out_dir, python=sys.executable, cwd=None, timeout=R
         return PyzRun(command=command, exit_code=process.returncode, timed_out=timed_out,
                       stdout=stdout.read().decode("utf-8", "replace"), stderr=stderr.read().decode("utf-8", "replace"),
                       wall_seconds=wall, started=started, peak_process=sampler.peak_process,
-                      peak_group=sampler.peak_group, outputs=outputs, strays=strays)
+                      peak_group=sampler.peak_group, outputs=outputs, strays=strays, timeout=timeout)
