@@ -278,7 +278,7 @@ def save_config(cfg, path):
 
 
 def reference_markdown():
-    """The config reference as a Markdown table (the README's section is this text)."""
+    """The config reference as a Markdown table (docs/training.md's section is this text)."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
     for section, keys in SCHEMA.items():
         for name, key in keys.items():
@@ -293,7 +293,7 @@ README_MARKERS = ("<!-- config-reference:begin -->", "<!-- config-reference:end 
 
 
 def update_readme(path):
-    """Rewrite the config reference between the README's markers; True when the text changed."""
+    """Rewrite the config reference between the markers of ``path`` (docs/training.md); True when it changed."""
     text = Path(path).read_text()
     begin, end = README_MARKERS
     if begin not in text or end not in text:
@@ -308,7 +308,8 @@ def update_readme(path):
 def main(argv=None):
     import argparse
     parser = argparse.ArgumentParser(prog="lowpower config",
-                                     description="Print the config reference (Markdown), or write it into a README.")
+                                     description="Print the config reference (Markdown), "
+                                                 "or write it into docs/training.md.")
     parser.add_argument("--update-readme", metavar="FILE", help="rewrite the section between the markers of FILE")
     args = parser.parse_args(argv)
     if args.update_readme:

@@ -1,7 +1,7 @@
 """The config schema: every ``section.key`` with its types, default, bounds and a line of help.
 
 One home for what a run config may hold; lowpower/config.py loads, merges and checks against it, and
-``lowpower config`` prints it as the README's reference. A new section (say
+``lowpower config`` prints it as the reference in docs/training.md. A new section (say
 ``quant`` or ``distill``) is one more entry of :data:`SCHEMA`.
 
 Example:

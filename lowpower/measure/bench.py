@@ -107,8 +107,8 @@ def warm_up_runtime():
 def measure_model(name, size=512, threads=2, repeats=10, warmup=3, num_classes=14):
     """Measure one model in this process; return a dict with the keys of ``COLUMNS`` but ``load_1min``.
 
-    Call it in a fresh process for an honest ``peak_memory_mb`` (``python -m
-    lowpower.measure.bench measure NAME`` does).
+    Call it in a fresh process for an honest ``peak_memory_mb`` (``measure_in_subprocess``
+    does, through ``lowpower bench models --measure-one NAME``).
 
     Example:
         >>> row = measure_model("cunet", size=64, threads=1, repeats=2, warmup=1)

@@ -2,7 +2,7 @@
 
     lowpower bench compare A.pyz B.pyz [--images DIR] [-n 5] [--samples 20]
 
-Each package runs ``-n`` times through ``lowpower.ship.pyz.run_pyz`` (the referee's command), in
+Each package runs ``-n`` times through ``lowpower.ship.runner.run_pyz`` (the referee's command), in
 turns A B A B ..., so a change in the machine's load falls on both alike. For every turn the
 ratio B/A is taken of: wall seconds, the seconds the package printed (its model time, read with
 ``evaluation.contract.only_a_float``) and peak memory (largest of per-process peak and summed

@@ -3,8 +3,8 @@
     lowpower bench pareto RUN_OR_PYZ ... [--images DIR] [--out DIR] [-n 1]
 
 Each argument is a package (``.pyz``), a checkpoint (``.pt``) or a run folder (its ``best.pt``);
-checkpoints are packaged first with ``lowpower.ship.package.build_package(..., verify=False)``. Every
-package runs through ``lowpower.ship.pyz.run_pyz`` on the same images with GT (``DIR/IMG`` + ``DIR/GT``,
+checkpoints are packaged first with ``lowpower.ship.build.build_package(..., verify=False)``. Every
+package runs through ``lowpower.ship.runner.run_pyz`` on the same images with GT (``DIR/IMG`` + ``DIR/GT``,
 or synthetic ones made for the run); ms per image is the seconds it printed (the referee's model
 time) over the image count, the median over ``-n`` runs; mean Dice is the referee's rule
 (``evaluation.folders.score_folders``). A point is on the frontier when no other point has at least
@@ -55,7 +55,7 @@ def resolve_package(source, build_dir, build=None):
     Args:
         source: a ``.pyz``, a ``.pt`` checkpoint, or a run folder holding ``best.pt``.
         build_dir: where packaged checkpoints are written.
-        build: ``lowpower.ship.package.build_package`` or a stand-in (tests).
+        build: ``lowpower.ship.build.build_package`` or a stand-in (tests).
 
     Raises:
         CompareError: one line naming the argument when it is none of these.

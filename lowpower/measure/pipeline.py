@@ -18,7 +18,7 @@ int8 checkpoint, else fp32) and, per step, the row gives:
   ``--forward-size`` (default each checkpoint's input size); median (min-max) over ``-n`` calls, the
   steps in turns call by call so a change in the machine's load falls on every step alike; and its
   ratio to the baseline;
-- package ms/img: each package run by the referee's command (``lowpower.ship.pyz.run_pyz``) on
+- package ms/img: each package run by the referee's command (``lowpower.ship.runner.run_pyz``) on
   ``DIR/IMG``, the packages in turns, median over ``--package-runs`` of the model seconds it printed
   divided by the image count; its ratio to the baseline; and that time split into network and
   post-process ms/img (the median share of the network in the ``LOWPOWER_STATS`` file of each run);
@@ -203,7 +203,7 @@ def add_timings(rows, base):
 def measure(args):
     """Every figure of every step of ``args.steps``, as row dicts, in order.
 
-    The keys are ``bench_pipeline_report.CSV_FIELDS`` and a few more.
+    The keys are ``pipeline_report.CSV_FIELDS`` and a few more.
 
     Example:
         >>> rows = measure(bench.parse_args(["pipeline", "a=best.pt", "--images", "test"]))  # doctest: +SKIP

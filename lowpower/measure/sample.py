@@ -187,6 +187,6 @@ def main(argv=None):
             print(report(result, "random weights, seed %d; ours timed: %s" % (args.seed, args.timer)))
             print("masks equal to the sample's: %.4f of pixels" % mask_agreement(workdir / "out-A", workdir / "out-B"))
     except (SampleError, CompareError) as error:
-        print("bench_sample failed: %s" % error, file=sys.stderr)
+        print("lowpower bench sample: error: %s" % error, file=sys.stderr)
         return 2
     return 0

@@ -5,7 +5,7 @@
         OMP_WAIT_POLICY=ACTIVE
     lowpower bench solution solution.pyz --images IMG --compare-sequential
 
-Runs the pyz the way the referee does (``lowpower.ship.pyz.run_pyz``: ``python -I -W ignore
+Runs the pyz the way the referee does (``lowpower.ship.runner.run_pyz``: ``python -I -W ignore
 solution.pyz -i IMAGES -o OUT`` from an empty folder) and reads each run's timings from the
 ``LOWPOWER_STATS`` JSON the program writes, plus the process's wall clock measured here. Per run:
 
@@ -38,7 +38,7 @@ BAR = 0.8  # pooled / sequential loop wall clock the pools should reach
 # ----------------------------------------------------------------------------- runs
 
 def run_once(pyz, images, python, sequential, threads, workdir, extra_env=None):
-    """One run of the program (``lowpower.ship.pyz.run_pyz``, the referee's command, no time limit).
+    """One run of the program (``lowpower.ship.runner.run_pyz``, the referee's command, no time limit).
 
     Returns:
         Its ``LOWPOWER_STATS`` dict plus ``process_seconds`` (wall clock of the whole process),

@@ -3,8 +3,8 @@
     lowpower bench sweep runs/demo/best.pt
     lowpower bench sweep runs/demo/best.pt --sizes 128,192,256,288,384,512 --split val --out runs/demo/sweep
 
-For every input size the checkpoint's network is scored on the split exactly as ``python -m
-lowpower.train.tester --input-size N`` scores it (the referee's per-image mean Dice, with the checkpoint
+For every input size the checkpoint's network is scored on the split exactly as ``python test.py
+--input-size N`` scores it (the referee's per-image mean Dice, with the checkpoint
 config's post-processing, eval.min_class_area), then timed: fp32, batch 1, forward plus post-processing
 (upsampling to the scored size, argmax, small-class removal) per image, after warm-up calls, under
 torch.inference_mode, the median over the images. Reading and decoding files are not timed.

@@ -10,7 +10,7 @@ For each variant it reports:
   validation image):
   median, min and max over ``-n`` calls, the variants in turns call by call (A B C D A B C D ...),
   so a change in the machine's load falls on every variant alike;
-- package model seconds per image: each package run by ``lowpower.ship.pyz.run_pyz`` (the referee's
+- package model seconds per image: each package run by ``lowpower.ship.runner.run_pyz`` (the referee's
   command) on ``--images``, the packages in turns, median over ``--package-runs`` of the seconds
   it printed divided by the image count; with the folder's GT, the package's mean Dice too;
 - val mean Dice in this process by the referee's rule (``lowpower.train.engine.evaluate``, as test.py).

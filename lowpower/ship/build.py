@@ -1,7 +1,7 @@
 """Lay out, zip and verify a package: the build step of ``lowpower.ship.package``.
 
-``build_package`` reads the checkpoint (``package_manifest``), finds the model's source
-(``package_closure``), writes the build folder, zips it and, unless told not to, runs presubmit's
+``build_package`` reads the checkpoint (``manifest``), finds the model's source
+(``closure``), writes the build folder, zips it and, unless told not to, runs presubmit's
 checks on two sample images before the pyz is moved into place.
 
 Example:

@@ -5,7 +5,7 @@
 
 Steps:
 
-1. read the checkpoint and rebuild its model, which checks the weights (``package_manifest``);
+1. read the checkpoint and rebuild its model, which checks the weights (``manifest``);
 2. lay out a fresh build folder (default ``build/<output stem>/``, git-ignored)::
 
        __main__.py                 the template's entry point (solution/__main__.py)
@@ -15,18 +15,19 @@ Steps:
        solution/weights.npz        generated: the state dict as plain arrays (fp16 when asked)
        networks/__init__.py        generated: a registry of the one shipped model
        networks/<model>.py ...     the model's file and every ``networks`` module it imports,
-                                   found by walking the imports (``package_closure``)
+                                   found by walking the imports (``closure``)
 
 3. zip it behind the interpreter line, as ``zipapp`` does (sources deflated, weights stored);
 4. verify it (unless ``--no-verify``): presubmit's checks (``lowpower.ship.presubmit.cli.check``: archive,
    vermin 3.6, imports, a run as the referee runs it, stdout, masks, memory) on two generated
    images. The pyz is moved into place only when no check fails.
 
-The steps live in ``package_manifest`` (checkpoint -> manifest and weights), ``package_closure``
-(the model's source) and ``package_build`` (lay out, zip, verify); this module is the CLI and
-re-exports their public names.
+The steps live in ``lowpower.ship.manifest`` (checkpoint -> manifest and weights),
+``lowpower.ship.closure`` (the model's source) and ``lowpower.ship.build`` (lay out, zip, verify);
+this module is the command line.
 
 Example:
+    >>> from lowpower.ship.build import build_package
     >>> info = build_package("runs/demo/best.pt", "/tmp/s.pyz", precision="fp16")  # doctest: +SKIP
     >>> info["parameters"]  # doctest: +SKIP
     1940654
@@ -39,9 +40,8 @@ import time
 from pathlib import Path
 
 from lowpower.paths import EVALUATION_DIR, RUNS_DIR
-from lowpower.ship.build import DEFAULT_BATCH_SIZE, DEFAULT_PYTHON, TIMERS, build_package  # noqa: F401 -- the API
-from lowpower.ship.closure import generated_init, import_closure  # noqa: F401 -- the API
-from lowpower.ship.manifest import PackageError, read_checkpoint  # noqa: F401 -- the API
+from lowpower.ship.build import DEFAULT_BATCH_SIZE, DEFAULT_PYTHON, TIMERS, build_package
+from lowpower.ship.manifest import PackageError
 
 # Where a package of the newest run goes: `cd evaluation && ./evaluate.bash solution.pyz` scores it.
 NEWEST_OUTPUT = EVALUATION_DIR / "solution.pyz"
@@ -148,7 +148,7 @@ def parse_args(argv=None):
                         help="interpreter line of the pyz (default: %r)" % DEFAULT_PYTHON)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="images per forward pass (default: %(default)s, chosen from measurements: see "
-                             "README 'The shipped program's own costs')")
+                             "docs/results.md, 'The shipped program's own costs')")
     parser.add_argument("--min-class-area", type=float, default=None,
                         help="drop a class from an image's prediction when it covers less than this share "
                              "of the image (the referee scores a spurious class 0); default: the "

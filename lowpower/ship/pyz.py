@@ -1,6 +1,6 @@
 """Inspect and run a package: the one home of the import scan, the vermin check and the pyz run.
 
-The packager's verification, presubmit and bench_solution all go through here, so a rule about
+The packager's verification, presubmit and ``lowpower bench solution`` all go through here, so a rule about
 what a submission may import, or how the referee starts it, is written once.
 
 - ``scan_folder``: every import of every ``.py`` file, guarded by ``try/except ImportError`` or
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluation.contract import DEVICE_PACKAGES, VERMIN_FLAGS
-from lowpower.ship.runner import PyzRun, run_pyz  # noqa: F401 -- the run half of this module's API
 
 # Standard library of Python 3.6: this interpreter's list, less what came later, plus what left since.
 ADDED_AFTER_36 = {"contextvars", "_contextvars", "graphlib", "zoneinfo", "_zoneinfo", "tomllib",

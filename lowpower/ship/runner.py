@@ -1,7 +1,7 @@
 """Run a package as the referee does, in its own process group, with its peak memory sampled.
 
-``lowpower.ship.pyz`` re-exports ``run_pyz`` and ``PyzRun``: import them from there. The packager's
-verification, presubmit's run checks and bench_solution all run a pyz through ``run_pyz``.
+The packager's verification, presubmit's run checks and the bench commands all run a pyz through
+``run_pyz``.
 
 Example:
     >>> run = run_pyz("solution.pyz", "evaluation/test/IMG", "/tmp/out")  # doctest: +SKIP

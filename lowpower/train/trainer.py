@@ -52,7 +52,7 @@ EXIT_STOPPED = 143  # 128 + SIGTERM: the job ended early but saved last.pt
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cfg", help="YAML run config (see configs/ and the README's config reference); "
+    parser.add_argument("--cfg", help="YAML run config (see configs/ and the config reference in docs/training.md); "
                                       "optional with --resume, which then reuses the checkpoint's config")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="overrides that win over the file, e.g. train.epochs=5 model.kwargs.base_width=8; "

@@ -17,8 +17,8 @@ likely to score badly or to break on the device; INFO = numbers to know):
 - memory: peak resident memory of the run against --memory-budget (FAIL).
 - time: projected wall-clock for 600 images on the device against the referee's 900 s.
 
-The checks live in ``presubmit_static`` (archive, Python 3.6, imports) and ``presubmit_run``
-(the run and what it wrote); the table in ``presubmit_report``; the rules in ``lowpower.ship.pyz`` and
+The checks live in ``static`` (archive, Python 3.6, imports) and ``run``
+(the run and what it wrote); the table in ``report``; the rules in ``lowpower.ship.pyz`` and
 ``evaluation.contract``. ``check(...)`` runs them all from Python (the packager verifies every
 package with it on two images).
 

@@ -1,6 +1,6 @@
 """presubmit's checks that run the archive: exit status, stdout, masks, memory, projected time.
 
-The archive runs alone in an empty folder through ``lowpower.ship.pyz.run_pyz`` (the referee's
+The archive runs alone in an empty folder through ``lowpower.ship.runner.run_pyz`` (the referee's
 command); each check below reads the ``PyzRun`` and adds rows to a ``Report``.
 
 Example:

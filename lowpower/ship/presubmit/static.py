@@ -1,7 +1,7 @@
 """presubmit's checks that read the archive without running it: layout, Python 3.6, imports, and
 the device's torch/torchvision/numpy/Pillow/imageio API (``lowpower.ship.device_api``).
 
-Each check adds rows to a ``presubmit_report.Report``; the rules themselves (the device's packages,
+Each check adds rows to a ``report.Report``; the rules themselves (the device's packages,
 Python 3.6's standard library, the vermin flags, the import scan) live in ``lowpower.ship.pyz`` and
 ``evaluation.contract``.
 
