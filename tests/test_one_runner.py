@@ -199,8 +199,6 @@ def test_contract_prints_its_rules_for_the_shell():
     assert usage.returncode == 2 and "--shell" in usage.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="run_pyz leaves the -o folder to the package; the referee (DESIGN.md "
-                                       "section 2) and evaluate.bash create it before the run")
 def test_both_runners_create_the_output_folder_first(tmp_path, gt_samples, caller_env):
     archive = make_pyz(tmp_path, "good", RECORD + PROGRAMS["good"][0])
     record_e = by_evaluate(archive, gt_samples, tmp_path, caller_env)[3]

@@ -124,7 +124,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("-i")
 parser.add_argument("-o")
 args = parser.parse_args()
-os.makedirs(args.o)
+os.makedirs(args.o, exist_ok=True)
 for name in sorted(os.listdir(args.i)):
     with open(os.path.join(args.o, name), "wb") as handle:
         handle.write(b"mask")

@@ -138,7 +138,7 @@ def run_pyz(pyz, images_dir, out_dir, python=sys.executable, cwd=None, timeout=R
     Args:
         pyz: the package.
         images_dir: folder of input images (``-i``).
-        out_dir: folder for the masks (``-o``); the package creates it.
+        out_dir: folder for the masks (``-o``); created before the run, as the referee does.
         python: the interpreter (the device's is ``python3.6``).
         cwd: working folder; default a fresh empty one, removed afterwards.
         timeout: seconds before the process group is stopped (None: no limit).
@@ -155,6 +155,7 @@ def run_pyz(pyz, images_dir, out_dir, python=sys.executable, cwd=None, timeout=R
         (True, '1.234567', True)
     """
     out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)  # the referee creates it before it runs a solution
     command = solution_command(python, Path(pyz).resolve(), Path(images_dir).resolve(), out_dir)
     with contextlib.ExitStack() as stack:
         cwd = Path(cwd if cwd is not None else stack.enter_context(tempfile.TemporaryDirectory(prefix="pyz-run-")))

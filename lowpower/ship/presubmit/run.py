@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evaluation import metrics
-from evaluation.contract import NUM_CLASSES, OUTPUT_SIZE, REFEREE_IMAGES, REFEREE_TIMEOUT
+from evaluation.contract import INTERPRETER_FLAGS, NUM_CLASSES, OUTPUT_SIZE, REFEREE_IMAGES, REFEREE_TIMEOUT
 from evaluation.folders import score_folders
 from evaluation.judge import parse_reported_seconds
 from evaluation.pairing import list_pngs
@@ -97,7 +97,7 @@ def run_checks(solution, report, workdir, images, gt, description, options):
 
 def check_exit(run, report, description, options):
     """The run ended by itself with status 0; returns whether the later checks make sense."""
-    shown = "{} -I -W ignore {} -i IMG -o OUT".format(options.python, Path(run.command[4]).name)
+    shown = "{} {} {} -i IMG -o OUT".format(options.python, " ".join(INTERPRETER_FLAGS), Path(run.command[-5]).name)
     stderr_lines = run.stderr_tail(8)
     if run.timed_out:
         report.add("run", "FAIL", "still running after {:g} s on {} ({})".format(
