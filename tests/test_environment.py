@@ -43,3 +43,20 @@ def test_setuptools_pin_still_ships_pkg_resources():
     pins = dict(line.split("==") for line in requirement_lines())
     assert int(pins["setuptools"].split(".")[0]) < 82
     assert "imageio" in pins
+
+
+def test_pyproject_dependencies_are_the_pinned_packages_and_their_pins_satisfy_them():
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = dict(line.split("==") for line in requirement_lines())
+    declared = project["dependencies"] + project["optional-dependencies"]["dev"]
+    names = [re.match(r"[A-Za-z0-9_.-]+", spec).group(0) for spec in declared]
+    assert sorted(names) == sorted(pins), "pyproject.toml and requirements.txt name different packages"
+    for spec, name in zip(declared, names):
+        for op, version in re.findall(r"(>=|<)([0-9.]+)", spec):
+            pinned = tuple(int(part) for part in pins[name].split(".")[:len(version.split("."))])
+            bound = tuple(int(part) for part in version.split("."))
+            assert pinned >= bound if op == ">=" else pinned < bound, (spec, pins[name])
+    assert project["scripts"]["lowpower"] == "lowpower.cli:main"
