@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from lowpower.train.engine import ShardSampler, evaluate
+from lowpower.data.samplers import ShardSampler
+from lowpower.train.engine import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,13 +13,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lowpower.paths import REPO_ROOT
-from lowpower.data.lpcvc import CLASS_NAMES, DataError, LPCVCDataset
-from lowpower.data.transforms import eval_transforms, train_transforms
-from lowpower.data.synthetic import ForeignFilesError, check_destination, generate
 from lowpower.config import ConfigError
-from lowpower.train.engine import EpochSampler, SeededItems, ShardSampler
-
+from lowpower.data.lpcvc import CLASS_NAMES, DataError, LPCVCDataset
+from lowpower.data.samplers import EpochSampler, SeededItems, ShardSampler
+from lowpower.data.synthetic import ForeignFilesError, check_destination, generate
+from lowpower.data.transforms import eval_transforms, train_transforms
+from lowpower.paths import REPO_ROOT
 
 
 def data_root(cfg):
