@@ -1,13 +1,22 @@
 """Fixtures that several test files share: small synthetic data sets, a seconds-long training
-command line, one torch thread for tiny models, and signal handlers given back after train.py
-installs its own.
+command line, one torch thread for tiny models, signal handlers given back after train.py
+installs its own, and one checkpoint of each kind (float, pruned, QAT, int8) and one package, each
+built once per session.
+
+A test that needs "some trained checkpoint of kind K" asks for the session's one; a test of
+training itself (resume, SIGTERM, DDP, what a config key does) trains on its own.
 
 Example (in a test)::
 
     def test_something(synthetic_data, train_args, tmp_path):
         data = synthetic_data(train=6, val=2, test=2, seed=3)
         assert train_main(train_args(data, tmp_path / "run", "train.epochs=1")) == 0
+
+    def test_reads_a_trained_unet(float_checkpoint):
+        assert load_checkpoint(float_checkpoint)["arch"] == "unet"
 """
+import contextlib
+import hashlib
 import signal
 from pathlib import Path
 
@@ -71,6 +80,127 @@ def train_args():
                 "--set", *TINY_TRAINING, "data.dataset=synthetic", "data.root=%s" % data, *overrides]
 
     return make
+
+
+# ----------------------------------------------------------------------------- one checkpoint of each kind
+# Built once per session, by the first test that asks, under one torch thread, and shared by every test
+# after it: a test must not change them. One that writes (a file next to a checkpoint, an edited
+# copy) copies first: ``shutil.copy(float_checkpoint, tmp_path)``. At the end of the session each
+# fixture checks that its folder holds the very files it wrote, and fails the run if not.
+
+# The synthetic set the session's runs train on: 8 train images (4 steps an epoch), 3 val, 2 test.
+TRAINED_DATA = {"train": 8, "val": 3, "test": 2, "seed": 5}
+# 24 steps: enough for masks that are not one constant class (test_int8_package), a mean Dice above 0.
+FLOAT_EPOCHS = 6
+QAT_TRAINING = ["quant.qat=true", "quant.engine=x86", "train.lr=0.003", "train.optimizer=adamw",
+                "train.class_weights=null", "train.epochs=2"]
+
+
+def digest_tree(folder):
+    """``{relative path: sha256}`` of every file under ``folder``."""
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(Path(folder).rglob("*")) if path.is_file()}
+
+
+@contextlib.contextmanager
+def shared_build():
+    """One torch thread while a session fixture builds (tiny models; two threads on a shared 2-core
+    machine are many times slower), and train.py's signal handlers and the process-wide quantized
+    engine given back afterwards."""
+    threads, engine = torch.get_num_threads(), torch.backends.quantized.engine
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.quantized.engine = engine
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def kept_unchanged(folder, name):
+    """Around a session fixture's ``yield``: at its teardown the files under ``folder`` are what they were."""
+    before = digest_tree(folder)
+    yield
+    after = digest_tree(folder)
+    changed = sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))
+    assert not changed, "a test changed the shared %s (copy it to tmp_path first): %s" % (name, changed)
+
+
+@pytest.fixture(scope="session")
+def trained_data(synthetic_data):
+    """The synthetic set (TRAINED_DATA) the session's checkpoints were trained on: its test/IMG
+    holds scenes like the training ones."""
+    return synthetic_data(**TRAINED_DATA)
+
+
+@pytest.fixture(scope="session")
+def float_checkpoint(trained_data, train_args, tmp_path_factory):
+    """best.pt of the session's float run: the tiny UNet (TINY_TRAINING: base width 4, depth 2,
+    input 32) trained FLOAT_EPOCHS epochs on ``trained_data``; the run's other files beside it."""
+    from lowpower.train.trainer import main as train_main
+
+    out = tmp_path_factory.mktemp("shared_float")
+    with shared_build():
+        assert train_main(train_args(trained_data, out, "train.epochs=%d" % FLOAT_EPOCHS)) == 0
+    with kept_unchanged(out, "float run"):
+        yield out / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def pruned_checkpoint(float_checkpoint, tmp_path_factory):
+    """``lowpower prune`` of ``float_checkpoint`` to 60% of its FLOPs (any channel count): a float
+    checkpoint whose arch_kwargs carry a width plan."""
+    from lowpower.compress.prune import cli as prune
+
+    out = tmp_path_factory.mktemp("shared_pruned")
+    with shared_build():
+        assert prune.main([str(float_checkpoint), "--target-flops", "0.6", "--round-to", "0", "--out",
+                           str(out / "pruned.pt"), "--repeats", "1", "--no-progress"]) == 0
+    with kept_unchanged(out, "pruned checkpoint"):
+        yield out / "pruned.pt"
+
+
+@pytest.fixture(scope="session")
+def int8_checkpoint(float_checkpoint, tmp_path_factory):
+    """``lowpower quantize ptq`` of ``float_checkpoint``: x86 engine, calibrated on 4 training images."""
+    from lowpower.compress.quantize import ptq
+
+    out = tmp_path_factory.mktemp("shared_int8")
+    with shared_build():
+        assert ptq.main([str(float_checkpoint), "--calib", "4", "--engine", "x86", "--out", str(out / "int8.pt"),
+                         "--no-progress"]) == 0
+    with kept_unchanged(out, "int8 checkpoint"):
+        yield out / "int8.pt"
+
+
+@pytest.fixture(scope="session")
+def qat_checkpoint(trained_data, train_args, tmp_path_factory):
+    """best.pt of the session's QAT run (QAT_TRAINING: quant.qat true, x86, 2 epochs of the tiny UNet):
+    the fake-quant training state. Its int8 form, best_int8.pt, lies beside it."""
+    from lowpower.train.trainer import main as train_main
+
+    out = tmp_path_factory.mktemp("shared_qat")
+    with shared_build():
+        assert train_main(train_args(trained_data, out, *QAT_TRAINING)) == 0
+    with kept_unchanged(out, "QAT run"):
+        yield out / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def float_package(float_checkpoint, tmp_path_factory):
+    """``build_package`` of ``float_checkpoint`` (fp32, min_class_area 0, not verified): its result,
+    ``{"path": the .pyz, "build_dir": ..., "manifest": ..., "files": ...}``."""
+    from lowpower.ship.build import build_package
+
+    folder = tmp_path_factory.mktemp("shared_package")
+    with shared_build():
+        built = build_package(float_checkpoint, folder / "solution.pyz", precision="fp32", min_class_area=0.0,
+                              build_dir=folder / "build", verify=False)
+    with kept_unchanged(folder, "package"):
+        yield built
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Shipping int8: npz round trip, the int8 package run alone, presubmit, size, engine fallback.
 
-The real path: a tiny train.py run -> ``lowpower quantize ptq`` -> ``build_package``
-(precision int8) -> the pyz run with ``python -I`` from an empty folder.
+The real path: a tiny train.py run -> ``lowpower quantize ptq`` (the session's float_checkpoint and
+int8_checkpoint, tests/conftest.py) -> ``build_package`` (precision int8) -> the pyz run with
+``python -I`` from an empty folder.
 """
 import io
 import json
@@ -24,7 +25,6 @@ from lowpower.ship.manifest import PackageError
 from lowpower.ship.presubmit.cli import check
 from lowpower.ship.presubmit.run import RunOptions
 from lowpower.ship.runner import run_pyz
-from lowpower.train import trainer as train
 from networks import create_model
 from solution.int8 import Int8WeightsError, decode_state_dict
 
@@ -106,25 +106,10 @@ def test_decoder_names_a_missing_part():
 
 # ----------------------------------------------------------------------------- the real path
 
-@pytest.fixture(scope="module")
-def float_run(synthetic_data, train_args, tmp_path_factory):
-    """An eight-epoch tiny train.py run: (data folder, its best.pt)."""
-    data = synthetic_data(6, 2, 2, 5)
-    out = tmp_path_factory.mktemp("int8_run")
-    assert train.main(train_args(data, out, "train.epochs=8")) == 0  # enough steps to leave constant masks
-    return data, out / "best.pt"
-
-
 def quantize(checkpoint, data, out, engine="x86"):
     assert ptq.main([str(checkpoint), "--calib", "4", "--engine", engine, "--data", str(data), "--out",
                      str(out), "--no-progress"]) == 0
     return out
-
-
-@pytest.fixture(scope="module")
-def int8_checkpoint(float_run, tmp_path_factory):
-    data, checkpoint = float_run
-    return quantize(checkpoint, data, tmp_path_factory.mktemp("int8_ckpt") / "int8.pt")
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +142,9 @@ def package_masks(folder):
     return {path.name: np.asarray(Image.open(path)) for path in sorted(pathlib.Path(folder).glob("*.png"))}
 
 
-def test_int8_package_alone_matches_the_workstation_int8_model(int8_package, int8_checkpoint, float_run, tmp_path):
-    images = float_run[0] / "test" / "IMG"  # scenes like the training ones, so the masks are not constant
+def test_int8_package_alone_matches_the_workstation_int8_model(int8_package, int8_checkpoint, trained_data,
+                                                              tmp_path):
+    images = trained_data / "test" / "IMG"  # scenes like the training ones, so the masks are not constant
     run = run_pyz(int8_package["path"], images, tmp_path / "out")  # -I, a fresh empty cwd
     assert run.ok, run.stderr_tail()
     expected, got = workstation_masks(int8_checkpoint, images), package_masks(tmp_path / "out")
@@ -205,23 +191,22 @@ def test_missing_engine_falls_back_with_one_warning(int8_package, gt_samples, tm
     assert len(package_masks(tmp_path / "out")) == 2
 
 
-def test_precision_must_match_the_checkpoint(int8_checkpoint, float_run, tmp_path):
+def test_precision_must_match_the_checkpoint(int8_checkpoint, float_checkpoint, tmp_path):
     with pytest.raises(PackageError, match="int8 checkpoint.*--precision int8"):
         build_package(int8_checkpoint, tmp_path / "a.pyz", precision="fp16", build_dir=tmp_path / "a", verify=False)
     with pytest.raises(PackageError, match="float checkpoint; quantize it first"):
-        build_package(float_run[1], tmp_path / "b.pyz", precision="int8", build_dir=tmp_path / "b", verify=False)
+        build_package(float_checkpoint, tmp_path / "b.pyz", precision="int8", build_dir=tmp_path / "b", verify=False)
     info = build_package(int8_checkpoint, tmp_path / "c.pyz", build_dir=tmp_path / "c", verify=False)
     assert info["manifest"]["precision"] == "int8"  # an int8 checkpoint packages as int8 by default
 
 
-def test_int8_weights_are_at_most_0_3x_fp32_at_demo_width(float_run, tmp_path):
-    data, checkpoint = float_run
-    state = load_checkpoint(checkpoint)
+def test_int8_weights_are_at_most_0_3x_fp32_at_demo_width(trained_data, float_checkpoint, tmp_path):
+    state = load_checkpoint(float_checkpoint)
     torch.manual_seed(1)
     state.update(arch_kwargs=dict(DEMO_KWARGS), model=create_model("unet", **DEMO_KWARGS).state_dict())
     demo = tmp_path / "demo_width.pt"
     save_checkpoint(state, demo)
-    int8 = quantize(demo, data, tmp_path / "demo_int8.pt")
+    int8 = quantize(demo, trained_data, tmp_path / "demo_int8.pt")
     sizes = {name: build_package(path, tmp_path / (name + ".pyz"), build_dir=tmp_path / name,
                                  verify=False)["weights_bytes"]
              for name, path in (("fp32", demo), ("int8", int8))}

@@ -1,5 +1,5 @@
-"""Post-training int8 (lowpower quantize ptq) on a tiny UNet trained for one epoch, the int8
-checkpoint loader, and test.py scoring an int8 checkpoint."""
+"""Post-training int8 (lowpower quantize ptq) of the session's tiny trained UNet (conftest's
+float_checkpoint and int8_checkpoint), the int8 checkpoint loader, and test.py scoring an int8 checkpoint."""
 import json
 
 import cv2
@@ -11,28 +11,9 @@ from lowpower.checkpoint import build_model, load_checkpoint, save_checkpoint
 from lowpower.cli import main as lowpower_main
 from lowpower.compress.quantize.calibrate import calibration_loader, spread_indices
 from lowpower.train.tester import main as score_main
-from lowpower.train.trainer import main as train_main
 from networks import quant
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def float_run(synthetic_data, train_args, tmp_path_factory):
-    """A unet (base width 4, depth 2) trained for one epoch on 6 synthetic images: its best.pt."""
-    data = synthetic_data(train=6, val=2, test=2, seed=3)
-    run = tmp_path_factory.mktemp("ptq_run")
-    assert train_main(train_args(data, run, "train.epochs=1")) == 0
-    return run / "best.pt"
-
-
-@pytest.fixture(scope="module")
-def int8_checkpoint(float_run, tmp_path_factory):
-    """The x86 int8 PTQ checkpoint of ``float_run``, calibrated on 4 training images."""
-    out = tmp_path_factory.mktemp("ptq_out") / "int8.pt"
-    assert lowpower_main(["quantize", "ptq", str(float_run), "--calib", "4", "--engine", "x86", "--out", str(out),
-                          "--no-progress"]) == 0
-    return out
 
 
 @pytest.fixture(autouse=True)
@@ -71,8 +52,8 @@ def test_int8_checkpoint_reloads_strictly(int8_checkpoint):
         build_model(state)
 
 
-def test_int8_argmax_agrees_with_the_float_model(float_run, int8_checkpoint):
-    float_state = load_checkpoint(float_run)
+def test_int8_argmax_agrees_with_the_float_model(float_checkpoint, int8_checkpoint):
+    float_state = load_checkpoint(float_checkpoint)
     float_model = build_model(float_state).eval()
     int8_model = build_model(load_checkpoint(int8_checkpoint))
     images = torch.cat([batch[0] for batch in calibration_loader(float_state["config"], 6)])
@@ -81,11 +62,11 @@ def test_int8_argmax_agrees_with_the_float_model(float_run, int8_checkpoint):
     assert agree >= 0.9, "int8 and float argmax agree on only %.1f%% of pixels" % (100 * agree)
 
 
-def test_missing_engine_falls_back_with_a_warning(float_run, tmp_path, monkeypatch, capsys):
+def test_missing_engine_falls_back_with_a_warning(float_checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(quant, "supported_engines", lambda: ["qnnpack", "fbgemm"])
     out = tmp_path / "fallback.pt"
-    assert lowpower_main(["quantize", "ptq", str(float_run), "--calib", "2", "--engine", "x86", "--out", str(out),
-                          "--no-progress"]) == 0
+    assert lowpower_main(["quantize", "ptq", str(float_checkpoint), "--calib", "2", "--engine", "x86", "--out",
+                          str(out), "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "warning: quantized engine 'x86' is not in this torch" in err and "using 'fbgemm'" in err
     assert load_checkpoint(out)["quant"]["engine"] == "fbgemm"
@@ -107,9 +88,9 @@ def test_an_int8_checkpoint_is_not_quantized_again(int8_checkpoint, capsys):
     assert "already an int8 checkpoint" in capsys.readouterr().err
 
 
-def test_test_py_scores_the_int8_model_on_the_cpu(float_run, int8_checkpoint, tmp_path, capsys):
+def test_test_py_scores_the_int8_model_on_the_cpu(float_checkpoint, int8_checkpoint, trained_data, tmp_path, capsys):
     masks, scores = {}, {}
-    for name, path in (("float", float_run), ("int8", int8_checkpoint)):
+    for name, path in (("float", float_checkpoint), ("int8", int8_checkpoint)):
         argv = ["--checkpoint", str(path), "--no-progress", "--json", str(tmp_path / (name + ".json")),
                 "--save-predictions", str(tmp_path / name)]
         assert score_main(argv) == 0
@@ -117,7 +98,8 @@ def test_test_py_scores_the_int8_model_on_the_cpu(float_run, int8_checkpoint, tm
         masks[name] = np.stack([cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
                                 for f in sorted((tmp_path / name).glob("*.png"))])
     assert "scoring the int8 model on the CPU" in capsys.readouterr().err
-    assert scores["int8"]["images"] == scores["float"]["images"] == 2
+    val_images = len(list((trained_data / "LPCVC_Val/IMG/val").glob("*.png")))
+    assert scores["int8"]["images"] == scores["float"]["images"] == val_images > 0
     assert (masks["int8"] == masks["float"]).mean() >= 0.9
     assert abs(scores["int8"]["mean_dice"] - scores["float"]["mean_dice"]) <= 0.05
 
