@@ -1,4 +1,5 @@
-"""lowpower.measure.sweep on a tiny trained run: one row per size, files written, Dice equal to lowpower.train.tester's.
+"""lowpower.measure.sweep on the session's tiny trained run (conftest's float_checkpoint): one row per size,
+files written, Dice equal to lowpower.train.tester's.
 
 Example:
     .venv/bin/python -m pytest tests/test_sweep.py -q
@@ -11,21 +12,23 @@ from pathlib import Path
 
 import pytest
 
+from lowpower.checkpoint import load_checkpoint, save_checkpoint
 from lowpower.measure import sweep
 from lowpower.train import tester as test_cli
-from lowpower.train.trainer import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED_SIZE = 32  # TINY_TRAINING's data.input_size
 
 
 @pytest.fixture(scope="module")
-def tiny_run(synthetic_data, train_args, tmp_path_factory):
-    data = synthetic_data(train=8, val=3, test=2, seed=5)
-    out = tmp_path_factory.mktemp("run")
-    # A nonzero min_class_area so the sweep must use the checkpoint's post-processing to agree with test.py.
-    assert train_main(train_args(data, out, "train.epochs=2", "eval.min_class_area=0.01")) == 0
-    return data, out / "best.pt"
+def tiny_run(trained_data, float_checkpoint, tmp_path_factory):
+    """(data folder, a copy of the session's best.pt whose config says eval.min_class_area 0.01)"""
+    # A clearly nonzero min_class_area so the sweep must use the checkpoint's post-processing to agree with test.py.
+    state = load_checkpoint(float_checkpoint)
+    state["config"]["eval"]["min_class_area"] = 0.01
+    copy = tmp_path_factory.mktemp("run") / "best.pt"
+    save_checkpoint(state, copy)
+    return trained_data, copy
 
 
 def test_one_row_per_size_files_written_and_dice_equal_to_test(tiny_run, tmp_path, capsys):

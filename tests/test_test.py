@@ -1,4 +1,5 @@
-"""test.py on a tiny trained run: scores agree with the metrics module, panels and JSON are written."""
+"""test.py on the session's tiny trained run (conftest's float_checkpoint): scores agree with the
+metrics module, panels and JSON are written."""
 import json
 import subprocess
 import sys
@@ -12,17 +13,14 @@ from evaluation.metrics import confusion_matrix, image_mean_dice
 from lowpower.data import PALETTE
 from lowpower.train import panels
 from lowpower.train import tester as test_cli
-from lowpower.train.trainer import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny_run(synthetic_data, train_args, tmp_path_factory):
-    data = synthetic_data(train=8, val=3, test=2, seed=5)
-    out = tmp_path_factory.mktemp("run")
-    assert train_main(train_args(data, out, "train.epochs=4")) == 0
-    return data, out / "best.pt"
+def tiny_run(trained_data, float_checkpoint):
+    """(its data folder: 3 val images of 64x64, best.pt)"""
+    return trained_data, float_checkpoint
 
 
 def test_scores_match_the_metrics_module_on_the_saved_predictions(tiny_run, tmp_path, capsys):
