@@ -1,4 +1,5 @@
-"""Checkpoints that carry everything needed to rebuild, resume and package a model.
+"""Checkpoints that carry everything needed to rebuild, resume and package a model, and the table
+of their kinds.
 
 A checkpoint is a dict saved with ``torch.save``::
 
@@ -18,6 +19,20 @@ A checkpoint is a dict saved with ``torch.save``::
 
 Writes are atomic (temporary file in the same folder, then ``os.replace``) so a
 job killed mid-save never leaves a truncated ``last.pt``.
+
+Kinds. Every checkpoint is of one kind, a row of :data:`TABLE`: ``int8`` (a top-level ``quant``
+record: ``lowpower quantize ptq`` or a converted QAT run), ``qat`` (a ``quant.qat`` run's fake-quant
+training state), ``pruned`` (``arch_kwargs["width_plan"]``) and ``float``. ``kind_of(state)`` returns
+the :class:`Kind` object, which recognises its checkpoints, rebuilds their model, describes one in a
+line and says what the packager ships (precisions, extra modules, manifest fields); code elsewhere
+asks the kind instead of testing those keys. The design has no import circle: this module imports
+nothing of lowpower and holds the ``Kind`` base, the table and the float and pruned kinds, which
+need only ``networks``. A kind that needs code above this module registers itself from its own
+package (:func:`register`): ``lowpower.compress.quantize.kinds`` (int8, qat) imports this module,
+never the reverse, and every module that asks kinds imports it. ``TABLE`` names each kind's module,
+so ``kind_of`` refuses, naming the module to import, rather than take an int8 checkpoint for a float
+one when nothing imported it. Building a training run's model and writing its checkpoint dict are
+training code: ``lowpower.train.init_from.model_from_config`` and ``lowpower.train.trainer.training_state``.
 """
 import os
 import random
@@ -36,6 +51,10 @@ TEMP_PATTERNS = ("last.pt.*.tmp", "best.pt.*.tmp", "best_int8.pt.*.tmp")  # best
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read or is not ours; the message names the file."""
+
+
+class KindError(ValueError):
+    """A checkpoint asked for what its kind cannot do (e.g. package an int8 one in fp16); one line."""
 
 
 def save_checkpoint(state, path):
@@ -137,109 +156,201 @@ def restore_rng_state(state):
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def model_from_config(cfg, load_pretrained=True, log=None):
-    """Build the configured network, with ImageNet backbone weights when ``model.pretrained`` asks
-    and ``load_pretrained`` (a process that gets its weights otherwise, like DDP ranks > 0, needs
-    neither the file nor a network).
+# ----------------------------------------------------------------------------- the table of kinds
+
+# Every kind, in the order kind_of tries them (the first whose recognise() is true wins, so the more
+# specific come first: an int8 checkpoint of a pruned network is int8; float takes the rest), and the
+# module that registers it. A new kind is a row here and a Kind subclass registered by its module.
+TABLE = (
+    ("int8", "lowpower.compress.quantize.kinds"),
+    ("qat", "lowpower.compress.quantize.kinds"),
+    # ("fixed_point", "lowpower.compress.quantize.kinds"),  # next: FixedPointModel checkpoints go here
+    ("pruned", __name__),
+    ("float", __name__),
+)
+KINDS = {}  # name -> registered Kind; kind_of reads it in TABLE order
+
+
+class Kind:
+    """One kind of checkpoint: how to recognise it, rebuild its model, describe it and package it.
+
+    A subclass sets the attributes and overrides ``recognise`` and whatever else differs from the
+    defaults here, which are a float network's; :func:`register` puts an instance in the table.
+
+    Attributes:
+        name: its row in :data:`TABLE`.
+        title: how a message names a checkpoint of it ("an int8 checkpoint").
+        precisions: what the packager may ship it as, the default first; () when it cannot be packaged.
+        float_weights: its state dict is the float network's (what pruning, quantizing and
+            ``model.init_from`` start from).
+        trainable: a training run may start from its weights (``quant.init_from`` of a QAT run).
+        cpu_only: its model runs on the CPU only (int8 kernels).
+    """
+
+    name = None
+    title = None
+    precisions = ("fp32", "fp16")
+    float_weights = True
+    trainable = True
+    cpu_only = False
+
+    def recognise(self, state):
+        """True when the checkpoint dict ``state`` is of this kind (kind_of asks the kinds in TABLE order)."""
+        raise NotImplementedError
+
+    def build_model(self, state):
+        """The network the checkpoint describes, its weights loaded (in train mode unless said otherwise)."""
+        model = networks.create_model(state["arch"], **state["arch_kwargs"])
+        model.load_state_dict(state["model"])
+        return model
+
+    def describe(self, state):
+        """One line that says what the checkpoint holds, e.g. "pruned unet (width plan of 12 layers)"."""
+        raise NotImplementedError
+
+    def engine(self, state):
+        """The quantized engine its model's int8 kernels run on; None for a model that computes in float."""
+        return None
+
+    @property
+    def default_precision(self):
+        """The precision it packages in when none is asked for; None when it cannot be packaged."""
+        return self.precisions[0] if self.precisions else None
+
+    def package_precision(self, state, precision, path):
+        """The precision to package the checkpoint at ``path`` in (``precision``; None: the default).
+
+        Raises:
+            KindError: it has no form in ``precision``, or cannot be packaged at all.
+        """
+        if not self.precisions:
+            raise KindError("%s is %s; it cannot be packaged" % (path, self.title))
+        if precision is None:
+            return self.default_precision
+        if precision not in self.precisions:
+            raise KindError("%s is %s; it packages as %s only" % (path, self.title, " or ".join(self.precisions)))
+        return precision
+
+    def ship_modules(self, state):
+        """The ``networks`` modules a package of it ships besides its builder's own imports."""
+        return ()
+
+    def manifest_fields(self, state):
+        """Fields a package of it adds to ``manifest.json`` (plain data)."""
+        return {}
+
+    def parameters(self, state, model):
+        """The parameter count a package reports for ``model``, the kind's rebuilt model."""
+        return sum(p.numel() for p in model.parameters())
+
+
+class FloatKind(Kind):
+    """A network as its builder makes it, float weights: train.py's best.pt and last.pt."""
+
+    name = "float"
+    title = "a float checkpoint"
+
+    def recognise(self, state):
+        return True
+
+    def describe(self, state):
+        return "float %s" % state["arch"]
+
+    def package_precision(self, state, precision, path):
+        if precision == "int8":
+            raise KindError("%s is %s; quantize it first (lowpower quantize ptq %s) and package the int8 "
+                            "checkpoint that writes" % (path, self.title, path))
+        return super().package_precision(state, precision, path)
+
+
+class PrunedKind(FloatKind):
+    """Narrower layers than the builder makes (``lowpower prune``): ``arch_kwargs["width_plan"]``,
+    which ``networks.create_model`` applies (``networks.widths``), and the package's registry too."""
+
+    name = "pruned"
+    title = "a pruned checkpoint"
+    KEY = "width_plan"
+
+    def recognise(self, state):
+        return self.KEY in (state.get("arch_kwargs") or {})
+
+    def describe(self, state):
+        return "pruned %s (width plan of %d layers)" % (state["arch"], len(self.plan(state)))
+
+    def ship_modules(self, state):
+        return ("networks.widths",)
+
+    def plan(self, state):
+        """The checkpoint's width plan ``{layer: widths}``; {} for an unpruned one."""
+        return (state.get("arch_kwargs") or {}).get(self.KEY) or {}
+
+    def unpruned_kwargs(self, state):
+        """The builder arguments without the width plan: those of the network it was pruned from."""
+        return {key: value for key, value in state["arch_kwargs"].items() if key != self.KEY}
+
+    def model_kwargs(self, model):
+        """``{"width_plan": plan}`` for a pruned model (``networks.widths`` sets ``model.width_plan``), else {}.
+
+        Example:
+            >>> PRUNED.model_kwargs(networks.create_model("unet"))
+            {}
+        """
+        plan = getattr(model, self.KEY, None)
+        return {self.KEY: plan} if plan else {}
+
+
+FLOAT, PRUNED = FloatKind(), PrunedKind()
+
+
+def register(kind):
+    """Put ``kind`` in the table under ``kind.name`` (a row of TABLE); returns it.
 
     Example:
-        >>> model_from_config(load_config("configs/synthetic/demo.yaml"))  # doctest: +SKIP
+        >>> INT8 = register(Int8Kind())  # doctest: +SKIP
     """
-    if cfg["model"].get("init_from"):  # a pruned checkpoint: its narrower layout and its weights
-        from lowpower.train.init_from import model_from_init
-
-        return model_from_init(cfg, log)
-    model = networks.create_model(cfg["model"]["arch"], num_classes=cfg["data"]["num_classes"],
-                                  **cfg["model"]["kwargs"])
-    pretrained = cfg["model"]["pretrained"]
-    if pretrained and load_pretrained:
-        from lowpower.train.pretrained import load_pretrained_backbone
-
-        weights = "IMAGENET1K_V1" if pretrained is True else pretrained
-        missing = load_pretrained_backbone(model, cfg["model"]["arch"], weights)
-        if log:
-            log("loaded %s backbone weights (%d backbone keys not in the file)" % (weights, len(missing)))
-    return model
+    if kind.name not in dict(TABLE):
+        raise ValueError("%r is not a row of lowpower.checkpoint.TABLE (%s); add it there first"
+                         % (kind.name, ", ".join(name for name, _ in TABLE)))
+    KINDS[kind.name] = kind
+    return kind
 
 
-def is_int8(state):
-    """True for an int8 checkpoint (``lowpower.compress.quantize ptq`` or a converted QAT run): it has "quant".
+register(FLOAT)
+register(PRUNED)
+
+
+def kind_of(state):
+    """The :class:`Kind` of the checkpoint dict ``state``.
+
+    Raises:
+        RuntimeError: a kind of the table is not registered (its module was not imported), so the
+            answer could be wrong; the message names the module to import.
 
     Example:
-        >>> is_int8(load_checkpoint("runs/demo/int8_ptq.pt"))  # doctest: +SKIP
-        True
+        >>> kind_of(load_checkpoint("runs/demo/int8_ptq.pt")).describe(state)  # doctest: +SKIP
+        'int8 (x86, per-channel, ptq) of float unet'
     """
-    return bool(state.get("quant"))
+    missing = [(name, module) for name, module in TABLE if name not in KINDS]
+    if missing:
+        raise RuntimeError("checkpoint kinds %s are not registered: import %s before asking lowpower.checkpoint"
+                           % (", ".join(name for name, _ in missing),
+                              ", ".join(sorted({module for _, module in missing}))))
+    return next(KINDS[name] for name, _ in TABLE if KINDS[name].recognise(state))
+
+
+def layout_of(state):
+    """The float kind whose network the checkpoint's ``arch_kwargs`` build: PRUNED or FLOAT (what a
+    quantized checkpoint was made from)."""
+    return PRUNED if PRUNED.recognise(state) else FLOAT
 
 
 def build_model(state):
-    """Rebuild the network a checkpoint describes and load its weights.
+    """Rebuild the network a checkpoint describes and load its weights, as its kind does.
 
-    An int8 checkpoint (``"quant": {"engine", "mode", "per_channel"}``) rebuilds the float network,
-    turns it into the int8 structure for its engine (``networks.quant.int8_skeleton``) and loads
-    the int8 weights strictly; it runs on the CPU only. When this torch lacks the engine it was
-    calibrated for, a fallback engine is used and a warning says which.
+    A float or pruned checkpoint rebuilds its float network; an int8 one its int8 structure (CPU
+    only), a QAT one its fake-quantized network in eval mode (``lowpower.compress.quantize.kinds``).
 
     Example:
         >>> model = build_model(load_checkpoint("runs/demo/best.pt")).eval()
     """
-    model = networks.create_model(state["arch"], **state["arch_kwargs"])
-    if is_int8(state):
-        import warnings
-
-        from networks import quant
-
-        engine, warning = quant.select_engine(state["quant"]["engine"])
-        if warning:
-            warnings.warn(warning, stacklevel=2)
-        model = quant.int8_skeleton(model, engine)
-        model.load_state_dict(state["model"], strict=True)
-        return model
-    if (state.get("config") or {}).get("quant", {}).get("qat"):  # a QAT run's best.pt / last.pt: fake-quant
-        from lowpower.compress.quantize.qat import fake_quant_model
-
-        return fake_quant_model(state)
-    model.load_state_dict(state["model"])
-    return model
-
-
-def width_plan_kwargs(model):
-    """``{"width_plan": plan}`` for a pruned model (``networks.widths`` sets ``model.width_plan``), else {}.
-
-    Example:
-        >>> width_plan_kwargs(networks.create_model("unet"))
-        {}
-    """
-    plan = getattr(model, "width_plan", None)
-    return {"width_plan": plan} if plan else {}
-
-
-def training_state(cfg, model, optimizer, scheduler, scaler, **counters):
-    """The checkpoint dict of a training run (see the module docstring for the keys).
-
-    Args:
-        cfg: resolved run config.
-        model: the unwrapped model (no DDP ``module.`` prefix).
-        optimizer, scheduler, scaler: their ``state_dict()`` is stored.
-        counters: epoch, step_in_epoch, epoch_loss, rng, best_mean_dice, metrics, history.
-
-    Example:
-        >>> save_checkpoint(training_state(cfg, model, opt, sched, scaler, epoch=3), "runs/x/last.pt")  # doctest: +SKIP
-    """
-    from lowpower.data.build import class_names
-    from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    return dict({
-        "arch": cfg["model"]["arch"],
-        "arch_kwargs": dict(cfg["model"]["kwargs"], num_classes=cfg["data"]["num_classes"],
-                            **width_plan_kwargs(model)),
-        "model": {name: value.contiguous() for name, value in model.state_dict().items()},
-        "config": cfg,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "classes": list(class_names(cfg)),
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "input_size": cfg["data"]["input_size"],
-    }, **counters)
+    return kind_of(state).build_model(state)

@@ -47,7 +47,8 @@ from tqdm import tqdm
 import networks
 from evaluation.folders import score_folders
 from evaluation.pairing import list_pngs
-from lowpower.checkpoint import CheckpointError, build_model, is_int8, load_checkpoint
+from lowpower.checkpoint import CheckpointError, build_model, kind_of, load_checkpoint
+from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.measure.compare import CompareError, ratio, run_figures
 from lowpower.measure.flops import count_flops
 from lowpower.measure.pipeline_report import write_report
@@ -98,7 +99,8 @@ def common_engine(steps, states):
     Raises:
         PipelineError: the int8 steps were made for different engines.
     """
-    engines = {label: state["quant"]["engine"] for (label, _), state in zip(steps, states) if is_int8(state)}
+    engines = {label: kind_of(state).engine(state) for (label, _), state in zip(steps, states)}
+    engines = {label: engine for label, engine in engines.items() if engine}
     if len(set(engines.values())) > 1:
         raise PipelineError("the int8 steps use different quantized engines ({}); quantize them for one".format(
             ", ".join("{}: {}".format(label, engine) for label, engine in engines.items())))
@@ -133,7 +135,7 @@ def measure_step(index, label, path, state, engine, args):
     """The step's static figures (row), its model and its timing image; packages it under ``--out``."""
     if not state.get("config"):
         raise PipelineError("{}: no config (not written by train.py); val Dice needs its data set".format(path))
-    cfg, precision = state["config"], "int8" if is_int8(state) else "fp32"
+    cfg, precision = state["config"], kind_of(state).default_precision  # None: build_package says why not
     out = Path(args.out)
     pyz = out / (slug(index, label) + ".pyz")
     info = build_package(path, pyz, precision=precision, verify=False, build_dir=out / "build" / pyz.stem)

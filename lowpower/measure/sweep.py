@@ -26,7 +26,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from lowpower.checkpoint import CheckpointError, build_model, load_checkpoint
+from lowpower.checkpoint import CheckpointError, build_model, kind_of, load_checkpoint
+from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.config import ConfigError
 from lowpower.data import DataError
 from lowpower.data.build import build_dataset, data_root
@@ -86,6 +87,9 @@ def load_config(checkpoint):
     if not cfg:
         raise ConfigError("%s has no config (not written by train.py); cannot tell its data set" % checkpoint)
     cfg["data"]["cache"] = False  # each size reads every file once; a cache would only cost memory
+    if kind_of(state).cpu_only:  # int8 kernels: no AMP, no channels-last, as lowpower.train.tester scores it
+        cfg["train"]["amp"] = False
+        cfg["train"]["channels_last"] = False
     return state, cfg
 
 

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-import networks
-from lowpower.checkpoint import build_model
+from lowpower.checkpoint import build_model, kind_of
+from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.compress.quantize.npz import differences
-from lowpower.compress.quantize.qat import is_qat_state
 from lowpower.paths import REPO_ROOT
 from lowpower.ship.closure import SOURCE_ROOT, WIDTHS_MODULE, find_builder, generated_init, import_closure
 from lowpower.ship.export import MAX_OPSET, ExportError, export_and_verify
@@ -73,16 +72,14 @@ def check_options(precision, timer, batch_size, min_class_area):
 
 
 def rebuild_model(state, checkpoint):
-    """The checkpoint's model in eval mode; PackageError when its weights do not fit its arch.
+    """The checkpoint's model in eval mode, as its kind builds it; PackageError when its weights do not
+    fit its arch.
 
     An int8 checkpoint is rebuilt as the device does: the float model, ``networks.quant.int8_skeleton``
     for the engine it was calibrated for, then its state dict loaded strictly (``build_model``). A QAT
-    run's best.pt / last.pt (fake-quant training state) is refused: its int8 form is best_int8.pt.
+    run's best.pt / last.pt never gets here: ``resolve_precision`` refuses it (its int8 form is
+    best_int8.pt).
     """
-    if is_qat_state(state):
-        int8 = Path(checkpoint).with_name("best_int8.pt")
-        raise PackageError("%s is a QAT training checkpoint (fake-quant); package its int8 form: "
-                           "./compress.sh %s --precision int8" % (checkpoint, int8))
     try:
         return build_model(state).eval()
     except Exception as error:  # noqa: BLE001 -- a size mismatch, an unknown kwarg ...
@@ -106,18 +103,15 @@ def check_int8_arrays(model, arrays):
                            % ", ".join(problems[:5]))
 
 
-def float_parameters(state):
-    """Parameters of the checkpoint's float network (an int8 model holds packed weights, not parameters)."""
-    model = networks.create_model(state["arch"], **state["arch_kwargs"])
-    return sum(p.numel() for p in model.parameters())
-
-
 def default_build_dir(output):
     return REPO_ROOT / "build" / (Path(output).stem or "solution")
 
 
-def lay_out(build_dir, manifest, arrays, closure, builder_module, builder_name):
-    """Write the package tree into a fresh ``build_dir``; returns its files (relative, sorted)."""
+def lay_out(build_dir, manifest, arrays, closure, builder_module, builder_name, pruned=False):
+    """Write the package tree into a fresh ``build_dir``; returns its files (relative, sorted).
+
+    ``pruned``: the package's registry narrows the network with ``networks.widths`` (see ``generated_init``).
+    """
     build_dir = Path(build_dir)
     if build_dir.exists():
         ours = (build_dir / "__main__.py").is_file() and (build_dir / "solution" / "manifest.json").is_file()
@@ -133,7 +127,7 @@ def lay_out(build_dir, manifest, arrays, closure, builder_module, builder_name):
     (build_dir / "solution" / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     np.savez(build_dir / "solution" / "weights.npz", **arrays)
     (build_dir / "networks" / "__init__.py").write_text(
-        generated_init(manifest["arch"], builder_module, builder_name, "width_plan" in manifest["arch_kwargs"]),
+        generated_init(manifest["arch"], builder_module, builder_name, pruned),
         encoding="utf-8")
     for _, source in closure:
         target = build_dir / source.relative_to(SOURCE_ROOT)
@@ -283,18 +277,19 @@ def build_package(checkpoint, output="solution.pyz", precision=None, input_size=
     manifest = describe_checkpoint(state, checkpoint, input_size)
     builder_module, builder_name = find_builder(state["arch"])
     model = rebuild_model(state, checkpoint)
-    closure = import_closure(builder_module)
-    if "width_plan" in state["arch_kwargs"]:  # a pruned network: the generated registry narrows it
-        closure = sorted(dict(closure + import_closure(WIDTHS_MODULE)).items())
+    kind = kind_of(state)
+    # What the kind ships besides the builder's imports: networks.widths for a pruned network (the
+    # generated registry narrows it), networks.quant for an int8 one (the device's decoder).
+    extra = kind.ship_modules(state)
+    closure = sorted(dict(import_closure(builder_module)
+                          + [item for module in extra for item in import_closure(module)]).items())
     arrays = export_weights(model, precision)
-    parameters = sum(p.numel() for p in model.parameters())
-    if precision == "int8":  # the decoder's module ships too; the npz must decode exactly
-        closure = sorted(dict(closure + import_closure("networks.quant")).items())
+    if precision == "int8":  # the npz must decode exactly
         check_int8_arrays(model, arrays)
-        parameters = float_parameters(state)
+    parameters = kind.parameters(state, model)
     manifest.update(program_settings(state, precision, timer, batch_size, min_class_area, parameters))
     build_dir = Path(build_dir) if build_dir else default_build_dir(output)
-    files = lay_out(build_dir, manifest, arrays, closure, builder_module, builder_name)
+    files = lay_out(build_dir, manifest, arrays, closure, builder_module, builder_name, WIDTHS_MODULE in extra)
     if backend == "tensorrt":
         files = sorted(files + [add_onnx_model(build_dir, model, manifest).relative_to(build_dir).as_posix()])
     checks = zip_package(build_dir, output, python, verify)

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from evaluation.contract import CLASS_NAMES, NUM_CLASSES, OUTPUT_SIZE
-from lowpower.checkpoint import is_int8, load_checkpoint
+from lowpower.checkpoint import KindError, kind_of, load_checkpoint
+from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.compress.quantize.npz import encode_state_dict
 from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -117,38 +118,33 @@ def describe_checkpoint(state, path, input_size=None):
 
 
 def resolve_precision(state, precision, path):
-    """The precision to package ``state`` in: an int8 checkpoint is int8, a float one fp32 by default.
+    """The precision to package ``state`` in, as its kind says (``lowpower.checkpoint.Kind.precisions``):
+    an int8 checkpoint is int8, a float or pruned one fp32 by default, a QAT one not packaged.
 
     Raises:
-        PackageError: int8 asked for a float checkpoint, or fp32/fp16 for an int8 one.
+        PackageError: int8 asked for a float checkpoint, fp32/fp16 for an int8 one, or a QAT one.
 
     Example:
         >>> resolve_precision({"quant": {"engine": "x86", "mode": "ptq"}}, None, "q.pt")
         'int8'
     """
-    int8 = is_int8(state)
-    if precision is None:
-        return "int8" if int8 else "fp32"
-    if precision == "int8" and not int8:
-        raise PackageError("%s is a float checkpoint; quantize it first (lowpower quantize ptq %s) "
-                           "and package the int8 checkpoint that writes" % (path, path))
-    if precision != "int8" and int8:
-        raise PackageError("%s is an int8 checkpoint (%s); it packages as int8 only: pass --precision int8 or "
-                           "leave --precision out" % (path, state["quant"].get("mode", "quantized")))
-    return precision
+    try:
+        return kind_of(state).package_precision(state, precision, path)
+    except KindError as error:
+        raise PackageError(str(error)) from None
 
 
 def program_settings(state, precision, timer, batch_size, min_class_area, parameters):
     """The manifest fields that come from the packaging options rather than the checkpoint.
 
     ``min_class_area`` None takes the checkpoint config's ``eval.min_class_area``, so the package
-    scores what validation scored. An int8 package also records ``quant`` (engine, mode,
-    per_channel) from the checkpoint.
+    scores what validation scored. The checkpoint's kind adds its own fields: an int8 package
+    records ``quant`` (engine, mode, per_channel) from the checkpoint.
     """
     if min_class_area is None:
         min_class_area = ((state.get("config") or {}).get("eval") or {}).get("min_class_area", 0.0)
-    quant = {"quant": _json_ready(dict(state["quant"]), "quant")} if precision == "int8" else {}
-    return dict(quant, **{
+    own = {key: _json_ready(value, key) for key, value in kind_of(state).manifest_fields(state).items()}
+    return dict(own, **{
         "min_class_area": float(min_class_area),
         "precision": precision,
         "timer": timer,

@@ -1,11 +1,12 @@
-"""Start a training run from a checkpoint's layout and weights (``model.init_from``), e.g. a pruned one.
+"""The network a training run starts from (``model_from_config``): the configured one, with ImageNet
+backbone weights when asked, or a checkpoint's layout and weights (``model.init_from``), e.g. a pruned one.
 
-A pruned checkpoint (``lowpower prune``) holds narrower layers than its builder makes:
-its ``arch_kwargs`` carry a ``width_plan`` (``networks.widths``). A config naming it in
-``model.init_from`` fine-tunes it through the normal trainer: ``lowpower.checkpoint.model_from_config``
+A pruned checkpoint (``lowpower prune``, the ``pruned`` kind of ``lowpower.checkpoint``) holds narrower
+layers than its builder makes: its ``arch_kwargs`` carry a width plan (``networks.widths``). A config
+naming it in ``model.init_from`` fine-tunes it through the normal trainer: ``model_from_config``
 builds the network from the checkpoint's ``arch_kwargs`` (plan included) and loads its weights;
-``training_state`` writes the plan back into every ``best.pt`` / ``last.pt``, so they rebuild,
-resume, test and package like any other checkpoint.
+``lowpower.train.trainer.training_state`` writes the plan back into every ``best.pt`` / ``last.pt``, so
+they rebuild, resume, test and package like any other checkpoint.
 
     python train.py --cfg configs/synthetic/prune_finetune.yaml --out runs/demo_pruned_ft
 
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import networks
 from lowpower import checkpoint as ckpt
+from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.config import ConfigError
 from lowpower.paths import REPO_ROOT
+from lowpower.train.pretrained import load_pretrained_backbone
 
 
 def init_path(cfg):
@@ -30,17 +33,18 @@ def load_init_state(cfg):
     """The checkpoint ``model.init_from`` names, checked to be a float one of the configured network.
 
     Raises:
-        ConfigError: int8 checkpoint, or another arch / other builder arguments than the config's
-            (the message says which keys to set).
+        ConfigError: a checkpoint without float weights (int8, QAT), or another arch / other builder
+            arguments than the config's (the message says which keys to set).
     """
     path = init_path(cfg)
     try:
         state = ckpt.load_checkpoint(path)
     except (FileNotFoundError, ckpt.CheckpointError) as error:
         raise ConfigError("model.init_from: %s" % error) from None
-    if ckpt.is_int8(state):
-        raise ConfigError("model.init_from %s is an int8 checkpoint; give the float checkpoint it came from" % path)
-    kwargs = {key: value for key, value in state["arch_kwargs"].items() if key != "width_plan"}
+    kind = ckpt.kind_of(state)
+    if not kind.float_weights:
+        raise ConfigError("model.init_from %s is %s; give the float checkpoint it came from" % (path, kind.title))
+    kwargs = ckpt.PRUNED.unpruned_kwargs(state)
     wanted = dict(cfg["model"]["kwargs"], num_classes=cfg["data"]["num_classes"])
     if state["arch"] != cfg["model"]["arch"] or kwargs != wanted:
         raise ConfigError("model.init_from %s holds %s %s, the config builds %s %s; set model.arch, model.kwargs "
@@ -68,5 +72,26 @@ def model_from_init(cfg, log=None):
                           % (init_path(cfg), detail[-1][:200])) from None
     if log:
         log("model.init_from: %s (%s, %d pruned layers), its weights loaded"
-            % (cfg["model"]["init_from"], state["arch"], len(state["arch_kwargs"].get("width_plan") or {})))
+            % (cfg["model"]["init_from"], state["arch"], len(ckpt.PRUNED.plan(state))))
+    return model
+
+
+def model_from_config(cfg, load_pretrained=True, log=None):
+    """Build the configured network, with ImageNet backbone weights when ``model.pretrained`` asks
+    and ``load_pretrained`` (a process that gets its weights otherwise, like DDP ranks > 0, needs
+    neither the file nor a network); with ``model.init_from``, that checkpoint's layout and weights.
+
+    Example:
+        >>> model_from_config(load_config("configs/synthetic/demo.yaml"))  # doctest: +SKIP
+    """
+    if cfg["model"].get("init_from"):  # e.g. a pruned checkpoint: its narrower layout and its weights
+        return model_from_init(cfg, log)
+    model = networks.create_model(cfg["model"]["arch"], num_classes=cfg["data"]["num_classes"],
+                                  **cfg["model"]["kwargs"])
+    pretrained = cfg["model"]["pretrained"]
+    if pretrained and load_pretrained:
+        weights = "IMAGENET1K_V1" if pretrained is True else pretrained
+        missing = load_pretrained_backbone(model, cfg["model"]["arch"], weights)
+        if log:
+            log("loaded %s backbone weights (%d backbone keys not in the file)" % (weights, len(missing)))
     return model

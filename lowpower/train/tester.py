@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from evaluation.metrics import format_table
-from lowpower.checkpoint import build_model, is_int8, load_checkpoint
+from lowpower.checkpoint import build_model, kind_of, load_checkpoint
+from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.config import ConfigError
 from lowpower.data import DataError
 from lowpower.data.build import build_dataset, class_names, data_root
@@ -97,13 +98,13 @@ class PredictionWriter:
             self.index += 1
 
 
-def int8_on_cpu(state, cfg, wanted):
-    """Int8 kernels exist for the CPU only: say so on stderr, turn off AMP and channels-last, return cpu."""
+def cpu_only(kind, state, cfg, wanted):
+    """A kind whose model runs on the CPU only (int8 kernels): say so on stderr, turn off AMP and
+    channels-last, return cpu."""
     if wanted == "cuda":
-        raise ConfigError("an int8 checkpoint runs on the CPU only; drop --device cuda")
-    info = state["quant"]
-    print("test.py: %s is an int8 checkpoint (%s, engine %s): scoring the int8 model on the CPU"
-          % (state.get("arch"), info.get("mode", "int8"), info.get("engine")), file=sys.stderr)
+        raise ConfigError("%s runs on the CPU only; drop --device cuda" % kind.title)
+    print("test.py: %s is %s (%s): scoring the %s model on the CPU"
+          % (state.get("arch"), kind.title, kind.describe(state), kind.name), file=sys.stderr)
     cfg["train"]["amp"] = False
     cfg["train"]["channels_last"] = False
     return torch.device("cpu")
@@ -124,8 +125,9 @@ def run(args):
         cfg["eval"]["min_class_area"] = args.min_class_area
     root = Path(args.data) if args.data else data_root(cfg)
     device = torch.device(pick_device(args.device))
-    if is_int8(state):
-        device = int8_on_cpu(state, cfg, args.device)
+    kind = kind_of(state)
+    if kind.cpu_only:
+        device = cpu_only(kind, state, cfg, args.device)
     dataset = build_dataset(cfg, args.split, train=False, root=root)
     loader = DataLoader(dataset, batch_size=cfg["eval"]["batch_size"], shuffle=False,
                         num_workers=min(2, cfg["data"]["workers"]))

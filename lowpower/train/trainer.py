@@ -31,6 +31,7 @@ from lowpower.config import validate as validate_config
 from lowpower.data import DataError
 from lowpower.data.build import build_loaders, class_names, data_root, ensure_synthetic
 from lowpower.data.check import check_dataset, require_no_problems
+from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lowpower.paths import REPO_ROOT
 from lowpower.train import distributed
 from lowpower.train.distill import build_distiller, check_distill_config
@@ -42,6 +43,7 @@ from lowpower.train.engine import (
     train_one_epoch,
     validate_ranks,
 )
+from lowpower.train.init_from import model_from_config
 from lowpower.train.losses import criterion_from_config
 from lowpower.train.plots import plot_curves
 
@@ -183,6 +185,35 @@ def setup_logging(out, is_main):
         LOG.addHandler(handler)
 
 
+def training_state(cfg, model, optimizer, scheduler, scaler, **counters):
+    """The checkpoint dict of a training run (see ``lowpower.checkpoint`` for the keys).
+
+    Args:
+        cfg: resolved run config.
+        model: the unwrapped model (no DDP ``module.`` prefix); a pruned one's width plan goes into
+            ``arch_kwargs``.
+        optimizer, scheduler, scaler: their ``state_dict()`` is stored.
+        counters: epoch, step_in_epoch, epoch_loss, rng, best_mean_dice, metrics, history.
+
+    Example:
+        >>> save_checkpoint(training_state(cfg, model, opt, sched, scaler, epoch=3), "runs/x/last.pt")  # doctest: +SKIP
+    """
+    return dict({
+        "arch": cfg["model"]["arch"],
+        "arch_kwargs": dict(cfg["model"]["kwargs"], num_classes=cfg["data"]["num_classes"],
+                            **ckpt.PRUNED.model_kwargs(model)),
+        "model": {name: value.contiguous() for name, value in model.state_dict().items()},
+        "config": cfg,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "classes": list(class_names(cfg)),
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "input_size": cfg["data"]["input_size"],
+    }, **counters)
+
+
 class Run:
     """One training run: the config, its folder and processes, the model and its optimiser, the
     loaders and the counters that ``last.pt`` carries. Each method does one job.
@@ -204,7 +235,7 @@ class Run:
         cfg, info = self.cfg, self.info
         torch.manual_seed(cfg["train"]["seed"])
         # Under torchrun only rank 0 reads pretrained weights: DDP copies rank 0's weights to every process.
-        model = ckpt.model_from_config(cfg, load_pretrained=self.is_main, log=LOG.info)
+        model = model_from_config(cfg, load_pretrained=self.is_main, log=LOG.info)
         model = qat.prepare_model(model, cfg, fresh, LOG.info).to(info.device)  # fake-quant under quant.qat
         if cfg["train"]["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
@@ -259,7 +290,7 @@ class Run:
         rng = distributed.all_gather_objects(ckpt.capture_rng_state())
         distill = self.distiller.state_dict() if self.distiller is not None else None  # a collective: all ranks
         if self.is_main:
-            state = ckpt.training_state(
+            state = training_state(
                 self.cfg, self.model_without_ddp, self.optimizer, self.scheduler, self.scaler, epoch=epoch,
                 step_in_epoch=step, epoch_loss=[float(epoch_loss[0]), int(epoch_loss[1])], rng=rng,
                 best_mean_dice=self.best, metrics=self.metrics, history=self.history, distill=distill)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from lowpower import checkpoint as ckpt
 from lowpower.compress.prune.core import IMPORTANCES, PruneError, prune_to_flops, rebuild_check, width_plan
 from lowpower.compress.prune.finetune import Tuner
+from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.measure.flops import count_flops
 
 DROPPED = ("optimizer", "scheduler", "scaler", "rng", "step_in_epoch", "epoch_loss", "distill")
@@ -56,11 +57,12 @@ def parse_args(argv=None):
 
 
 def read_float_checkpoint(path):
-    """The checkpoint at ``path``; int8 and QAT checkpoints are refused (prune the float one first)."""
+    """The checkpoint at ``path``; one without float weights (int8, QAT) is refused (prune the float one first)."""
     state = ckpt.load_checkpoint(path)
-    if ckpt.is_int8(state) or (state.get("config") or {}).get("quant", {}).get("qat"):
-        raise PruneError("%s is a quantized (int8 or QAT) checkpoint; prune the float checkpoint, then quantize"
-                         % path)
+    kind = ckpt.kind_of(state)
+    if not kind.float_weights:
+        raise PruneError("%s is a quantized checkpoint, %s (%s); prune the float checkpoint, then quantize"
+                         % (path, kind.title, kind.describe(state)))
     return state
 
 
@@ -111,8 +113,8 @@ def prune_checkpoint(state, args, log=print):
     prune_to_flops(model, example, args.target_flops, num_classes, args.importance, args.steps, args.round_to,
                    between_steps=tuner.finetune if tuner and args.finetune_steps else None,
                    gradients=tuner.gradients if tuner else None, log=log)
-    base_kwargs = {key: value for key, value in state["arch_kwargs"].items() if key != "width_plan"}
-    kwargs = dict(base_kwargs, width_plan=width_plan(state["arch"], base_kwargs, model))
+    base_kwargs = ckpt.PRUNED.unpruned_kwargs(state)
+    kwargs = dict(base_kwargs, **{ckpt.PRUNED.KEY: width_plan(state["arch"], base_kwargs, model)})
     rebuilt = rebuild_check(state["arch"], kwargs, model, example)
     before, after = measure(original, example), measure(rebuilt, example)
     before["latency_ms"], after["latency_ms"] = forward_latencies([original, rebuilt], example, args.repeats,
@@ -155,5 +157,5 @@ def main(argv=None):
     ckpt.save_checkpoint(pruned, out)
     print(format_report(report))
     print("wrote %s (%d pruned layers); fine-tune it with model.init_from: %s" % (
-        out, len(pruned["arch_kwargs"]["width_plan"]), out))
+        out, len(ckpt.PRUNED.plan(pruned)), out))
     return 0

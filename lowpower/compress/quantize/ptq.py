@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 import networks
-from lowpower.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lowpower.checkpoint import CheckpointError, kind_of, load_checkpoint, save_checkpoint
+from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.compress.quantize.calibrate import calibrate, calibration_loader
 from lowpower.config import ConfigError
 from lowpower.data import DataError
@@ -67,11 +68,12 @@ def check_quantizable(model, arch, path):
 
 
 def float_checkpoint(path):
-    """Load ``path`` and refuse an int8 one (quantizing twice) or one without a config."""
+    """Load ``path`` and refuse one without float weights (int8: quantizing twice; QAT) or without a config."""
     state = load_checkpoint(path)
-    if state.get("quant"):
-        raise QuantizeError("%s is already an int8 checkpoint (%s); give the float best.pt it came from"
-                            % (path, state["quant"].get("mode", "int8")))
+    kind = kind_of(state)
+    if not kind.float_weights:
+        raise QuantizeError("%s is already %s (%s); give the float best.pt it came from"
+                            % (path, kind.title, kind.describe(state)))
     if not state.get("config"):
         raise QuantizeError("%s has no config (not written by train.py); calibration needs its data set" % path)
     return state

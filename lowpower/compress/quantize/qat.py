@@ -30,6 +30,7 @@ from torch.ao.nn.intrinsic.qat import freeze_bn_stats
 
 import networks
 from lowpower import checkpoint as ckpt
+from lowpower.compress.quantize.kinds import QAT
 from lowpower.config import ConfigError
 from lowpower.paths import REPO_ROOT
 from networks import quant
@@ -47,14 +48,6 @@ def enabled(cfg):
         (True, False)
     """
     return bool(cfg.get("quant", {}).get("qat"))
-
-
-def is_qat_state(state):
-    """True for a checkpoint a QAT run wrote (fake-quant state, not yet int8).
-
-    An int8 checkpoint carries a top-level ``quant`` entry; a QAT one only its config's section.
-    """
-    return "quant" not in state and enabled(state.get("config") or {})
 
 
 def check_config(cfg, where):
@@ -87,13 +80,15 @@ def load_init_state(path, cfg):
     A relative path is taken from the repository root, like ``data.root``.
 
     Raises:
-        ConfigError: an int8 checkpoint, or another network or width than the config's.
+        ConfigError: a checkpoint no training starts from (int8), or another network or width than
+            the config's.
     """
     path = Path(path).expanduser()
     state = ckpt.load_checkpoint(path if path.is_absolute() else REPO_ROOT / path)
-    if "quant" in state:
-        raise ConfigError("quant.init_from %s is an int8 checkpoint; give the float (or QAT) checkpoint it came "
-                          "from, e.g. best.pt of the float run" % path)
+    kind = ckpt.kind_of(state)
+    if not kind.trainable:
+        raise ConfigError("quant.init_from %s is %s; give the float (or QAT) checkpoint it came "
+                          "from, e.g. best.pt of the float run" % (path, kind.title))
     wanted = dict(cfg["model"]["kwargs"], num_classes=cfg["data"]["num_classes"])
     if state["arch"] != cfg["model"]["arch"] or state["arch_kwargs"] != wanted:
         raise ConfigError("quant.init_from %s holds %s %s, the config builds %s %s; set model.arch and model.kwargs "
@@ -133,10 +128,11 @@ def prepare_model(model, cfg, fresh=True, log=None):
         return model
     path = cfg["quant"]["init_from"]
     init = load_init_state(path, cfg) if fresh and path else None
-    if init is not None and not is_qat_state(init):
+    fake_quant = init is not None and ckpt.kind_of(init) is QAT
+    if init is not None and not fake_quant:
         load_weights(model, init, path)  # float weights go in before fusing, under their own names
     model = quant.prepare_qat(model, select_engine(cfg["quant"]["engine"], log))
-    if init is not None and is_qat_state(init):
+    if fake_quant:
         load_weights(model, init, path)
     if init is not None and log:
         log("quant.init_from: started from the weights of %s (epoch %s, val mean Dice %s)"
@@ -196,20 +192,6 @@ def observers_paused(model):
             module.observer_enabled.copy_(flag)
 
 
-def fake_quant_model(state):
-    """The fake-quantized model a QAT checkpoint holds, in eval mode with its observers off
-    (what validation scored).
-
-    Example:
-        >>> fake_quant_model(load_checkpoint("runs/demo_qat/best.pt"))(images)  # doctest: +SKIP
-    """
-    model = networks.create_model(state["arch"], **state["arch_kwargs"])
-    model = quant.prepare_qat(model, select_engine(state["config"]["quant"]["engine"]))
-    model.load_state_dict(state["model"])
-    model.eval().apply(quant.api().disable_observer)
-    return model
-
-
 def is_per_channel(state_dict):
     """True when some quantized weight of an int8 state dict has per-channel scales."""
     schemes = (torch.per_channel_affine, torch.per_channel_symmetric)
@@ -226,7 +208,7 @@ def int8_state(state):
         {'engine': 'qnnpack', 'mode': 'qat', 'per_channel': True}
     """
     engine = select_engine(state["config"]["quant"]["engine"])
-    model = quant.convert_int8(fake_quant_model(state))
+    model = quant.convert_int8(QAT.build_model(state))  # fake-quant, eval, observers off
     weights = {name: value for name, value in model.state_dict().items()}
     converted = {key: value for key, value in state.items() if key not in TRAINING_ONLY}
     converted.update(model=weights, optimizer=None, scheduler=None, scaler=None,
@@ -237,7 +219,7 @@ def int8_state(state):
 def write_int8(source, target, log=None):
     """Convert the QAT checkpoint ``source`` into the int8 checkpoint ``target`` (atomic write)."""
     state = ckpt.load_checkpoint(source)
-    if not is_qat_state(state):
+    if ckpt.kind_of(state) is not QAT:
         raise ckpt.CheckpointError("%s is not a QAT checkpoint (its config has no quant.qat: true); "
                                    "for a float checkpoint use lowpower quantize ptq" % source)
     ckpt.save_checkpoint(int8_state(state), target)
