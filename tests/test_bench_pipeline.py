@@ -1,5 +1,6 @@
-"""lowpower.measure.bench pipeline on a tiny trained UNet, its pruned form and that one's int8 PTQ: one row per
-step in order, ratios against the first, the report files, and the one-line errors of bad arguments."""
+"""lowpower.measure.bench pipeline on the session's tiny trained UNet and pruned form (conftest's float_checkpoint
+and pruned_checkpoint) and that one's int8 PTQ: one row per step in order, ratios against the first, the report
+files, and the one-line errors of bad arguments."""
 import csv
 
 import pytest
@@ -7,27 +8,21 @@ import torch
 
 from lowpower.checkpoint import load_checkpoint, save_checkpoint
 from lowpower.cli import main as lowpower_main
-from lowpower.compress.prune import cli as prune
 from lowpower.measure import pipeline as bench_pipeline
-from lowpower.train.trainer import main as train_main
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def pipeline(synthetic_data, train_args, tmp_path_factory):
-    """``(data root, [(label, checkpoint)])``: base (trained 1 epoch), pruned (60% FLOPs), int8 PTQ of pruned."""
-    data = synthetic_data(train=8, val=3, test=2, seed=7)
-    out = tmp_path_factory.mktemp("pipeline_run")
-    assert train_main(train_args(data, out, "train.epochs=1")) == 0
-    pruned, int8 = out / "pruned.pt", out / "pruned_int8.pt"
-    assert prune.main([str(out / "best.pt"), "--target-flops", "0.6", "--round-to", "0", "--out", str(pruned),
-                       "--repeats", "1", "--no-progress"]) == 0
+def pipeline(trained_data, float_checkpoint, pruned_checkpoint, tmp_path_factory):
+    """``(data root, [(label, checkpoint)])``: base (the session's float run), pruned (60% FLOPs), int8 PTQ of
+    pruned."""
+    int8 = tmp_path_factory.mktemp("pipeline_int8") / "pruned_int8.pt"
     engine = torch.backends.quantized.engine
-    assert lowpower_main(["quantize", "ptq", str(pruned), "--calib", "4", "--engine", "x86", "--out", str(int8),
-                          "--no-progress"]) == 0
+    assert lowpower_main(["quantize", "ptq", str(pruned_checkpoint), "--calib", "4", "--engine", "x86", "--out",
+                          str(int8), "--no-progress"]) == 0
     torch.backends.quantized.engine = engine  # ptq sets it process-wide
-    return data, [("base", out / "best.pt"), ("pruned x0.6", pruned), ("int8", int8)]
+    return trained_data, [("base", float_checkpoint), ("pruned x0.6", pruned_checkpoint), ("int8", int8)]
 
 
 @pytest.fixture(autouse=True)

@@ -1,21 +1,19 @@
-"""lowpower.measure.bench variants on a tiny trained run: one row per precision, sizes in order, Dice as test.py's."""
+"""lowpower.measure.bench variants on the session's tiny trained run (conftest's float_checkpoint): one row per
+precision, sizes in order, Dice as test.py's."""
 import json
 
 import pytest
 
 from lowpower.cli import main as lowpower_main
 from lowpower.train import tester as test_cli
-from lowpower.train.trainer import main as train_main
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(synthetic_data, train_args, tmp_path_factory):
-    data = synthetic_data(train=8, val=3, test=2, seed=7)
-    out = tmp_path_factory.mktemp("run")
-    assert train_main(train_args(data, out, "train.epochs=2")) == 0
-    return data, out / "best.pt"
+def tiny_run(trained_data, float_checkpoint):
+    """(data folder, best.pt)"""
+    return trained_data, float_checkpoint
 
 
 def table_rows(printed):

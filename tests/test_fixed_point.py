@@ -17,7 +17,6 @@ from torch import nn
 import networks
 from lowpower.compress.quantize import fixed_point as fxp
 from lowpower.compress.quantize import study
-from lowpower.train.trainer import main as train_main
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -118,15 +117,8 @@ def test_activation_elements_counts_each_storage_once():
     assert fxp.activation_elements(model, (3, 5, 5)) == 75 + 100 + 50 + 50
 
 
-def tiny_checkpoint(synthetic_data, train_args, tmp_path):
-    data = synthetic_data(train=4, val=2, test=1, seed=5)
-    run = tmp_path / "run"
-    assert train_main(train_args(data, run, "train.epochs=1")) == 0
-    return run / "best.pt"
-
-
-def test_study_writes_rows_memory_and_plot_and_skips_done_rows(synthetic_data, train_args, tmp_path, capsys):
-    checkpoint = tiny_checkpoint(synthetic_data, train_args, tmp_path)
+def test_study_writes_rows_memory_and_plot_and_skips_done_rows(float_checkpoint, tmp_path, capsys):
+    checkpoint = float_checkpoint  # the session's tiny trained UNet (tests/conftest.py)
     out = tmp_path / "study"
     argv = [str(checkpoint), "--weight-bits", "4", "--act-bits", "6,8", "--calib-batches", "1",
             "--out", str(out), "--no-progress"]
