@@ -92,11 +92,10 @@ def data(synthetic_data):
 
 
 @pytest.fixture(scope="module")
-def teacher(data, train_args, tmp_path_factory):
-    """best.pt of a one-epoch tiny UNet run: a real train.py checkpoint to distil from."""
-    out = tmp_path_factory.mktemp("teacher")
-    assert train_main(train_args(data, out, "train.epochs=1", "train.class_weights=null")) == 0
-    return out / "best.pt"
+def teacher(float_checkpoint):
+    """The session's tiny trained UNet (tests/conftest.py, base width 4, depth 2): a real train.py
+    checkpoint to distil from."""
+    return float_checkpoint
 
 
 def watch_teacher(monkeypatch):
@@ -205,6 +204,7 @@ def test_curves_draw_each_distillation_term(monkeypatch, tmp_path):
     assert list(drawn["figure"].axes[0].lines[2].get_ydata()) == [0.5, 0.25]
 
 
+@pytest.mark.slow  # torchrun: two training processes (gloo)
 def test_two_processes_distil_with_adapters(data, teacher, tmp_path):
     """torchrun, 2 processes on the CPU: every rank loads the teacher, the adapters' gradients are
     averaged (the saving collective runs on both ranks) and the checkpoint holds them."""
@@ -231,6 +231,7 @@ def average_on_two_ranks(rank, port, results):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned gloo processes
 def test_adapter_gradients_are_averaged_over_processes():
     import socket
 
