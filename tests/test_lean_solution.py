@@ -10,11 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import networks
-from evaluation.contract import CLASS_NAMES
-from lowpower.checkpoint import save_checkpoint
 from lowpower.measure.solution import PHASES, phase_values
-from lowpower.ship.build import build_package
 from solution import postprocess
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -67,23 +63,13 @@ def test_top_two_gives_argmax_and_margin():
 # ----------------------------------------------------------------------------- the program
 
 @pytest.fixture(scope="module")
-def unet_package(tmp_path_factory):
-    torch.manual_seed(0)
-    kwargs = {"num_classes": 14, "base_width": 8, "depth": 2}
-    model = networks.create_model("unet", **kwargs)
-    folder = tmp_path_factory.mktemp("lean")
-    save_checkpoint({"arch": "unet", "arch_kwargs": kwargs, "model": model.state_dict(),
-                     "config": {"data": {"input_size": 64}}, "epoch": 1, "best_mean_dice": 0.1,
-                     "metrics": {"mean_dice": 0.1, "miou": 0.05}, "classes": list(CLASS_NAMES),
-                     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "input_size": 64},
-                    folder / "best.pt")
-    pyz = build_package(folder / "best.pt", folder / "unet.pyz", build_dir=folder / "build", verify=False)["path"]
-    images = folder / "img"
-    images.mkdir()
+def unet_package(float_package, tmp_path_factory):
+    """(the session's package of its tiny trained UNet (tests/conftest.py), a folder of 3 random 96x80 images)"""
+    images = tmp_path_factory.mktemp("lean_img")
     rng = np.random.default_rng(0)
     for index in range(3):
         assert cv2.imwrite(str(images / ("%d.png" % index)), rng.integers(0, 256, (96, 80, 3), dtype=np.uint8))
-    return pyz, images
+    return float_package["path"], images
 
 
 def run(pyz, images, out, tmp_path, *flags, **env):
