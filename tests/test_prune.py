@@ -111,11 +111,8 @@ def test_pruned_unet_still_quantizes_to_int8():
     assert (logits.argmax(1) == reference.argmax(1)).float().mean() > 0.5
 
 
-def test_pruned_package_runs_alone_and_matches_the_workstation(tmp_path, gt_samples):
-    source = write_checkpoint(tmp_path / "best.pt", TINY_KWARGS, 32)
-    out = tmp_path / "pruned.pt"
-    assert prune.main([str(source), "--target-flops", "0.6", "--round-to", "0", "--out", str(out), "--repeats",
-                       "1", "--no-progress"]) == 0
+def test_pruned_package_runs_alone_and_matches_the_workstation(pruned_checkpoint, tmp_path, gt_samples):
+    out = pruned_checkpoint  # the session's tiny trained UNet pruned to 60% of its FLOPs (tests/conftest.py)
     built = build_package(out, tmp_path / "p.pyz", precision="fp32", min_class_area=0.0,
                           build_dir=tmp_path / "build", verify=False)
     assert "networks/widths.py" in built["files"]

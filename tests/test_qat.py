@@ -154,9 +154,8 @@ def test_freeze_epochs_take_effect_from_their_epoch(train_args, tiny_data, tmp_p
     assert any(not torch.equal(second["tracked"][name], final[name]) for name in other)
 
 
-def test_init_from_starts_qat_from_a_float_checkpoint(train_args, tiny_data, tmp_path, capsys):
-    assert train_main(train_args(tiny_data, tmp_path / "float", "train.epochs=1")) == 0
-    source = tmp_path / "float" / "best.pt"
+def test_init_from_starts_qat_from_a_float_checkpoint(train_args, tiny_data, float_checkpoint, tmp_path, capsys):
+    source = float_checkpoint  # the session's tiny trained UNet (tests/conftest.py): base width 4, depth 2
     # an lr of 1e-12 leaves the weights where init_from put them
     args = train_args(tiny_data, tmp_path / "qat", *QAT, "train.epochs=1", "train.lr=1e-12",
                       "quant.init_from=%s" % source)
@@ -191,6 +190,7 @@ def test_quant_qat_on_a_network_that_cannot_be_quantized_fails_in_one_line(train
     assert "train.amp=false" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # torchrun: two training processes (gloo)
 def test_qat_under_torchrun_and_test_py_scores_what_validation_scored(tiny_data, tmp_path):
     """Two gloo processes train QAT; rank 0 alone writes best_int8.pt; test.py on the QAT best.pt
     (the fake-quantized model, one process) gives the confusion matrix validation reduced."""
