@@ -90,6 +90,7 @@ def test_the_cli_exits_1_and_prints_file_line_and_name(index, tmp_path):
         assert "unet.py:%d: %s" % (line, name) in result.stdout, (name, result.stdout)
 
 
+@pytest.mark.slow  # a full presubmit run of the package
 def test_presubmit_fails_a_package_with_newer_api(index, tmp_path):
     folder, _ = network_copy(tmp_path, newer_body())
     source = tmp_path / "pkg"

@@ -160,6 +160,7 @@ def test_quantization_and_tensor(index):
     assert lookup(index, "torch.conv2d")["kind"] == "function"  # from _VariableFunctions.pyi
 
 
+@pytest.mark.slow  # builds the whole device-API index again from the wheels
 def test_wheels_recorded_and_build_is_deterministic(index):
     wheels = json.loads((fetch.DEFAULT_CACHE / "wheels.json").read_text())
     assert index["wheels"] == wheels and len(wheels) == len(fetch.WHEELS)

@@ -16,6 +16,7 @@ from lowpower.data.samplers import ShardSampler
 from lowpower.train.engine import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # two processes each (torchrun, gloo): make test, not make test-fast
 
 
 def tiny_overrides(data_root, epochs=1, train_batch=2):

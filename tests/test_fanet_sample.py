@@ -200,6 +200,7 @@ def test_foreign_files_are_a_one_line_error_naming_the_file(tmp_path, capsys, co
     assert not (tmp_path / "x.pt").exists()
 
 
+@pytest.mark.slow  # a package build with verification: presubmit runs the package
 def test_imported_checkpoint_packages_and_runs(sample_weights, tmp_path):
     weights, _ = sample_weights
     checkpoint = tmp_path / "best.pt"

@@ -169,6 +169,7 @@ def test_int8_package_records_engine_and_ships_the_decoder(int8_package, int8_ch
     assert "head.weight::int8" in names and "head.weight" not in names
 
 
+@pytest.mark.slow  # a full presubmit run of the package
 def test_int8_package_passes_presubmit(int8_package, gt_samples):
     report = check(int8_package["path"], images=gt_samples, options=RunOptions(timeout=600))
     assert report.failed == [], report.failed

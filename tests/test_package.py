@@ -234,6 +234,7 @@ def test_cli_prints_what_it_built(checkpoint, tmp_path, capsys):
         assert fragment in printed
 
 
+@pytest.mark.slow  # compress.sh: a fresh interpreter imports torch and builds the package
 def test_compress_sh_works_from_any_folder(checkpoint, tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     result = subprocess.run([str(REPO_ROOT / "compress.sh"), str(checkpoint), "-o", "rel/s.pyz", "--no-verify",
@@ -244,6 +245,7 @@ def test_compress_sh_works_from_any_folder(checkpoint, tmp_path):
     assert "built rel/s.pyz" in result.stdout
 
 
+@pytest.mark.slow  # a package build with verification: presubmit runs the package
 def test_verification_is_presubmit_on_two_images(checkpoint, tmp_path):
     info = build_package(checkpoint, tmp_path / "v.pyz", precision="fp16", build_dir=tmp_path / "b")
     assert pathlib.Path(info["path"]).is_file()
@@ -253,6 +255,7 @@ def test_verification_is_presubmit_on_two_images(checkpoint, tmp_path):
         assert check in first, first
 
 
+@pytest.mark.slow  # a package build with verification: presubmit runs the package
 def test_a_package_that_fails_presubmit_is_not_written(checkpoint, tmp_path, monkeypatch):
     import lowpower.ship.build
 
@@ -308,6 +311,7 @@ def test_no_checkpoint_and_no_runs_is_a_one_line_error(tmp_path, capsys):
     assert not (tmp_path / "s.pyz").exists()
 
 
+@pytest.mark.slow  # compress.sh: a fresh interpreter imports torch and builds the package
 def test_compress_sh_without_a_checkpoint(tmp_path):
     runs = make_runs(tmp_path / "runs", [("a", 50), ("b", 5)])
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}

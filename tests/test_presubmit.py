@@ -74,6 +74,7 @@ def test_good_archive_passes(tmp_path, capsys, gt_samples):
     assert result == "INFO" and "torch 1.10" in detail and "TensorRT 8.2" in detail
 
 
+@pytest.mark.slow  # a full presubmit run, generating its synthetic sample images
 def test_default_samples_are_synthetic(tmp_path, capsys):
     archive = make_pyz(tmp_path, "good", GOOD.replace("OUTPUT", "label"))
     status, rows, text = check(capsys, archive, "--samples", 2, "--json", tmp_path / "p.json")

@@ -79,6 +79,7 @@ def wait_for_step(reader, process, low, high, seconds=120):
     raise AssertionError("no progress in %d s:\n%s" % (seconds, reader.text))
 
 
+@pytest.mark.slow  # run.pbs starts torchrun: two training processes, twice
 def test_sigterm_mid_epoch_saves_last_pt_and_the_resubmitted_job_resumes(tiny_data, tmp_path):
     # Batch 1: 12 steps per process; the node file names localhost twice (two chunks, one node).
     env = job_env(tmp_path, tiny_data, ["localhost", "localhost"], nproc=2, batch=1)
@@ -112,6 +113,7 @@ def test_sigterm_mid_epoch_saves_last_pt_and_the_resubmitted_job_resumes(tiny_da
     assert "SIGTERM received: saved" in log and "resumed from" in log  # both jobs, one log
 
 
+@pytest.mark.slow  # run.pbs starts torchrun on two "nodes": two training processes
 def test_two_nodes_rendezvous_on_the_first(tiny_data, tmp_path):
     fakes = tmp_path / "bin"
     fakes.mkdir()
