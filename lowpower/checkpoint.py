@@ -23,16 +23,13 @@ job killed mid-save never leaves a truncated ``last.pt``.
 Kinds. Every checkpoint is of one kind, a row of :data:`TABLE`: ``int8`` (a top-level ``quant``
 record: ``lowpower quantize ptq`` or a converted QAT run), ``qat`` (a ``quant.qat`` run's fake-quant
 training state), ``pruned`` (``arch_kwargs["width_plan"]``) and ``float``. ``kind_of(state)`` returns
-the :class:`Kind` object, which recognises its checkpoints, rebuilds their model, describes one in a
-line and says what the packager ships (precisions, extra modules, manifest fields); code elsewhere
-asks the kind instead of testing those keys. The design has no import circle: this module imports
-nothing of lowpower and holds the ``Kind`` base, the table and the float and pruned kinds, which
-need only ``networks``. A kind that needs code above this module registers itself from its own
-package (:func:`register`): ``lowpower.compress.quantize.kinds`` (int8, qat) imports this module,
-never the reverse, and every module that asks kinds imports it. ``TABLE`` names each kind's module,
-so ``kind_of`` refuses, naming the module to import, rather than take an int8 checkpoint for a float
-one when nothing imported it. Building a training run's model and writing its checkpoint dict are
-training code: ``lowpower.train.init_from.model_from_config`` and ``lowpower.train.trainer.training_state``.
+the kind object, which recognises its checkpoints, rebuilds their model, describes one in a line and
+says what the packager ships (precisions, extra modules, manifest fields); code elsewhere asks the
+kind instead of testing those keys. Each kind lives with the method that makes it
+(``lowpower.compress.kinds``: the ``Kind`` base, float and pruned; ``lowpower.compress.quantize.kinds``:
+int8 and qat); those modules never import this one, so the table imports them without a circle.
+Building a training run's model and writing its checkpoint dict are training code:
+``lowpower.train.init_from.model_from_config`` and ``lowpower.train.trainer.training_state``.
 """
 import os
 import random
@@ -42,7 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import networks
+from lowpower.compress.kinds import FLOAT, PRUNED
+from lowpower.compress.quantize.kinds import INT8, QAT
 
 REQUIRED_KEYS = ("arch", "arch_kwargs", "model")
 # The temporary names save_checkpoint writes (mkstemp: NAME.<random>.tmp) for the files train.py saves.
@@ -51,10 +49,6 @@ TEMP_PATTERNS = ("last.pt.*.tmp", "best.pt.*.tmp", "best_int8.pt.*.tmp")  # best
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read or is not ours; the message names the file."""
-
-
-class KindError(ValueError):
-    """A checkpoint asked for what its kind cannot do (e.g. package an int8 one in fp16); one line."""
 
 
 def save_checkpoint(state, path):
@@ -158,190 +152,22 @@ def restore_rng_state(state):
 
 # ----------------------------------------------------------------------------- the table of kinds
 
-# Every kind, in the order kind_of tries them (the first whose recognise() is true wins, so the more
-# specific come first: an int8 checkpoint of a pruned network is int8; float takes the rest), and the
-# module that registers it. A new kind is a row here and a Kind subclass registered by its module.
-TABLE = (
-    ("int8", "lowpower.compress.quantize.kinds"),
-    ("qat", "lowpower.compress.quantize.kinds"),
-    # ("fixed_point", "lowpower.compress.quantize.kinds"),  # next: FixedPointModel checkpoints go here
-    ("pruned", __name__),
-    ("float", __name__),
-)
-KINDS = {}  # name -> registered Kind; kind_of reads it in TABLE order
 
-
-class Kind:
-    """One kind of checkpoint: how to recognise it, rebuild its model, describe it and package it.
-
-    A subclass sets the attributes and overrides ``recognise`` and whatever else differs from the
-    defaults here, which are a float network's; :func:`register` puts an instance in the table.
-
-    Attributes:
-        name: its row in :data:`TABLE`.
-        title: how a message names a checkpoint of it ("an int8 checkpoint").
-        precisions: what the packager may ship it as, the default first; () when it cannot be packaged.
-        float_weights: its state dict is the float network's (what pruning, quantizing and
-            ``model.init_from`` start from).
-        trainable: a training run may start from its weights (``quant.init_from`` of a QAT run).
-        cpu_only: its model runs on the CPU only (int8 kernels).
-    """
-
-    name = None
-    title = None
-    precisions = ("fp32", "fp16")
-    float_weights = True
-    trainable = True
-    cpu_only = False
-
-    def recognise(self, state):
-        """True when the checkpoint dict ``state`` is of this kind (kind_of asks the kinds in TABLE order)."""
-        raise NotImplementedError
-
-    def build_model(self, state):
-        """The network the checkpoint describes, its weights loaded (in train mode unless said otherwise)."""
-        model = networks.create_model(state["arch"], **state["arch_kwargs"])
-        model.load_state_dict(state["model"])
-        return model
-
-    def describe(self, state):
-        """One line that says what the checkpoint holds, e.g. "pruned unet (width plan of 12 layers)"."""
-        raise NotImplementedError
-
-    def engine(self, state):
-        """The quantized engine its model's int8 kernels run on; None for a model that computes in float."""
-        return None
-
-    @property
-    def default_precision(self):
-        """The precision it packages in when none is asked for; None when it cannot be packaged."""
-        return self.precisions[0] if self.precisions else None
-
-    def package_precision(self, state, precision, path):
-        """The precision to package the checkpoint at ``path`` in (``precision``; None: the default).
-
-        Raises:
-            KindError: it has no form in ``precision``, or cannot be packaged at all.
-        """
-        if not self.precisions:
-            raise KindError("%s is %s; it cannot be packaged" % (path, self.title))
-        if precision is None:
-            return self.default_precision
-        if precision not in self.precisions:
-            raise KindError("%s is %s; it packages as %s only" % (path, self.title, " or ".join(self.precisions)))
-        return precision
-
-    def ship_modules(self, state):
-        """The ``networks`` modules a package of it ships besides its builder's own imports."""
-        return ()
-
-    def manifest_fields(self, state):
-        """Fields a package of it adds to ``manifest.json`` (plain data)."""
-        return {}
-
-    def parameters(self, state, model):
-        """The parameter count a package reports for ``model``, the kind's rebuilt model."""
-        return sum(p.numel() for p in model.parameters())
-
-
-class FloatKind(Kind):
-    """A network as its builder makes it, float weights: train.py's best.pt and last.pt."""
-
-    name = "float"
-    title = "a float checkpoint"
-
-    def recognise(self, state):
-        return True
-
-    def describe(self, state):
-        return "float %s" % state["arch"]
-
-    def package_precision(self, state, precision, path):
-        if precision == "int8":
-            raise KindError("%s is %s; quantize it first (lowpower quantize ptq %s) and package the int8 "
-                            "checkpoint that writes" % (path, self.title, path))
-        return super().package_precision(state, precision, path)
-
-
-class PrunedKind(FloatKind):
-    """Narrower layers than the builder makes (``lowpower prune``): ``arch_kwargs["width_plan"]``,
-    which ``networks.create_model`` applies (``networks.widths``), and the package's registry too."""
-
-    name = "pruned"
-    title = "a pruned checkpoint"
-    KEY = "width_plan"
-
-    def recognise(self, state):
-        return self.KEY in (state.get("arch_kwargs") or {})
-
-    def describe(self, state):
-        return "pruned %s (width plan of %d layers)" % (state["arch"], len(self.plan(state)))
-
-    def ship_modules(self, state):
-        return ("networks.widths",)
-
-    def plan(self, state):
-        """The checkpoint's width plan ``{layer: widths}``; {} for an unpruned one."""
-        return (state.get("arch_kwargs") or {}).get(self.KEY) or {}
-
-    def unpruned_kwargs(self, state):
-        """The builder arguments without the width plan: those of the network it was pruned from."""
-        return {key: value for key, value in state["arch_kwargs"].items() if key != self.KEY}
-
-    def model_kwargs(self, model):
-        """``{"width_plan": plan}`` for a pruned model (``networks.widths`` sets ``model.width_plan``), else {}.
-
-        Example:
-            >>> PRUNED.model_kwargs(networks.create_model("unet"))
-            {}
-        """
-        plan = getattr(model, self.KEY, None)
-        return {self.KEY: plan} if plan else {}
-
-
-FLOAT, PRUNED = FloatKind(), PrunedKind()
-
-
-def register(kind):
-    """Put ``kind`` in the table under ``kind.name`` (a row of TABLE); returns it.
-
-    Example:
-        >>> INT8 = register(Int8Kind())  # doctest: +SKIP
-    """
-    if kind.name not in dict(TABLE):
-        raise ValueError("%r is not a row of lowpower.checkpoint.TABLE (%s); add it there first"
-                         % (kind.name, ", ".join(name for name, _ in TABLE)))
-    KINDS[kind.name] = kind
-    return kind
-
-
-register(FLOAT)
-register(PRUNED)
+# Every kind, in the order kind_of tries them: the first whose recognise() is true wins, so the more
+# specific come first (an int8 checkpoint of a pruned network is int8; float takes the rest). A new
+# kind is a Kind subclass in the package of the method that makes it, and a row here.
+TABLE = (INT8, QAT, PRUNED, FLOAT)  # fixed point is next: FIXED_POINT from lowpower.compress.quantize.kinds
+KINDS = {kind.name: kind for kind in TABLE}
 
 
 def kind_of(state):
-    """The :class:`Kind` of the checkpoint dict ``state``.
-
-    Raises:
-        RuntimeError: a kind of the table is not registered (its module was not imported), so the
-            answer could be wrong; the message names the module to import.
+    """The :class:`~lowpower.compress.kinds.Kind` of the checkpoint dict ``state``: a row of :data:`TABLE`.
 
     Example:
-        >>> kind_of(load_checkpoint("runs/demo/int8_ptq.pt")).describe(state)  # doctest: +SKIP
-        'int8 (x86, per-channel, ptq) of float unet'
+        >>> kind_of({"arch": "unet", "arch_kwargs": {}, "model": {}}).describe({"arch": "unet"})
+        'float unet'
     """
-    missing = [(name, module) for name, module in TABLE if name not in KINDS]
-    if missing:
-        raise RuntimeError("checkpoint kinds %s are not registered: import %s before asking lowpower.checkpoint"
-                           % (", ".join(name for name, _ in missing),
-                              ", ".join(sorted({module for _, module in missing}))))
-    return next(KINDS[name] for name, _ in TABLE if KINDS[name].recognise(state))
-
-
-def layout_of(state):
-    """The float kind whose network the checkpoint's ``arch_kwargs`` build: PRUNED or FLOAT (what a
-    quantized checkpoint was made from)."""
-    return PRUNED if PRUNED.recognise(state) else FLOAT
+    return next(kind for kind in TABLE if kind.recognise(state))
 
 
 def build_model(state):

@@ -48,7 +48,6 @@ import networks
 from evaluation.folders import score_folders
 from evaluation.pairing import list_pngs
 from lowpower.checkpoint import CheckpointError, build_model, kind_of, load_checkpoint
-from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.measure.compare import CompareError, ratio, run_figures
 from lowpower.measure.flops import count_flops
 from lowpower.measure.pipeline_report import write_report

@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lowpower.checkpoint import CheckpointError, build_model, kind_of, load_checkpoint
-from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.config import ConfigError
 from lowpower.data import DataError
 from lowpower.data.build import build_dataset, data_root

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from lowpower.checkpoint import build_model, kind_of
-from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.compress.quantize.npz import differences
 from lowpower.paths import REPO_ROOT
 from lowpower.ship.closure import SOURCE_ROOT, WIDTHS_MODULE, find_builder, generated_init, import_closure

@@ -26,7 +26,6 @@ import torch
 
 import networks
 from lowpower.checkpoint import build_model, load_checkpoint
-from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.ship.export_check import (
     check_onnx,
     compare_with_onnxruntime,

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from evaluation.contract import CLASS_NAMES, NUM_CLASSES, OUTPUT_SIZE
-from lowpower.checkpoint import KindError, kind_of, load_checkpoint
-from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
+from lowpower.checkpoint import kind_of, load_checkpoint
+from lowpower.compress.kinds import KindError
 from lowpower.compress.quantize.npz import encode_state_dict
 from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 

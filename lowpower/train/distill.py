@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from evaluation.contract import IGNORE_INDEX
 from lowpower import checkpoint as ckpt
-from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.config import ConfigError
 from lowpower.paths import REPO_ROOT
 from lowpower.train.distributed import all_reduce_mean

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import networks
 from lowpower import checkpoint as ckpt
-from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.config import ConfigError
 from lowpower.paths import REPO_ROOT
 from lowpower.train.pretrained import load_pretrained_backbone

@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader
 
 from evaluation.metrics import format_table
 from lowpower.checkpoint import build_model, kind_of, load_checkpoint
-from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.config import ConfigError
 from lowpower.data import DataError
 from lowpower.data.build import build_dataset, class_names, data_root

@@ -26,7 +26,6 @@ from tqdm import tqdm
 from lowpower import checkpoint as ckpt
 from lowpower.compress.prune.core import IMPORTANCES, PruneError, prune_to_flops, rebuild_check, width_plan
 from lowpower.compress.prune.finetune import Tuner
-from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.measure.flops import count_flops
 
 DROPPED = ("optimizer", "scheduler", "scaler", "rng", "step_in_epoch", "epoch_loss", "distill")

@@ -1,10 +1,8 @@
-"""The quantized checkpoint kinds, registered in ``lowpower.checkpoint``'s table when this module is
-imported: ``int8`` (a top-level ``quant`` record: ``lowpower quantize ptq`` or a converted QAT run)
+"""The quantized checkpoint kinds, rows of ``lowpower.checkpoint.TABLE``: ``int8`` (a top-level
+``quant`` record: ``lowpower quantize ptq`` or a converted QAT run)
 and ``qat`` (a ``quant.qat: true`` run's best.pt / last.pt: fake-quant training state).
 
-Both rebuild their model with ``networks.quant``, the int8 machinery the device uses too. Every
-module that asks ``lowpower.checkpoint.kind_of`` (or ``build_model``) imports this one, so the table
-is complete; this module imports ``lowpower.checkpoint``, never the reverse (no import circle).
+Both rebuild their model with ``networks.quant``, the int8 machinery the device uses too.
 
 Example:
     >>> from lowpower.checkpoint import kind_of
@@ -16,7 +14,7 @@ import warnings
 from pathlib import Path
 
 import networks
-from lowpower.checkpoint import Kind, KindError, layout_of, register
+from lowpower.compress.kinds import Kind, KindError, layout_of
 from networks import quant
 
 
@@ -110,6 +108,5 @@ class QatKind(Kind):
                         % (path, self.title, Path(path).with_name("best_int8.pt")))
 
 
-INT8 = register(Int8Kind())
-QAT = register(QatKind())
-# FIXED_POINT = register(FixedPointKind())  # next: a FixedPointModel checkpoint (fixed_point.py), row in TABLE
+INT8, QAT = Int8Kind(), QatKind()
+# FIXED_POINT = FixedPointKind()  # next: a FixedPointModel checkpoint (fixed_point.py), a row of the TABLE

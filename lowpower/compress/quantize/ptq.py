@@ -21,7 +21,6 @@ import torch
 
 import networks
 from lowpower.checkpoint import CheckpointError, kind_of, load_checkpoint, save_checkpoint
-from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.compress.quantize.calibrate import calibrate, calibration_loader
 from lowpower.config import ConfigError
 from lowpower.data import DataError

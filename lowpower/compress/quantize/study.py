@@ -28,7 +28,6 @@ import torch
 from tqdm import tqdm
 
 from lowpower.checkpoint import CheckpointError, build_model, load_checkpoint
-from lowpower.compress.quantize import kinds  # noqa: F401 -- registers the int8 and qat checkpoint kinds
 from lowpower.compress.quantize.fixed_point import FLOAT_BITS, FixedPointModel
 from lowpower.config import ConfigError
 from lowpower.data import DataError
