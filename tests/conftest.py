@@ -82,6 +82,24 @@ def train_args():
     return make
 
 
+# ----------------------------------------------------------------------------- the zoo, fast and slow
+# Zoo networks of more than 10 M parameters (ResNet and FANet backbones, DeepLabV3's ASPP head): built,
+# pruned, exported or run at 512 they take seconds each where the others take a fraction, so their
+# cases of a zoo-wide parametrisation run in ``make test`` only (slow); the smaller ten stay fast.
+SLOW_NETWORKS = {"deeplabv3_mbv3", "deeplabv3_r18", "deeplabv3_r50", "deeplabv3_r101", "fanet_r18", "fanet_r18_sample",
+                 "fcn_r50"}
+
+
+def zoo_params(names):
+    """``names`` (zoo network names) for ``pytest.mark.parametrize``, those in SLOW_NETWORKS marked slow.
+
+    Example::
+
+        @pytest.mark.parametrize("name", zoo_params(networks.list_models()))
+    """
+    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_NETWORKS else name for name in names]
+
+
 # ----------------------------------------------------------------------------- one checkpoint of each kind
 # Built once per session, by the first test that asks, under one torch thread, and shared by every test
 # after it: a test must not change them. One that writes (a file next to a checkpoint, an edited

@@ -8,6 +8,7 @@ import networks
 from lowpower.checkpoint import save_checkpoint
 from lowpower.ship.export import MAX_OPSET, MIN_AGREEMENT, ExportError, export_and_verify, export_onnx, main
 from lowpower.ship.export_check import compare_with_onnxruntime, probe_images, resize_modes, resize_problems
+from tests.conftest import zoo_params
 
 ARCH_KWARGS = {"num_classes": 14, "base_width": 4, "depth": 2}
 
@@ -36,7 +37,7 @@ class Resizer(torch.nn.Module):
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=self.align_corners)
 
 
-@pytest.mark.parametrize("name", networks.list_models())
+@pytest.mark.parametrize("name", zoo_params(networks.list_models()))
 def test_every_zoo_network_exports_and_agrees_or_gives_a_reason(name, tmp_path):
     torch.manual_seed(0)
     model = networks.create_model(name).eval()

@@ -13,7 +13,7 @@ import networks
 from networks.fusion import fuse_groups
 from solution import foldbn
 from solution import model as package_model
-from tests.conftest import randomize_batchnorm
+from tests.conftest import randomize_batchnorm, zoo_params
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -59,7 +59,7 @@ def conv_led_batchnorms(model):
             if type(modules[group[0]]) is nn.Conv2d and isinstance(modules[group[1]], nn.BatchNorm2d)]
 
 
-@pytest.mark.parametrize("name", networks.list_models())
+@pytest.mark.parametrize("name", zoo_params(networks.list_models()))
 def test_folding_keeps_the_logits_and_removes_every_conv_led_batchnorm(name, monkeypatch):
     state = state_of(name)
     unfolded = load(name, state, monkeypatch, fold=False)

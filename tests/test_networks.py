@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import networks
+from tests.conftest import SLOW_NETWORKS, zoo_params
 
 NUM_CLASSES = 14
 
@@ -32,7 +33,7 @@ def load_npz_into(model, buffer):
     return model
 
 
-@pytest.mark.parametrize("name", networks.list_models())
+@pytest.mark.parametrize("name", zoo_params(networks.list_models()))
 def test_forward_backward_shape(name):
     model = build(name).train()
     images = torch.randn(2, 3, 64, 64)
@@ -44,7 +45,7 @@ def test_forward_backward_shape(name):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize("name", networks.list_models())
+@pytest.mark.parametrize("name", zoo_params(networks.list_models()))
 def test_eval_is_deterministic_and_npz_round_trip_is_exact(name):
     model = build(name).eval()
     images = torch.randn(1, 3, 64, 64)
@@ -186,9 +187,16 @@ def test_backbone_accepts_imagenet_keys(name, torchvision_name):
     assert set(result.unexpected_keys) <= {"fc.weight", "fc.bias"}
 
 
-@pytest.mark.parametrize("name", networks.list_models())
+@pytest.mark.parametrize("name", zoo_params(networks.list_models()))
 def test_full_size_512(name):
     model = build(name).eval()
     with torch.no_grad():
         logits = model(torch.randn(1, 3, 512, 512))
     assert logits.shape == (1, NUM_CLASSES, 512, 512) and torch.isfinite(logits).all()
+
+
+@pytest.mark.slow  # builds every zoo network at full width
+def test_the_slow_networks_are_the_ones_over_10m_parameters():
+    big = {name for name in networks.list_models()
+           if sum(p.numel() for p in networks.create_model(name).parameters()) > 10_000_000}
+    assert big == SLOW_NETWORKS, "update tests/conftest.py's SLOW_NETWORKS to the zoo's networks over 10 M parameters"

@@ -18,6 +18,7 @@ from lowpower.ship.runner import run_pyz
 from lowpower.train import trainer as train
 from networks import quant
 from networks.widths import apply_width_plan
+from tests.conftest import zoo_params
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 DEMO_KWARGS = {"num_classes": 14, "base_width": 16, "depth": 4}  # configs/synthetic/demo.yaml
@@ -79,7 +80,7 @@ def test_prune_cli_refuses_an_impossible_target_in_one_line(demo_pruned, capsys)
     assert err.startswith("lowpower prune: error:") and "between 0 and 1" in err and "\n" not in err
 
 
-@pytest.mark.parametrize("arch", networks.list_models())
+@pytest.mark.parametrize("arch", zoo_params(networks.list_models()))
 def test_every_zoo_network_prunes_and_rebuilds_or_says_why(arch):
     kwargs = {"num_classes": 14}
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ import torch.nn as nn
 
 import networks
 from networks import quant
-from tests.conftest import randomize_batchnorm
+from tests.conftest import randomize_batchnorm, zoo_params
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -100,7 +100,7 @@ def test_a_network_without_the_flag_or_with_false_gives_its_reason(monkeypatch):
     assert networks.quantizable("declined_net") == (False, "its attention has no int8 kernels")
 
 
-@pytest.mark.parametrize("name", QUANTIZABLE)
+@pytest.mark.parametrize("name", zoo_params(QUANTIZABLE))
 def test_fuse_model_keeps_the_float_output_in_eval_mode(name):
     model = build(name).eval()
     batch = images(10)
@@ -113,7 +113,7 @@ def test_fuse_model_keeps_the_float_output_in_eval_mode(name):
     assert torch.allclose(before, after, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", QUANTIZABLE)
+@pytest.mark.parametrize("name", zoo_params(QUANTIZABLE))
 def test_ptq_quantizes_every_conv_and_the_int8_state_dict_reloads(name):
     float_model, model = calibrated_int8(name)
     batch = images(11)
@@ -133,7 +133,7 @@ def test_ptq_quantizes_every_conv_and_the_int8_state_dict_reloads(name):
         assert torch.equal(got, skeleton(batch))
 
 
-@pytest.mark.parametrize("name", QUANTIZABLE)
+@pytest.mark.parametrize("name", zoo_params(QUANTIZABLE))
 def test_qat_step_trains_the_fake_quantized_network(name):
     model = quant.prepare_qat(build(name), engine())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
