@@ -21,6 +21,7 @@ def tiny_run(tmp_path_factory):
     return status, md.read_text(), rows
 
 
+@pytest.mark.slow  # bench models measures each model in a fresh interpreter (the module's tiny_run)
 def test_csv_has_one_row_per_model_with_every_column(tiny_run):
     status, _, rows = tiny_run
     assert status == 0
@@ -35,6 +36,7 @@ def test_csv_has_one_row_per_model_with_every_column(tiny_run):
         assert float(row["load_1min"]) >= 0
 
 
+@pytest.mark.slow  # bench models measures each model in a fresh interpreter (the module's tiny_run)
 def test_csv_numbers_match_the_models(tiny_run):
     import networks
 
@@ -46,6 +48,7 @@ def test_csv_numbers_match_the_models(tiny_run):
         assert float(row["weights_fp32_mb"]) == pytest.approx(fp32)
 
 
+@pytest.mark.slow  # bench models measures each model in a fresh interpreter (the module's tiny_run)
 def test_markdown_report_has_command_table_and_load(tiny_run):
     _, text, _ = tiny_run
     assert "`lowpower " + " ".join(TINY_RUN) + " --md " in text

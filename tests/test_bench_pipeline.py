@@ -37,6 +37,7 @@ def steps_argv(steps):
     return ["{}={}".format(label, path) for label, path in steps]
 
 
+@pytest.mark.slow  # times three networks and runs three packages
 def test_each_step_is_a_row_in_order_with_ratios_to_the_first_and_a_report(pipeline, tmp_path):
     data, steps = pipeline
     out = tmp_path / "report"

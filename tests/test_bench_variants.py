@@ -21,6 +21,7 @@ def table_rows(printed):
             for line in printed.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
 
 
+@pytest.mark.slow  # quantizes, builds and times three packages
 def test_each_precision_is_a_row_with_smaller_weights_and_the_dice_test_py_prints(tiny_run, tmp_path, capsys):
     data, checkpoint = tiny_run
     argv = ["variants", str(checkpoint), "--calib", "4", "-n", "2", "--package-runs", "1",

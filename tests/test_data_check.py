@@ -35,6 +35,7 @@ def broken_copy(clean, tmp_path):
     return root, ["train_00001.png", "train_00002.png", "val_00001.png"]
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch before it reads its arguments
 def test_the_cli_names_all_three_broken_files_and_exits_1(clean_data, tmp_path):
     root, names = broken_copy(clean_data, tmp_path)
     done = subprocess.run([sys.executable, "-m", "lowpower", "data", "check", str(root), "--dataset", "synthetic"],
@@ -73,6 +74,7 @@ def test_every_kind_of_problem_is_reported(clean_data, tmp_path):
     assert any("outside [0, 3)" in p for p in check_dataset(clean_data, "synthetic", 3, progress=False).problems)
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch before it reads its arguments
 def test_help_explains_the_command():
     done = subprocess.run([sys.executable, "-m", "lowpower", "data", "check", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)

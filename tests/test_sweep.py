@@ -90,6 +90,7 @@ def test_a_missing_or_bad_checkpoint_is_a_one_line_error_naming_the_file(tmp_pat
     assert error.count("\n") == 1 and str(garbage) in error
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch before it reads its arguments
 def test_help_explains_the_tool(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lowpower", "bench", "sweep", "--help"], cwd=ROOT,
                             capture_output=True,

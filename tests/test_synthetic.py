@@ -101,6 +101,7 @@ def test_cli_writes_the_data_set(tmp_path, capsys):
     assert "wrote 2 train, 1 val, 1 test" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # generates 110 full-size images
 def test_a_colour_classifier_stays_at_or_below_045_on_the_val_split(tmp_path):
     """The demo's val split (seed 0, the first 50 images) defeats a per-pixel colour lookup.
 

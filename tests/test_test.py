@@ -74,6 +74,7 @@ def test_a_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert "nope.pt" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch before it reads its arguments
 def test_help_runs_from_anywhere(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "test.py"), "--help"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)

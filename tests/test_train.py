@@ -116,6 +116,7 @@ def test_a_missing_synthetic_folder_is_generated_saying_so(tiny_args, tmp_path):
     assert "generat" in (out / "log.txt").read_text().lower()
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch before it reads its arguments
 def test_train_py_help_runs_from_anywhere(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
