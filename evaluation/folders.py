@@ -13,7 +13,7 @@ computed on a subset. See ``withhold_unless_scored``.
 
 Python 3.6 syntax; numpy, OpenCV and Pillow only.
 
-Example:
+Example (skipped as a doctest: it reads the folders of a solution's run):
     >>> report = score_folders('output/solution/pred', 'test/GT')  # doctest: +SKIP
     >>> report['status'], report['mean_dice']  # doctest: +SKIP
     ('scored', 0.5012)
@@ -247,7 +247,7 @@ def score_folders(pred_dir, gt_dir, num_classes=NUM_CLASSES, size=OUTPUT_SIZE, w
         ``partial`` (when failed) and more; plus ``_summary``, the
         SegmentationMeter summary (numpy arrays; dropped when written to JSON).
 
-    Example:
+    Example (skipped as a doctest: it reads a folder of predictions and one of GT):
         >>> score_folders('pred', 'GT')['reason']  # doctest: +SKIP
         'scored 100 images'
     """

@@ -269,7 +269,13 @@ def format_table(summary, class_names=CLASS_NAMES):
     (dataset level), share of counted GT pixels; then the totals.
 
     Example:
-        >>> print(format_table(meter.summary()))  # doctest: +SKIP
+        >>> meter = SegmentationMeter(2)
+        >>> meter.update(np.array([[0, 1]]), np.array([[0, 0]]))
+        >>> print(format_table(meter.summary(), ['background', 'avalanche']))
+         id  class          Dice      IoU  GT share
+          0  background   0.6667   0.5000    50.00%
+          1  avalanche    0.0000   0.0000    50.00%
+        mean Dice (referee): 0.3333   mIoU: 0.2500   images: 1
     """
     cm = summary['confusion_matrix']
     gt_pixels = cm.sum(axis=1)

@@ -23,7 +23,7 @@ def list_pngs(folder):
     Args:
         folder: a folder; ``.png`` is matched case-insensitively, sub-folders count as "else".
 
-    Example:
+    Example (skipped as a doctest: it lists a folder of predictions):
         >>> list_pngs('pred')  # doctest: +SKIP
         (['a.png', 'b.png'], ['notes.txt'])
     """

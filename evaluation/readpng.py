@@ -10,7 +10,7 @@ expanded to colours) differ from imageio on palette, 1-bit and colour PNGs; see 
 
 Python 3.6 syntax; numpy, OpenCV and Pillow only.
 
-Example:
+Example (skipped as a doctest: it reads a GT file):
     >>> prepared, raw = read_label('GT/img_001.png')  # doctest: +SKIP
     >>> prepared.shape, prepared.dtype  # doctest: +SKIP
     ((512, 512), dtype('uint8'))
@@ -121,7 +121,7 @@ def read_png_like_imageio(path):
         for RGB; (H, W, 4) for RGBA, grey+alpha and colour palettes (the
         palette's colours, not its indices); uint8, or uint16 for 16-bit PNGs.
 
-    Example:
+    Example (skipped as a doctest: it reads a GT file):
         >>> read_png_like_imageio('GT/img_001.png').shape  # doctest: +SKIP
         (512, 512)
     """

@@ -31,7 +31,7 @@ what you need from them (``from evaluation.folders import score_folders``):
 Python 3.6 syntax; numpy, OpenCV and Pillow only. Works both as a script and
 imported as ``evaluation.score``.
 
-Example:
+Example (skipped as a doctest: it reads the folders of a solution's run):
     >>> from evaluation.folders import score_folders  # doctest: +SKIP
     >>> score_folders('output/solution/pred', 'test/GT')['status']  # doctest: +SKIP
     'scored'
@@ -101,7 +101,7 @@ def score_only(args):
 def main(argv=None):
     """Score (and, with --solution-status, judge a run); print the report; returns the exit code.
 
-    Example:
+    Example (skipped as a doctest: it reads a folder of predictions and one of GT):
         >>> main(['-i', 'pred', '-g', 'GT', '--json', 'report.json', '-q'])  # doctest: +SKIP
         SCORED: scored 100 images
         0

@@ -72,7 +72,7 @@ class FANetSample(FANet):
         smooth_channels: channels of each smoothed level (the sample: 128).
 
     Example:
-        >>> FANetSample(14)(torch.zeros(1, 3, 64, 64)).shape
+        >>> FANetSample(14).eval()(torch.zeros(1, 3, 64, 64)).shape
         torch.Size([1, 14, 64, 64])
     """
 
@@ -109,7 +109,7 @@ def fanet_r18_sample(num_classes=14, key_channels=32, smooth_channels=128):
         smooth_channels: channels of each smoothed level.
 
     Example:
-        >>> fanet_r18_sample(14)(torch.zeros(1, 3, 64, 64)).shape
+        >>> fanet_r18_sample(14).eval()(torch.zeros(1, 3, 64, 64)).shape
         torch.Size([1, 14, 64, 64])
     """
     return FANetSample(num_classes=num_classes, key_channels=key_channels, smooth_channels=smooth_channels)

@@ -17,8 +17,10 @@ A network follows the convention of ``networks/__init__.py``: ``quant``/``dequan
 Example:
     >>> engine, warning = select_engine('x86')
     >>> model = prepare_ptq(networks.create_model('unet', base_width=8, depth=2), engine)
-    >>> model(torch.rand(1, 3, 64, 64))   # calibration: observers record ranges
+    >>> _ = model(torch.rand(2, 3, 64, 64))   # calibration: observers record ranges
     >>> int8 = convert_int8(model)
+    >>> int8(torch.rand(1, 3, 64, 64)).shape
+    torch.Size([1, 14, 64, 64])
 """
 import warnings
 
@@ -69,8 +71,13 @@ def isolate_float_modules(model):
     """Wrap every FLOAT_MODULE_TYPES submodule of ``model`` in a FloatIsland, in place; returns model.
 
     Example:
+        >>> unet = networks.create_model('unet', base_width=8, depth=2)
         >>> isolate_float_modules(unet).up[0].up
-        FloatIsland(...)
+        FloatIsland(
+          (dequant): DeQuantStub()
+          (module): ConvTranspose2d(32, 16, kernel_size=(2, 2), stride=(2, 2))
+          (quant): QuantStub()
+        )
     """
     for name, child in list(model.named_children()):
         if isinstance(child, FLOAT_MODULE_TYPES) and not isinstance(model, FloatIsland):
@@ -85,7 +92,8 @@ def api():
     ``torch.quantization`` (torch 1.10's partial ``torch.ao.quantization`` lacks QConfig).
 
     Example:
-        >>> api().QuantStub
+        >>> api().QuantStub()
+        QuantStub()
     """
     try:
         import torch.ao.quantization as candidate
@@ -102,7 +110,9 @@ def nnq():
     """The quantized module namespace: ``torch.ao.nn.quantized`` (torch >= 1.13) or ``torch.nn.quantized``.
 
     Example:
-        >>> isinstance(layer, nnq().Conv2d)
+        >>> int8 = int8_skeleton(networks.create_model('unet', base_width=8, depth=2), 'x86')
+        >>> isinstance(int8.head, nnq().Conv2d)
+        True
     """
     try:
         import torch.ao.nn.quantized as quantized
@@ -121,7 +131,9 @@ def fuse_modules(module, groups, qat=False):
             folding BN into the conv for inference.
 
     Example:
-        >>> fuse_modules(block, [['conv', 'bn', 'relu']])
+        >>> block = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
+        >>> [type(layer).__name__ for layer in fuse_modules(block, [['0', '1', '2']])]
+        ['ConvReLU2d', 'Identity', 'Identity']
     """
     groups = [list(group) for group in groups]
     if not groups:
@@ -158,9 +170,12 @@ def select_engine(wanted):
     Raises:
         RuntimeError: this torch has no quantized engine at all.
 
+    On the Jetson's torch 1.10 (qnnpack only) the call below returns ``('qnnpack', "quantized engine
+    'x86' is not in this torch (it has: qnnpack); using 'qnnpack'")``; a torch 2.x workstation has x86.
+
     Example:
-        >>> select_engine('x86')          # torch 1.10 on a Jetson
-        ('qnnpack', "quantized engine 'x86' is not in this torch (it has: qnnpack); using 'qnnpack'")
+        >>> select_engine('x86')          # a torch 2.x workstation
+        ('x86', None)
     """
     available = supported_engines()
     if not available:
@@ -193,6 +208,7 @@ def qconfig(engine, qat=False):
     in 1.10 does not know 'x86' or 'onednn' and silently returns per-tensor settings for them.
 
     Example:
+        >>> model = networks.create_model('unet', base_width=8, depth=2)
         >>> model.qconfig = qconfig('x86')
     """
     quantization = api()
@@ -226,7 +242,9 @@ def prepare_ptq(model, engine):
     """Fuse ``model`` for inference and insert observers for post-training calibration.
 
     Example:
-        >>> model = prepare_ptq(model, 'x86'); model(images); convert_int8(model)
+        >>> model = prepare_ptq(networks.create_model('unet', base_width=8, depth=2), 'x86')
+        >>> _ = model(torch.rand(2, 3, 64, 64))   # calibration images
+        >>> int8 = convert_int8(model)
     """
     use_engine(engine)
     model.eval()
@@ -241,7 +259,9 @@ def prepare_qat(model, engine):
     """Fuse ``model`` for training and insert fake-quant modules (quantization-aware training).
 
     Example:
-        >>> model = prepare_qat(model, 'x86'); train(model); convert_int8(model)
+        >>> model = prepare_qat(networks.create_model('unet', base_width=8, depth=2), 'x86')
+        >>> model(torch.rand(2, 3, 64, 64)).sum().backward()   # training steps
+        >>> int8 = convert_int8(model)
     """
     use_engine(engine)
     model.train()
@@ -256,7 +276,10 @@ def convert_int8(model):
     """Swap the observed (or fake-quantized) modules for int8 ones; returns the model in eval mode.
 
     Example:
-        >>> int8 = convert_int8(prepare_ptq(model, 'x86'))
+        >>> model = prepare_ptq(networks.create_model('unet', base_width=8, depth=2), 'x86')
+        >>> _ = model(torch.rand(2, 3, 64, 64))
+        >>> convert_int8(model)(torch.rand(1, 3, 64, 64)).shape
+        torch.Size([1, 14, 64, 64])
     """
     model.eval()
     api().convert(model, inplace=True)
@@ -269,8 +292,12 @@ def int8_skeleton(model, engine):
     The scales in it are placeholders until ``load_state_dict`` sets the calibrated ones.
 
     Example:
-        >>> model = int8_skeleton(networks.create_model('unet'), 'x86')
-        >>> model.load_state_dict(state['model'])
+        >>> calibrated = prepare_ptq(networks.create_model('unet', base_width=8, depth=2), 'x86')
+        >>> _ = calibrated(torch.rand(2, 3, 64, 64))
+        >>> state = convert_int8(calibrated).state_dict()   # what an int8 checkpoint holds
+        >>> model = int8_skeleton(networks.create_model('unet', base_width=8, depth=2), 'x86')
+        >>> model.load_state_dict(state)
+        <All keys matched successfully>
     """
     with warnings.catch_warnings():
         # Uncalibrated observers warn that they return default scales; here that is intended.

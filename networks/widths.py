@@ -91,7 +91,9 @@ def apply_width_plan(model, plan):
         ValueError: a name that is not a module of ``model``, or a layer that cannot be narrowed.
 
     Example:
-        >>> model = apply_width_plan(networks.create_model('unet'), {})  # doctest: +SKIP
+        >>> model = apply_width_plan(networks.create_model('unet', base_width=8, depth=2), {})
+        >>> model.width_plan
+        {}
     """
     modules = dict(model.named_modules())
     for name in sorted(plan):

@@ -11,7 +11,7 @@ Device-side code: Python 3.6 syntax; the torch 1.10 and 2.x APIs (the private co
 ``torch._make_per_tensor_quantized_tensor`` and ``torch._make_per_channel_quantized_tensor`` exist
 in both); numpy and torch only.
 
-Example:
+Example (skipped as a doctest: it needs the manifest and weights.npz of an int8 package):
     >>> state = decode_state_dict(tensors)  # doctest: +SKIP
     >>> model = build_int8_model(manifest, tensors)  # doctest: +SKIP
 """

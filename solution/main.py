@@ -230,7 +230,7 @@ def main(argv=None, start=None, process=None):
         start: when the run started (``__main__.py`` takes it before torch is imported).
         process: the settings ``runtime.prepare_process`` made, added to the stats.
 
-    Example:
+    Example (skipped as a doctest: it runs the whole program, inside a built package, on a folder of images):
         >>> main(['-i', 'IMG', '-o', 'OUT'])  # doctest: +SKIP
         12.345678
         0

@@ -7,7 +7,7 @@ the summed seconds are the work done, not the work queued.
 
 Device-side code: Python 3.6 syntax, the torch 1.10 API; numpy and torch only.
 
-Example:
+Example (skipped as a doctest: the manifest and weights are files inside a built package):
     >>> manifest = load_manifest()  # doctest: +SKIP
     >>> device, half, described = choose_device(manifest)  # doctest: +SKIP
     >>> segmenter = Segmenter(build_model(manifest), manifest, device, half)  # doctest: +SKIP
@@ -72,7 +72,7 @@ def build_float_model(manifest, weights):
         manifest: ``arch`` and ``arch_kwargs``.
         weights: the state dict (``load_weights()``); loaded strictly, before any folding.
 
-    Example:
+    Example (skipped as a doctest: the manifest and weights are files inside a built package):
         >>> model = build_float_model(load_manifest(), load_weights())  # doctest: +SKIP
     """
     import networks  # the generated registry of the one shipped model

@@ -6,7 +6,7 @@ executor that runs each job at once, to measure what the pools are worth.
 
 Device-side code: Python 3.6 syntax; numpy and the standard library only.
 
-Example:
+Example (its last line skipped as a doctest: it needs a folder of images and a package's Segmenter):
     >>> timings = {'read': [], 'write': []}
     >>> segment_folder(['a.png'], 'IMG', 'OUT', segmenter, 256, False, timings)  # doctest: +SKIP
     ([], [])

@@ -5,7 +5,7 @@ loads its OpenMP runtime, and the allocator setting must precede the first large
 
 Device-side code: Python 3.6 syntax, the standard library only (torch is not imported here).
 
-Example:
+Example (skipped as a doctest: it would change the OpenMP and allocator settings of the test process):
     >>> prepare_process()  # doctest: +SKIP
     {'wait_policy': 'PASSIVE', 'keep_heap': True}
 """

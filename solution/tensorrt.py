@@ -20,7 +20,7 @@ current stream.
 
 Device-side code: Python 3.6 syntax, the torch 1.10 API; tensorrt is imported only when asked.
 
-Example:
+Example (skipped as a doctest: it needs TensorRT and a CUDA device, the Jetson's):
     >>> model = load_engine_model(manifest, lambda: onnx_bytes)  # doctest: +SKIP
     >>> model(torch.zeros(1, 3, 128, 128, device='cuda')).shape  # doctest: +SKIP
     torch.Size([1, 14, 128, 128])
