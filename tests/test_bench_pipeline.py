@@ -84,8 +84,9 @@ def test_a_malformed_or_missing_step_is_a_one_line_error(step, message, tmp_path
     assert message in err and len(err.splitlines()) == 1
 
 
-def test_a_label_twice_and_a_folder_without_img_and_gt_are_one_line_errors(pipeline, tmp_path, capsys):
-    data, steps = pipeline
+def test_a_label_twice_and_a_folder_without_img_and_gt_are_one_line_errors(trained_data, float_checkpoint, tmp_path,
+                                                                           capsys):
+    data, steps = trained_data, [("base", float_checkpoint)]
     twice = steps_argv(steps[:1]) * 2
     assert lowpower_main(["bench", "pipeline", *twice, "--images", str(data / "test"), "--out", str(tmp_path)]) == 2
     assert "label 'base' is given twice" in capsys.readouterr().err

@@ -107,6 +107,7 @@ def test_crash_fails_with_the_exit_status_and_stderr(tmp_path, data_dir):
     assert "no model found" in result.stdout
 
 
+@pytest.mark.slow  # waits out a timeout
 def test_timeout_gives_status_2(tmp_path, data_dir):
     result, report, _ = evaluate(tmp_path, "sleepy", data_dir, timeout="1")
     assert result.returncode == 2

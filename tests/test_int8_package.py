@@ -176,6 +176,7 @@ def test_int8_package_passes_presubmit(int8_package, gt_samples):
     assert report.rows_with("PASS")
 
 
+@pytest.mark.slow  # a variant of the run above: one more fresh interpreter runs the package
 def test_missing_engine_falls_back_with_one_warning(int8_package, gt_samples, tmp_path):
     build = tmp_path / "build"
     shutil.copytree(int8_package["build_dir"], build)

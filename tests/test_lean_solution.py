@@ -107,6 +107,7 @@ def test_stats_hold_the_breakdown_in_order(unet_package, tmp_path):
     assert stats["wait_policy"] == "PASSIVE" and stats["keep_heap"] is True  # runtime.prepare_process ran
 
 
+@pytest.mark.slow  # a variant of the stats run above: one more fresh interpreter runs the package
 def test_the_allocator_is_left_alone_when_switched_off(unet_package, tmp_path):
     pyz, images = unet_package
     stats_file = tmp_path / "stats.json"

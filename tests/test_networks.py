@@ -187,7 +187,8 @@ def test_backbone_accepts_imagenet_keys(name, torchvision_name):
     assert set(result.unexpected_keys) <= {"fc.weight", "fc.bias"}
 
 
-@pytest.mark.parametrize("name", zoo_params(networks.list_models()))
+@pytest.mark.slow  # every network at 512x512; the fast tier runs them at 64 (above)
+@pytest.mark.parametrize("name", networks.list_models())
 def test_full_size_512(name):
     model = build(name).eval()
     with torch.no_grad():

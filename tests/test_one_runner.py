@@ -123,7 +123,8 @@ def interpreter_flags(record):
     return orig[1:orig.index(record["argv"][0])] if orig else None
 
 
-@pytest.mark.parametrize("program", sorted(PROGRAMS))
+@pytest.mark.parametrize("program", [pytest.param(name, marks=pytest.mark.slow) if name == "sleeps_past_timeout"
+                                     else name for name in sorted(PROGRAMS)])  # that one waits out a timeout
 def test_both_runners_start_it_alike_and_give_the_same_verdict(program, tmp_path, gt_samples, caller_env):
     source, expected = PROGRAMS[program]
     archive = make_pyz(tmp_path, program, RECORD + source)

@@ -171,6 +171,7 @@ def test_run_pyz_reports_a_failure_and_keeps_stderr(tmp_path, images):
     assert run.stderr_tail(1)[0].startswith("isolated=1")
 
 
+@pytest.mark.slow  # waits out a timeout
 def test_run_pyz_stops_the_whole_group_at_the_timeout(tmp_path, images):
     source = ("import subprocess, sys, time\n"
               "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"

@@ -146,6 +146,7 @@ def test_qat_step_trains_the_fake_quantized_network(name):
     assert any("FakeQuantize" in type(module).__name__ for module in model.modules())
 
 
+@pytest.mark.slow  # a ResNet-50 network (HEAVY)
 def test_a_bottleneck_resnet_quantizes():
     float_model, model = calibrated_int8("deeplabv3_r50")
     with torch.no_grad():

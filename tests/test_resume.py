@@ -54,7 +54,7 @@ def stop_after_steps(monkeypatch, steps):
     monkeypatch.setattr(train_module, "train_one_epoch", wrapped)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: DataLoader worker processes
 def test_mid_epoch_resume_with_augmentation_is_bit_exact(tiny_args, tiny_data, tmp_path, monkeypatch, workers,
                                                          restore_signal_handlers):
     extra = ("train.epochs=2", "data.workers=%d" % workers)

@@ -218,6 +218,7 @@ def test_unreadable_file_gets_a_background_mask_and_a_warning(fp32_run, name):
     assert re.search(r"warning: %s is unreadable" % re.escape(name), result.stderr)
 
 
+@pytest.mark.slow  # a variant of the run the fp32 tests make: one more fresh interpreter runs the package
 def test_fp16_package_agrees_with_fp32_model(packages, images, reference, tmp_path):
     result = run_program(packages["fp16"], images[0], tmp_path / "out", tmp_path / "cwd")
     assert result.returncode == 0, result.stderr
@@ -227,6 +228,7 @@ def test_fp16_package_agrees_with_fp32_model(packages, images, reference, tmp_pa
     assert agreement >= 0.99
 
 
+@pytest.mark.slow  # a variant of the run the fp32 tests make: one more fresh interpreter runs the package
 def test_sequential_mode_writes_the_same_masks(packages, images, fp32_run, tmp_path):
     stats = tmp_path / "stats.json"
     result = run_program(packages["fp32"], images[0], tmp_path / "out", tmp_path / "cwd",
@@ -240,6 +242,7 @@ def test_sequential_mode_writes_the_same_masks(packages, images, fp32_run, tmp_p
         assert (tmp_path / "out" / name).read_bytes() == (fp32_run[1] / name).read_bytes(), name
 
 
+@pytest.mark.slow  # a variant of the run the fp32 tests make: one more fresh interpreter runs the package
 def test_wall_timer_prints_the_whole_run(packages, images, tmp_path):
     stats = tmp_path / "stats.json"
     result = run_program(packages["wall"], images[0], tmp_path / "out", tmp_path / "cwd", LOWPOWER_STATS=str(stats))
@@ -250,6 +253,7 @@ def test_wall_timer_prints_the_whole_run(packages, images, tmp_path):
     assert recorded["wall_seconds"] > recorded["loop_seconds"] >= recorded["model_seconds"]
 
 
+@pytest.mark.slow  # a variant of the run the fp32 tests make: one more fresh interpreter runs the package
 def test_network_timer_prints_the_network_calls_without_the_post_processing(packages, images, tmp_path):
     stats = tmp_path / "stats.json"
     result = run_program(packages["network"], images[0], tmp_path / "out", tmp_path / "cwd",
@@ -261,6 +265,7 @@ def test_network_timer_prints_the_network_calls_without_the_post_processing(pack
     assert 0 < recorded["network_seconds"] < recorded["model_seconds"]
 
 
+@pytest.mark.slow  # a variant of the run the fp32 tests make: one more fresh interpreter runs the package
 def test_batches_of_three_give_the_same_masks(batched_package, images, reference, tmp_path):
     result = run_program(batched_package, images[0], tmp_path / "out", tmp_path / "cwd")
     assert result.returncode == 0, result.stderr

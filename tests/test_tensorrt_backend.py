@@ -63,6 +63,7 @@ def read_masks(folder):
 
 # ----------------------------------------------------------------------------- the package
 
+@pytest.mark.slow  # the packages fixture builds the tensorrt package with verification (a presubmit run)
 def test_tensorrt_package_ships_a_checked_onnx_file_beside_the_weights(packages, tmp_path):
     import onnx
 
@@ -85,6 +86,7 @@ def test_tensorrt_package_ships_a_checked_onnx_file_beside_the_weights(packages,
     assert "backend" not in plain["manifest"]
 
 
+@pytest.mark.slow  # the packages fixture builds the tensorrt package with verification (a presubmit run)
 def test_tensorrt_package_passes_presubmit_and_says_the_engine_is_not_proven(packages):
     trt, plain = packages
     assert trt["checks"][0].startswith("presubmit on 2 sample images: passed archive, python 3.6, imports, "
@@ -94,6 +96,7 @@ def test_tensorrt_package_passes_presubmit_and_says_the_engine_is_not_proven(pac
     assert said.startswith(NOT_PROVEN) and "TensorRT path (model.onnx -> engine) has not been run on a GPU" in said
 
 
+@pytest.mark.slow  # the packages fixture builds the tensorrt package with verification (a presubmit run)
 def test_run_alone_falls_back_with_one_warning_and_writes_the_plain_packages_masks(packages, gt_samples, tmp_path):
     trt, plain = packages
     env = dict(__import__("os").environ, **NO_CUDA)

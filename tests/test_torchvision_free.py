@@ -112,6 +112,8 @@ def tv_resnet_of(depth, output_stride=32):
 
 ALL_LEVELS = {"layer1": "4", "layer2": "8", "layer3": "16", "layer4": "32"}
 # (registry name, builder arguments, reference backbone)
+# Their cases run in make test only (slow): the ResNet-18 ones check the same code in a fraction of the time.
+RESNET_50_101 = {"deeplabv3_r50", "deeplabv3_r101", "fcn_r50"}
 BACKBONES = [
     ("deeplabv3_r18", {}, lambda: TvGetter(tv_resnet_of(18, 16), {"layer4": "out"})),
     ("deeplabv3_r18", {"output_stride": 8}, lambda: TvGetter(tv_resnet_of(18, 8), {"layer4": "out"})),
@@ -127,7 +129,9 @@ BACKBONES = [
 ]
 
 
-@pytest.mark.parametrize("name, kwargs, reference", BACKBONES,
+@pytest.mark.parametrize("name, kwargs, reference",
+                         [pytest.param(*case, marks=pytest.mark.slow) if case[0] in RESNET_50_101 else case
+                          for case in BACKBONES],
                          ids=[name + "".join("_os%d" % v for v in kw.values()) for name, kw, _ in BACKBONES])
 def test_resnet_backbone_is_torchvisions(name, kwargs, reference):
     torch.manual_seed(0)
@@ -271,7 +275,8 @@ def assert_same_int8(ours, reference, calibration, seed=1):
             assert torch.allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.parametrize("name, depth", [("deeplabv3_r18", 18), ("deeplabv3_r50", 50)])
+@pytest.mark.parametrize("name, depth", [("deeplabv3_r18", 18),
+                                         pytest.param("deeplabv3_r50", 50, marks=pytest.mark.slow)])
 def test_resnet_backbone_int8_is_torchvisions(name, depth):
     torch.manual_seed(0)
     ours = Stubbed(networks.create_model(name, num_classes=NUM_CLASSES).backbone, fuse_for_quantization)
@@ -290,6 +295,7 @@ def test_mobilenet_backbone_int8_is_torchvisions():
 
 # --- no torchvision on the device side ---
 
+@pytest.mark.slow  # a fresh interpreter builds every converted network; test_lean_solution checks a package fast
 def test_building_the_converted_networks_does_not_import_torchvision():
     code = ("import sys; sys.path.insert(0, {root!r}); import networks\n"
             "for name in {names!r}:\n    networks.create_model(name)\n"
