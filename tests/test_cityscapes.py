@@ -24,6 +24,8 @@ from lowpower.data.cityscapes import (
 )
 from lowpower.train import tester as test_cli
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 # City, sequence, frame of the fake val images (64x128, the 1:2 frame of the real 1024x2048).
 FRAMES = [("aachen", "000000", "000019"), ("aachen", "000001", "000019"), ("bochum", "000000", "000313")]
 SHAPE = (64, 128)

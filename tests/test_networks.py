@@ -158,7 +158,8 @@ def torchvision_builders():
     }
 
 
-@pytest.mark.parametrize("name", ["deeplabv3_mbv3", "lraspp_mbv3_large", "fcn_r50"])
+@pytest.mark.parametrize("name", ["deeplabv3_mbv3", "lraspp_mbv3_large",
+                                  pytest.param("fcn_r50", marks=pytest.mark.slow)])  # slow: a ResNet-50
 def test_same_network_as_torchvision_builder(name):
     # Built from classes here (device-safe); the workstation's torchvision builder is the reference.
     torch.manual_seed(0)
@@ -173,7 +174,8 @@ def test_same_network_as_torchvision_builder(name):
 
 
 @pytest.mark.parametrize("name, torchvision_name", [
-    ("fanet_r18", "resnet18"), ("fcn_r50", "resnet50"), ("deeplabv3_mbv3", "mobilenet_v3_large"),
+    ("fanet_r18", "resnet18"), pytest.param("fcn_r50", "resnet50", marks=pytest.mark.slow),  # slow: a ResNet-50
+    ("deeplabv3_mbv3", "mobilenet_v3_large"),
     ("lraspp_mbv3_large", "mobilenet_v3_large"), ("lraspp_mbv3_small", "mobilenet_v3_small"),
 ])
 def test_backbone_accepts_imagenet_keys(name, torchvision_name):

@@ -14,6 +14,7 @@ from lowpower.train import trainer as train_module
 from lowpower.train.trainer import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 # Augmentation on (scale, crop, flip, colour jitter), loading from disk (no cache).
 AUGMENTED = ["data.crop_size=24", "data.scale_min=0.5", "data.scale_max=1.5", "data.hflip=0.5", "data.jitter=0.3",
              "train.class_weights=null"]

@@ -17,6 +17,7 @@ from lowpower.measure import sweep
 from lowpower.train import tester as test_cli
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 TRAINED_SIZE = 32  # TINY_TRAINING's data.input_size
 
 

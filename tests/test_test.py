@@ -15,6 +15,7 @@ from lowpower.train import panels
 from lowpower.train import tester as test_cli
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

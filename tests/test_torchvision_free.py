@@ -163,6 +163,7 @@ def test_head_is_torchvisions(ours, reference, in_channels):
     assert_same_outputs(ours(), reference(), features)
 
 
+@pytest.mark.slow  # a ResNet-50 network (RESNET_50_101)
 def test_deeplabv3_r50_is_torchvisions_network():
     # The whole network against torchvision's builder (output stride 8, as torchvision dilates).
     torch.manual_seed(0)

@@ -14,6 +14,7 @@ from lowpower.train import trainer as train_module
 from lowpower.train.trainer import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
