@@ -18,6 +18,7 @@ Example (in a test)::
 import contextlib
 import hashlib
 import signal
+import zipapp
 from pathlib import Path
 
 import cv2
@@ -33,6 +34,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAINING = ["model.arch=unet", "model.kwargs={base_width: 4, depth: 2}", "data.input_size=32",
                  "data.workers=0", "data.cache=false", "train.amp=false", "train.channels_last=false",
                  "train.batch_size=2", "train.warmup_iters=2", "eval.batch_size=2", "eval.output_size=64"]
+
+
+def make_pyz(folder, name, source, extra_files=None, interpreter="/usr/bin/env python3"):
+    """A solution archive ``folder/NAME.pyz`` built with zipapp from one ``__main__.py`` (``source``) and
+    ``extra_files`` ({relative path: text}): the fake packages the runner, harness and presubmit tests run."""
+    src = folder / (name + "_src")
+    src.mkdir(parents=True)
+    (src / "__main__.py").write_text(source)
+    for relative, text in (extra_files or {}).items():
+        (src / relative).parent.mkdir(parents=True, exist_ok=True)
+        (src / relative).write_text(text)
+    target = folder / (name + ".pyz")
+    zipapp.create_archive(str(src), str(target), interpreter=interpreter)
+    return target
 
 
 @pytest.fixture(scope="session")

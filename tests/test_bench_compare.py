@@ -1,6 +1,5 @@
 """lowpower.measure.bench compare and pareto on tiny hand-made packages (no torch in them: fast)."""
 import csv
-import zipapp
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ import pytest
 from lowpower.cli import main as lowpower_main
 from lowpower.measure import compare as bench_compare
 from lowpower.measure import pareto as bench_pareto
+from tests.conftest import make_pyz
 
 # Writes the GT beside IMG back (perfect) or zeros, sleeps, logs its name, prints a fixed "model time".
 PROGRAM = '''
@@ -31,24 +31,19 @@ print(SECONDS)
 '''
 
 
-def make_pyz(folder, name, log, seconds="0.100000", sleep=0.0, perfect=True, fail=False):
+def make_logging_pyz(folder, name, log, seconds="0.100000", sleep=0.0, perfect=True, fail=False):
     source = PROGRAM
     for key, value in (("LOG", repr(str(log))), ("NAME", repr(name)), ("SLEEP", repr(sleep)),
                        ("PERFECT", repr(perfect)), ("FAIL", repr(fail)), ("SECONDS", repr(seconds))):
         source = source.replace(key, value)
-    src = folder / (name + "_src")
-    src.mkdir()
-    (src / "__main__.py").write_text(source)
-    target = folder / (name + ".pyz")
-    zipapp.create_archive(str(src), str(target), interpreter="/usr/bin/env python3")
-    return target
+    return make_pyz(folder, name, source)
 
 
 @pytest.fixture()
 def packages(tmp_path):
     log = tmp_path / "order.log"
-    fast = make_pyz(tmp_path, "fast", log, seconds="0.100000", perfect=True)
-    slow = make_pyz(tmp_path, "slow", log, seconds="0.200000", sleep=0.3, perfect=False)
+    fast = make_logging_pyz(tmp_path, "fast", log, seconds="0.100000", perfect=True)
+    slow = make_logging_pyz(tmp_path, "slow", log, seconds="0.200000", sleep=0.3, perfect=False)
     return fast, slow, log
 
 
@@ -93,8 +88,8 @@ def test_compare_pairs_ratios_by_turn(tmp_path, gt_samples):
 
 def test_a_failing_package_is_a_one_line_error_naming_it(tmp_path, gt_samples, capsys):
     log = tmp_path / "order.log"
-    good = make_pyz(tmp_path, "good", log)
-    broken = make_pyz(tmp_path, "broken", log, fail=True)
+    good = make_logging_pyz(tmp_path, "good", log)
+    broken = make_logging_pyz(tmp_path, "broken", log, fail=True)
     status = lowpower_main(["bench", "compare", str(good), str(broken), "--images", str(gt_samples), "-n", "3"])
     captured = capsys.readouterr()
     assert status == 2
@@ -106,7 +101,7 @@ def test_a_failing_package_is_a_one_line_error_naming_it(tmp_path, gt_samples, c
 
 
 def test_a_package_that_prints_no_float_fails(tmp_path, gt_samples):
-    chatty = make_pyz(tmp_path, "chatty", tmp_path / "log", seconds="'took 0.1 s'")
+    chatty = make_logging_pyz(tmp_path, "chatty", tmp_path / "log", seconds="'took 0.1 s'")
     with pytest.raises(bench_compare.CompareError, match="chatty.pyz: stdout is not one float"):
         bench_compare.run_figures(chatty, gt_samples / "IMG", tmp_path / "out")
 
@@ -125,9 +120,9 @@ def test_pareto_front(points, expected):
 
 def test_pareto_writes_csv_png_and_table(tmp_path, gt_samples, capsys):
     log = tmp_path / "order.log"
-    fast_bad = make_pyz(tmp_path, "fast_bad", log, seconds="0.100000", perfect=False)
-    slow_good = make_pyz(tmp_path, "slow_good", log, seconds="0.400000", perfect=True)
-    slower_bad = make_pyz(tmp_path, "slower_bad", log, seconds="0.800000", perfect=False)
+    fast_bad = make_logging_pyz(tmp_path, "fast_bad", log, seconds="0.100000", perfect=False)
+    slow_good = make_logging_pyz(tmp_path, "slow_good", log, seconds="0.400000", perfect=True)
+    slower_bad = make_logging_pyz(tmp_path, "slower_bad", log, seconds="0.800000", perfect=False)
     out = tmp_path / "pareto"
     status = lowpower_main(["bench", "pareto", str(fast_bad), str(slow_good), str(slower_bad),
                             "--images", str(gt_samples), "--out", str(out)])
@@ -148,7 +143,7 @@ def test_pareto_writes_csv_png_and_table(tmp_path, gt_samples, capsys):
 def test_pareto_packages_checkpoints_first(tmp_path, gt_samples):
     """A run folder and a .pt go through build_package(ckpt, pyz, verify=False); a .pyz does not."""
     log = tmp_path / "order.log"
-    ready = make_pyz(tmp_path, "ready", log)
+    ready = make_logging_pyz(tmp_path, "ready", log)
     (tmp_path / "run1").mkdir()
     (tmp_path / "run1" / "best.pt").write_bytes(b"")
     (tmp_path / "other.pt").write_bytes(b"")

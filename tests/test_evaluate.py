@@ -3,12 +3,13 @@ import json
 import os
 import subprocess
 import sys
-import zipapp
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+from tests.conftest import make_pyz
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVALUATE = REPO_ROOT / "evaluation" / "evaluate.bash"
@@ -42,15 +43,6 @@ PROGRAMS = {
     "big_ids": GOOD.replace("OUTPUT", "label + 14"),
 }
 
-
-def make_pyz(folder, name, source):
-    """A solution archive built with zipapp from a single __main__.py."""
-    src = folder / (name + "_src")
-    src.mkdir(parents=True)
-    (src / "__main__.py").write_text(source)
-    target = folder / (name + ".pyz")
-    zipapp.create_archive(str(src), str(target), interpreter="/usr/bin/env python3")
-    return target
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import zipapp
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from evaluation import contract
 from evaluation.contract import INTERPRETER_FLAGS, OUTPUT_SIZE, REFEREE_TIMEOUT, only_a_float
 from evaluation.folders import score_folders
 from lowpower.ship.runner import run_pyz
+from tests.conftest import make_pyz
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVALUATE = REPO_ROOT / "evaluation" / "evaluate.bash"
@@ -63,15 +63,6 @@ PROGRAMS = {  # name: (what it does after recording, the verdict both runners mu
     "sleeps_past_timeout": ('time.sleep(60)\n', "timed_out"),
 }
 
-
-def make_pyz(folder, name, source):
-    """A solution archive built with zipapp from a single __main__.py."""
-    src = folder / (name + "_src")
-    src.mkdir(parents=True)
-    (src / "__main__.py").write_text(source)
-    target = folder / (name + ".pyz")
-    zipapp.create_archive(str(src), str(target), interpreter="/usr/bin/env python3")
-    return target
 
 
 @pytest.fixture()

@@ -3,7 +3,6 @@ import argparse
 import json
 import subprocess
 import sys
-import zipapp
 import zipfile
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from lowpower.ship.presubmit import cli as presubmit
 from lowpower.ship.presubmit.report import parse_size
 from lowpower.ship.presubmit.run import project_time
 from lowpower.ship.pyz import STDLIB_36
+from tests.conftest import make_pyz
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,17 +34,6 @@ print("%.6f" % (time.time() - start))
 '''
 GOOD_SOURCE = GOOD.replace("OUTPUT", "label")
 
-
-def make_pyz(folder, name, source, extra_files=None, interpreter="/usr/bin/env python3"):
-    src = folder / (name + "_src")
-    src.mkdir(parents=True)
-    (src / "__main__.py").write_text(source)
-    for relative, text in (extra_files or {}).items():
-        (src / relative).parent.mkdir(parents=True, exist_ok=True)
-        (src / relative).write_text(text)
-    target = folder / (name + ".pyz")
-    zipapp.create_archive(str(src), str(target), interpreter=interpreter)
-    return target
 
 
 def check(capsys, archive, *options):
