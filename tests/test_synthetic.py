@@ -133,3 +133,15 @@ def test_generate_refuses_a_folder_holding_other_files(tmp_path):
     with pytest.raises(ForeignFilesError, match="photos.*DSC_0001.JPG"):
         generate(root, train=1, val=1, test=0, size=64, workers=1, progress=False)
     assert own.read_bytes() == b"mine" and not (root / "LPCVC_Train").exists()
+
+
+def test_colour_baseline_labels_each_pixel_with_the_nearest_class_mean():
+    rng = np.random.default_rng(0)
+    means = rng.uniform(0, 255, (14, 3))
+    means[[3, 9]] = np.nan  # classes never seen in the fit are never predicted
+    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    # An independent restatement: every pixel against every seen class, by the definition.
+    pixels = image.reshape(-1, 3).astype(np.float64)
+    seen = [c for c in range(14) if not np.isnan(means[c]).any()]
+    nearest = [min(seen, key=lambda c: ((p - means[c]) ** 2).sum()) for p in pixels]
+    assert predict_by_colour(image, means).reshape(-1).tolist() == nearest
