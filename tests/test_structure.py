@@ -4,6 +4,7 @@ The import walker reads the sources (ast), so it sees every import, including th
 """
 import ast
 import contextlib
+import functools
 import io
 import subprocess
 import sys
@@ -48,6 +49,7 @@ def imported_modules(node, module, is_package, known):
     return names
 
 
+@functools.lru_cache(maxsize=1)
 def import_graph():
     """``{module: {project modules it imports}}`` and the imports placed inside functions."""
     files = module_files()
