@@ -47,7 +47,7 @@ import torch
 from tqdm import tqdm
 
 import networks
-from lowpower.measure.flops import count_flops, weights_megabytes
+from lowpower.measure.flops import MB, count_flops, weights_megabytes
 from lowpower.measure.report import cpu_name, load_average, write_csv
 from lowpower.paths import REPO_ROOT
 
@@ -68,7 +68,6 @@ TABLE = [
     ("peak_memory_mb", "peak mem MB", "{:.0f}"),
     ("load_1min", "load", "{:.1f}"),
 ]
-MB = 1e6
 
 
 def _status_kb(field):

@@ -118,7 +118,7 @@ def describe_checkpoint(state, path, input_size=None):
 
 
 def resolve_precision(state, precision, path):
-    """The precision to package ``state`` in, as its kind says (``lowpower.checkpoint.Kind.precisions``):
+    """The precision to package ``state`` in, as its kind says (``lowpower.compress.kinds.Kind.precisions``):
     an int8 checkpoint is int8, a float or pruned one fp32 by default, a QAT one not packaged.
 
     Raises:

@@ -1,4 +1,5 @@
-"""Training and testing: the trainer behind ``train.py`` (``trainer``), its loop (``engine``), the losses,
+"""Training and testing: the trainer behind ``train.py`` (``trainer``; where a run lives and which config
+it runs with, ``run_config``), its loop (``engine``), the losses,
 distillation, DDP under torchrun (``distributed``), starting from pretrained or earlier weights
 (``pretrained``, ``init_from``), and the tester behind ``test.py`` (``tester``, with its prediction
 ``panels`` and the training ``plots``)."""
