@@ -100,9 +100,13 @@ def train_args():
 # ----------------------------------------------------------------------------- the zoo, fast and slow
 # Zoo networks of more than 10 M parameters (ResNet and FANet backbones, DeepLabV3's ASPP head): built,
 # pruned, exported or run at 512 they take seconds each where the others take a fraction, so their
-# cases of a zoo-wide parametrisation run in ``make test`` only (slow); the smaller ten stay fast.
-SLOW_NETWORKS = {"deeplabv3_mbv3", "deeplabv3_r18", "deeplabv3_r50", "deeplabv3_r101", "fanet_r18", "fanet_r18_sample",
-                 "fcn_r50"}
+# cases of a zoo-wide parametrisation run in ``make test`` only (slow).
+OVER_10M = {"deeplabv3_mbv3", "deeplabv3_r18", "deeplabv3_r50", "deeplabv3_r101", "fanet_r18", "fanet_r18_sample",
+            "fcn_r50"}
+# Wider members of a family whose smallest member stays in the fast tier (the same code at other widths):
+# slow too, so ``make test-fast`` keeps one network per family and its 3-minute budget.
+WIDER_SIBLINGS = {"unet": "unet_lighter", "unet_light": "unet_lighter", "lraspp_mbv3_large": "lraspp_mbv3_small"}
+SLOW_NETWORKS = OVER_10M | set(WIDER_SIBLINGS)
 
 
 def zoo_params(names):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import networks
-from tests.conftest import SLOW_NETWORKS, zoo_params
+from tests.conftest import OVER_10M, SLOW_NETWORKS, WIDER_SIBLINGS, zoo_params
 
 NUM_CLASSES = 14
 
@@ -199,7 +199,11 @@ def test_full_size_512(name):
 
 
 @pytest.mark.slow  # builds every zoo network at full width
-def test_the_slow_networks_are_the_ones_over_10m_parameters():
+def test_the_slow_networks_are_the_ones_over_10m_parameters_and_wider_siblings():
     big = {name for name in networks.list_models()
            if sum(p.numel() for p in networks.create_model(name).parameters()) > 10_000_000}
-    assert big == SLOW_NETWORKS, "update tests/conftest.py's SLOW_NETWORKS to the zoo's networks over 10 M parameters"
+    assert big == OVER_10M, "update tests/conftest.py's OVER_10M to the zoo's networks over 10 M parameters"
+    for wider, smaller in WIDER_SIBLINGS.items():  # the family's smallest stays fast, in the same file
+        assert smaller not in SLOW_NETWORKS
+        assert networks.get_builder(wider).__module__ == networks.get_builder(smaller).__module__
+    assert SLOW_NETWORKS == OVER_10M | set(WIDER_SIBLINGS)
