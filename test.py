@@ -2,7 +2,7 @@
 """Score a checkpoint with the referee's rules: see `python test.py --help`."""
 import sys
 
-from lowpower.train.tester import main
+from lowpower.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run('test', sys.argv[1:]))

@@ -2,7 +2,7 @@
 """Train a segmentation network from a YAML config: see `python train.py --help`."""
 import sys
 
-from lowpower.train.trainer import main
+from lowpower.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run('train', sys.argv[1:]))

@@ -17,8 +17,9 @@ A checkpoint is a dict saved with ``torch.save``::
     distill                distillation adapters and the epoch's term sums (lowpower.train.distill), or None;
                            never packaged
 
-Writes are atomic (temporary file in the same folder, then ``os.replace``) so a
-job killed mid-save never leaves a truncated ``last.pt``.
+Writes are atomic (``lowpower.safe.write``: a temporary file in the same folder, then ``os.replace``)
+so a job killed mid-save never leaves a truncated ``last.pt``; reads go through the safe loader
+(``lowpower.safe.load``: ``weights_only=True``), so a crafted file never runs.
 
 Kinds. Every checkpoint is of one kind, a row of :data:`TABLE`: ``int8`` (a top-level ``quant``
 record: ``lowpower quantize ptq`` or a converted QAT run), ``qat`` (a ``quant.qat`` run's fake-quant
@@ -31,9 +32,7 @@ int8 and qat); those modules never import this one, so the table imports them wi
 Building a training run's model and writing its checkpoint dict are training code:
 ``lowpower.train.init_from.model_from_config`` and ``lowpower.train.trainer.training_state``.
 """
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,18 +40,23 @@ import torch
 
 from lowpower.compress.kinds import FLOAT, PRUNED
 from lowpower.compress.quantize.kinds import INT8, QAT
+from lowpower.safe import UserError
+from lowpower.safe.load import WeightsFileError, load_weights
+from lowpower.safe.write import atomic_output
 
 REQUIRED_KEYS = ("arch", "arch_kwargs", "model")
 # The temporary names save_checkpoint writes (mkstemp: NAME.<random>.tmp) for the files train.py saves.
 TEMP_PATTERNS = ("last.pt.*.tmp", "best.pt.*.tmp", "best_int8.pt.*.tmp")  # best_int8.pt: a QAT run's int8 copy
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file that cannot be read or is not ours; the message names the file."""
 
 
 def save_checkpoint(state, path):
-    """Write `state` to `path` atomically.
+    """Write `state` to `path` atomically (``lowpower.safe.write.atomic_output``).
+
+    Callers that write a user-named file ask ``lowpower.safe.write.check_output`` first.
 
     Args:
         state: the checkpoint dict (see module docstring).
@@ -61,34 +65,26 @@ def save_checkpoint(state, path):
     Example:
         >>> save_checkpoint({"arch": "unet", "arch_kwargs": {}, "model": m.state_dict()}, "runs/x/last.pt")
     """
-    path = Path(path)
-    handle, temp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_output(path, mkdir=False) as temp:
         torch.save(state, temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """Read a checkpoint and check it has what rebuilds a model.
+    """Read a checkpoint with the safe loader and check it has what rebuilds a model.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a lowpower checkpoint (names the missing keys).
+        CheckpointError: unreadable, holds code (never run), or not a lowpower checkpoint (names the
+            missing keys).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError("checkpoint %s does not exist (train.py writes runs/NAME/best.pt and last.pt)" % path)
     # Our checkpoints hold plain containers, numbers and tensors only, so the safe loader reads them.
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # truncated zip, not a torch file, pickled objects: all mean "not readable"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError("cannot read checkpoint %s (truncated, or not a torch checkpoint: %s); "
-                              "use another one, e.g. best.pt of the same run" % (path, reason[:160])) from None
+        state = load_weights(path, "checkpoint", map_location=map_location)
+    except WeightsFileError as error:
+        raise CheckpointError("%s; use another one, e.g. best.pt of the same run" % error) from None
     missing = [key for key in REQUIRED_KEYS if key not in state] if isinstance(state, dict) else REQUIRED_KEYS
     if missing:
         raise CheckpointError("%s is not a lowpower checkpoint: missing %s" % (path, ", ".join(missing)))

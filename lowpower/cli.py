@@ -11,7 +11,10 @@ Example:
     0
 """
 import importlib
+import os
 import sys
+
+from lowpower.safe import UserError
 
 PROG = "lowpower"
 # (job, [(command words, "module:function", one line)]). The order is the order of the workflow.
@@ -96,13 +99,32 @@ def load(target):
     return getattr(importlib.import_module(module), function)
 
 
+def run(words, argv):
+    """Run one command; a refusal (``UserError``) or a failed read or write (OSError) is one line and exit 1.
+
+    ``LOWPOWER_TRACEBACK=1`` shows the whole traceback instead.
+
+    Example:
+        >>> run("package", ["no/such/best.pt", "-o", "/tmp/x.pyz"])  # doctest: +SKIP
+        1
+    """
+    try:
+        status = load(TABLE[words])(argv)
+    except (UserError, OSError) as error:
+        if os.environ.get("LOWPOWER_TRACEBACK"):
+            raise
+        text = " ".join(str(error).split()) or type(error).__name__
+        print("%s %s: error: %s" % (PROG, words, text), file=sys.stderr)
+        return 1
+    return status if isinstance(status, int) else 0
+
+
 def main(argv=None):
     """Run ``lowpower ARGV``; returns the exit status (2 for an unknown command)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     words, rest = find(argv)
     if words is not None:
-        status = load(TABLE[words])(rest)
-        return status if isinstance(status, int) else 0
+        return run(words, rest)
     group = argv[0] if argv and not argv[0].startswith("-") else ""
     if group and not any(w.startswith(group + " ") for w in TABLE):
         print("%s: error: unknown command %r; `%s --help` lists them" % (PROG, group, PROG), file=sys.stderr)
