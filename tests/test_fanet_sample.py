@@ -5,7 +5,11 @@ module names (``resnet``, ``ffm_4`` ... ``ffm_32`` with ``w_qs/w_ks/w_vs/latlaye
 ``conv`` + ``bn``; ``clslayer_8/16/32`` with ``conv`` and ``conv_out``), written from the sample's
 published facts, so its state dict has the sample's key layout (the layout of its ``model.pkl``).
 """
+import hashlib
+import os
 import pathlib
+import shutil
+import stat
 
 import pytest
 import torch
@@ -15,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.resnet import BasicBlock, ResNet
 
 import networks
+from lowpower import cli
 from lowpower.checkpoint import load_checkpoint
 from lowpower.compress.import_sample import main
 from lowpower.ship.build import build_package
@@ -183,7 +188,7 @@ def test_dataparallel_prefix_is_accepted(sample_weights, tmp_path):
 
 
 @pytest.mark.parametrize("content, fragment", [
-    ("text", "torch.load cannot read it"),
+    ("text", "not a torch file"),
     ([1, 2], "expected a dict of tensors"),
     ({"fc.weight": torch.zeros(2)}, "keys the sample's FANet does not have, e.g. fc.weight"),
     ({"resnet.conv1.weight": torch.zeros(2)}, "does not fit the sample's FANet"),
@@ -197,6 +202,65 @@ def test_foreign_files_are_a_one_line_error_naming_the_file(tmp_path, capsys, co
     assert main([str(path), "-o", str(tmp_path / "x.pt")]) == 1
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and str(path) in error and fragment in error, error
+    assert not (tmp_path / "x.pt").exists()
+
+
+class Payload:
+    """Pickles as a call to Path.touch(marker): loading it without weights_only would create the marker."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def sha256(path):
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def test_a_crafted_weight_file_is_refused_and_never_runs(tmp_path, capsys):
+    crafted, marker = tmp_path / "model.pkl", tmp_path / "ran"
+    torch.save({"resnet.conv1.weight": Payload(marker)}, crafted)
+    assert cli.run("import-sample", [str(crafted), "-o", str(tmp_path / "x.pt")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "refused" in error and str(crafted) in error, error
+    assert not marker.exists() and not (tmp_path / "x.pt").exists()
+
+
+def test_output_equal_to_the_weights_is_refused_even_with_force(sample_weights, tmp_path, capsys):
+    weights = tmp_path / "model.pkl"
+    shutil.copy(sample_weights[0], weights)
+    before = sha256(weights)
+    assert cli.run("import-sample", [str(weights), "-o", str(weights), "--force"]) == 1
+    assert "is also this command's input" in capsys.readouterr().err
+    assert sha256(weights) == before
+
+
+def test_an_existing_checkpoint_is_replaced_only_with_force(sample_weights, tmp_path, capsys):
+    output = tmp_path / "best.pt"
+    output.write_bytes(b"an earlier import")
+    assert cli.run("import-sample", [str(sample_weights[0]), "-o", str(output)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "exists; pass --force" in error, error
+    assert output.read_bytes() == b"an earlier import"
+    stale = tmp_path / "best.pt.k2j4x9.tmp"
+    stale.write_bytes(b"left by a killed import")
+    old_umask = os.umask(0o022)
+    try:
+        assert cli.run("import-sample", [str(sample_weights[0]), "-o", str(output), "--force"]) == 0
+    finally:
+        os.umask(old_umask)
+    assert load_checkpoint(output)["arch"] == "fanet_r18_sample"
+    assert stat.S_IMODE(output.stat().st_mode) == 0o644  # not mkstemp's 0600
+    assert not stale.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("size", ["0", "-512", "100000"])
+def test_input_size_out_of_bounds_is_refused(sample_weights, tmp_path, capsys, size):
+    with pytest.raises(SystemExit) as exited:
+        cli.run("import-sample", [str(sample_weights[0]), "-o", str(tmp_path / "x.pt"), "--input-size", size])
+    assert exited.value.code == 2 and "--input-size" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
 
 

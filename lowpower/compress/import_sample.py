@@ -25,6 +25,9 @@ import networks
 from evaluation.contract import CLASS_NAMES, NUM_CLASSES
 from lowpower.checkpoint import save_checkpoint
 from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lowpower.safe.bounds import bounded
+from lowpower.safe.load import WeightsFileError, load_weights
+from lowpower.safe.write import add_force_argument, check_output
 
 ARCH = "fanet_r18_sample"
 SAMPLE_INPUT_SIZE = 512  # the sample resizes every image to 512x512
@@ -119,40 +122,37 @@ def convert_state_dict(sample_state):
 
 
 def read_sample_weights(path):
-    """Load ``path`` as a state dict of tensors; SampleWeightsError naming it otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise SampleWeightsError("%s does not exist" % path)
-    try:  # a state dict holds tensors only, so the safe loader reads it
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 -- torch.load raises many types on foreign files
-        # Text or other non-pickle bytes surface as bare KeyErrors ('105'), so name the type too.
-        reason = (str(error).strip().splitlines() or [""])[0][:160]
-        raise SampleWeightsError("%s is not a state dict of the sample's FANet: torch.load cannot read it (%s: %s)"
-                                 % (path, type(error).__name__, reason)) from None
+    """Load ``path`` as a state dict of tensors with the safe loader; SampleWeightsError naming it otherwise."""
+    try:  # a stranger's file: weights_only, so a crafted pickle is refused, never run
+        state = load_weights(path, "the sample's weight file")
+    except WeightsFileError as error:
+        raise SampleWeightsError(str(error)) from None
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise SampleWeightsError("%s is not a state dict of the sample's FANet: expected a dict of tensors, got %s"
                                  % (path, type(state).__name__))
     return state
 
 
-def import_sample(weights, output, input_size=SAMPLE_INPUT_SIZE):
+def import_sample(weights, output, input_size=SAMPLE_INPUT_SIZE, force=False):
     """Write a lowpower checkpoint of ``fanet_r18_sample`` from the sample's weight file.
 
     Args:
         weights: the sample's state dict file (``torch.save(model.state_dict(), ...)``).
         output: the checkpoint to write; its folder is created.
         input_size: the square input size recorded for packaging (the sample's: 512).
+        force: replace ``output`` when it exists (it may never be ``weights``).
 
     Returns:
         ``(output, notes)``: the checkpoint path and the dropped modules' notes.
 
     Raises:
         SampleWeightsError: not such a file, foreign keys, missing keys or wrong shapes.
+        OutputError: ``output`` is ``weights``, a folder, or exists without ``force``.
 
     Example:
         >>> import_sample("model.pkl", "runs/sample/best.pt")  # doctest: +SKIP
     """
+    output = check_output(output, inputs=[weights], force=force)
     sample_state = read_sample_weights(weights)
     try:
         state, notes = convert_state_dict(sample_state)
@@ -167,7 +167,6 @@ def import_sample(weights, output, input_size=SAMPLE_INPUT_SIZE):
     except RuntimeError as error:  # missing keys or shape mismatches; keep the first reason
         reason = " ".join(str(error).split())[:300]
         raise SampleWeightsError("%s does not fit the sample's FANet: %s" % (weights, reason)) from None
-    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {
         "arch": ARCH, "arch_kwargs": {"num_classes": num_classes}, "model": model.state_dict(),
@@ -183,18 +182,25 @@ def import_sample(weights, output, input_size=SAMPLE_INPUT_SIZE):
     return output, notes
 
 
+# The sample's FANet downsamples by 32; past 2048 one image's activations outgrow a Nano's 4 GB.
+INPUT_SIZE = bounded(int, 32, 2048, "the network downsamples by 32, and a Jetson Nano has 4 GB for "
+                                    "a 2048x2048 input's activations at most")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="lowpower import-sample",
         description="Convert the LPCVC 2023 sample solution's weight file into a lowpower checkpoint "
                     "of fanet_r18_sample (package it with ./compress.sh CKPT).")
     parser.add_argument("weights", help="the sample's state dict file (its model.pkl)")
-    parser.add_argument("-o", "--output", default="runs/sample/best.pt", help="checkpoint to write")
-    parser.add_argument("--input-size", type=int, default=SAMPLE_INPUT_SIZE,
+    parser.add_argument("-o", "--output", default="runs/sample/best.pt",
+                        help="checkpoint to write; refused when it exists unless --force (default %(default)s)")
+    parser.add_argument("--input-size", type=INPUT_SIZE, default=SAMPLE_INPUT_SIZE,
                         help="square input size recorded for packaging (default %(default)s, as the sample)")
+    add_force_argument(parser, "replace OUTPUT when it exists (never the weights file itself)")
     args = parser.parse_args(argv)
     try:
-        output, notes = import_sample(args.weights, args.output, args.input_size)
+        output, notes = import_sample(args.weights, args.output, args.input_size, force=args.force)
     except SampleWeightsError as error:
         print("error: %s" % error, file=sys.stderr)
         return 1

@@ -142,7 +142,7 @@ def build_ours(weights, out, seed, timer="network"):
 
     ``timer`` is what they print; ``network`` times what the sample times (the network call alone).
     """
-    fanet_ckpt, _ = import_sample(weights, out / "fanet_r18_sample.pt")
+    fanet_ckpt, _ = import_sample(weights, out / "fanet_r18_sample.pt", force=True)  # this command's own file
     lraspp_ckpt = random_checkpoint("lraspp_mbv3_small", 256, out / "lraspp_mbv3_small_256.pt", seed)
     packages = {}
     for name, ckpt, size in (("fanet_r18_sample@512", fanet_ckpt, 512),

@@ -74,12 +74,27 @@ def load_weights(path, what="weights file", sha256_prefix=None, map_location="cp
     try:
         return torch.load(str(path), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        raise WeightsFileError("refused %s %s: it holds pickled Python objects beyond tensors and containers, "
-                               "which could run code, so it is not loaded (%s)" % (what, path, _first_line(error))
-                               ) from None
-    except Exception as error:  # noqa: BLE001 -- a truncated zip, a text file ...: all mean "not readable"
-        raise WeightsFileError("cannot read %s %s: truncated, or not a torch file (%s: %s)"
-                               % (what, path, type(error).__name__, _first_line(error))) from None
+        reason = _unpickler_reason(error)
+        if "Unsupported global" in reason:  # a class or function to call: what a crafted file needs
+            raise WeightsFileError("refused %s %s: it holds pickled Python objects beyond tensors and containers, "
+                                   "which could run code, so it is not loaded (%s)" % (what, path, reason)) from None
+        raise WeightsFileError("cannot read %s %s: truncated, or not a torch file (%s)"
+                               % (what, path, reason)) from None
+    except Exception as error:  # noqa: BLE001 -- a truncated zip, an empty file ...: all mean "not readable"
+        detail = type(error).__name__ + (": " + _first_line(error) if str(error).strip() else "")
+        raise WeightsFileError("cannot read %s %s: truncated, or not a torch file (%s)"
+                               % (what, path, detail)) from None
+
+
+def _unpickler_reason(error):
+    """The line of torch's weights-only refusal that says what it met (its first lines are advice)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            rest = rest or (lines[index + 1] if index + 1 < len(lines) else "")
+            return rest.split(". Please use")[0][:200]
+    return _first_line(error)
 
 
 def _examples(keys, count=3):
