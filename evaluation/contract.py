@@ -16,12 +16,15 @@ Example:
     >>> solution_command('python3', 'solution.pyz', 'IMG', 'OUT')
     ['python3', '-I', '-W', 'ignore', 'solution.pyz', '-i', 'IMG', '-o', 'OUT']
 
-Run as a script it prints the run's rules as shell assignments, for evaluate.bash:
+Run as a script it prints the run's rules as shell assignments, for evaluate.bash, or prepares a
+run's output folder as the referee does:
 
     python3 evaluation/contract.py --shell
     REFEREE_TIMEOUT=900
     INTERPRETER_FLAGS=(-I -W ignore)
+    python3 evaluation/contract.py --prepare-output runs/x/pred
 """
+import os
 import re
 import shlex
 import sys
@@ -69,6 +72,33 @@ def solution_command(python, pyz, images_dir, out_dir):
     return [str(python)] + list(INTERPRETER_FLAGS) + [str(pyz), '-i', str(images_dir), '-o', str(out_dir)]
 
 
+# The referee creates the -o folder before it runs a solution, and the official 2023 sample writes
+# its masks into it without creating it. Both our runners (evaluate.bash through
+# `contract.py --prepare-output`, run_pyz through prepare_output) do it here, so they cannot drift.
+OUTPUT_FOLDER_CREATED = True
+
+
+def prepare_output(out_dir):
+    """Make a run's ``-o`` folder before the solution starts, as the referee does.
+
+    Nothing in an existing folder is removed or replaced: the folder is created when it is absent
+    (with its parents), and left as it is otherwise. With ``OUTPUT_FOLDER_CREATED`` false it does
+    nothing, and the solution must make the folder itself.
+
+    Args:
+        out_dir: the folder the solution gets as ``-o``.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as run:
+        ...     prepare_output(os.path.join(run, 'pred'))
+        ...     os.listdir(run)
+        ['pred']
+    """
+    if OUTPUT_FOLDER_CREATED and not os.path.isdir(str(out_dir)):
+        os.makedirs(str(out_dir))
+
+
 def seconds_text(seconds):
     """A number of seconds as `timeout` and the shell take it: ``900`` for 900.0, ``0.5`` as is.
 
@@ -109,8 +139,26 @@ VERMIN_FLAGS = ('--target=3.6-', '--violations', '--no-tips', '--eval-annotation
                 '--backport', 'dataclasses')
 
 
+USAGE = ('usage: python3 contract.py --shell               (prints the run\'s rules as bash assignments)\n'
+         '       python3 contract.py --prepare-output DIR  (makes a run\'s -o folder as the referee does)\n')
+
+
+def main(argv):
+    """The script: ``--shell`` or ``--prepare-output DIR``; returns the exit status."""
+    if argv == ['--shell']:
+        sys.stdout.write(shell_assignments())
+        return 0
+    if len(argv) == 2 and argv[0] == '--prepare-output':
+        try:
+            prepare_output(argv[1])
+        except OSError as error:
+            sys.stderr.write('contract.py: cannot create the output folder {}: {}\n'.format(
+                argv[1], error.strerror or error))
+            return 1
+        return 0
+    sys.stderr.write(USAGE)
+    return 2
+
+
 if __name__ == '__main__':
-    if sys.argv[1:] != ['--shell']:
-        sys.stderr.write('usage: python3 contract.py --shell   (prints the run\'s rules as bash assignments)\n')
-        sys.exit(2)
-    sys.stdout.write(shell_assignments())
+    sys.exit(main(sys.argv[1:]))

@@ -13,7 +13,8 @@
 # The run is `timeout $TIMEOUT $PYTHON FLAGS SOLUTION.pyz -i IMG -o PRED` in its own working folder,
 # PRED created (empty) beforehand as the referee does, with stderr kept in OUTPUT_DIR/NAME/stderr.log
 # (the referee throws it away). FLAGS is INTERPRETER_FLAGS of contract.py (-I -W ignore; why -I: see
-# there), the same flags and default timeout as lowpower.ship.runner.run_pyz. Unlike the referee, the
+# there), and PRED is made by `contract.py --prepare-output`: the same flags, default timeout and
+# output-folder rule as lowpower.ship.runner.run_pyz. Unlike the referee, the
 # solution's exit status is never lost and the image count is never assumed.
 #
 # Exit status: 0 scored, 1 failed, 2 timed out. Every case writes OUTPUT_DIR/NAME.json with
@@ -91,7 +92,10 @@ esac
 SOLUTION_ABS="$(cd "$(dirname "$SOLUTION")" && pwd)/$(basename "$SOLUTION")"
 DATA_ABS="$(cd "$DATA_DIR" && pwd)"
 rm -rf "$RUN_DIR"
-mkdir -p "$RUN_DIR/pred"
+mkdir -p "$RUN_DIR"
+# PRED as the referee prepares it (created before the run), by the contract's rule, run_pyz's too.
+"$PYTHON" -I "$HERE/contract.py" --prepare-output "$RUN_DIR/pred" \
+    || fail "could not prepare the output folder: $PYTHON -I $HERE/contract.py --prepare-output $RUN_DIR/pred failed"
 NIMAGES="$(find "$DATA_ABS/IMG" -maxdepth 1 -type f -iname '*.png' | wc -l | tr -d ' ')"
 
 echo "running $NAME on $NIMAGES images from $DATA_ABS/IMG (timeout ${TIMEOUT}s, $PYTHON)" >&2

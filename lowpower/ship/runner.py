@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from evaluation import contract
 from evaluation.contract import REFEREE_TIMEOUT, solution_command
 
 
@@ -132,13 +133,15 @@ def run_pyz(pyz, images_dir, out_dir, python=sys.executable, cwd=None, timeout=R
             interval=0.05):
     """Run a package as the referee does: ``python FLAGS PYZ -i IMAGES -o OUT``.
 
-    FLAGS and the default timeout come from ``evaluation.contract`` (``INTERPRETER_FLAGS``,
-    ``REFEREE_TIMEOUT``), as in ``evaluation/evaluate.bash``: both run a package the same way.
+    FLAGS, the default timeout and the output folder's preparation come from ``evaluation.contract``
+    (``INTERPRETER_FLAGS``, ``REFEREE_TIMEOUT``, ``prepare_output``), as in ``evaluation/evaluate.bash``:
+    both run a package the same way.
 
     Args:
         pyz: the package.
         images_dir: folder of input images (``-i``).
-        out_dir: folder for the masks (``-o``); created before the run, as the referee does.
+        out_dir: folder for the masks (``-o``); created before the run when absent, as the referee
+            does (``contract.prepare_output``), never emptied.
         python: the interpreter (the device's is ``python3.6``).
         cwd: working folder; default a fresh empty one, removed afterwards.
         timeout: seconds before the process group is stopped (None: no limit).
@@ -155,7 +158,7 @@ def run_pyz(pyz, images_dir, out_dir, python=sys.executable, cwd=None, timeout=R
         (True, '1.234567', True)
     """
     out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)  # the referee creates it before it runs a solution
+    contract.prepare_output(out_dir)  # the referee creates it before it runs a solution
     command = solution_command(python, Path(pyz).resolve(), Path(images_dir).resolve(), out_dir)
     with contextlib.ExitStack() as stack:
         cwd = Path(cwd if cwd is not None else stack.enter_context(tempfile.TemporaryDirectory(prefix="pyz-run-")))
