@@ -8,9 +8,16 @@ fixed-point quantizer of :mod:`lowpower.compress.quantize.fixed_point` (every we
 its activation ranges are calibrated on training batches, it is optionally fine-tuned for a few
 epochs (quantization-aware, the trainer's own ``train_one_epoch`` on the checkpoint's data config)
 and scored on the validation split by the referee's rule (``lowpower.train.engine.validate_ranks``).
-An fp32 row comes first. Outputs in ``--out``: ``study.csv`` (a row appended as each pair
-finishes; rows already there are skipped on a rerun, so a killed study continues), ``study.md``
-and ``study.png`` (Dice against weight bits, one line per activation width).
+An fp32 row comes first. Outputs in ``--out``: ``study.csv`` (rewritten atomically as each pair
+finishes), ``study.md`` and ``study.png`` (Dice against weight bits, one line per activation width).
+
+``study.csv`` is the study's cache. A row is keyed by the sha256 of the checkpoint file and every
+setting that changes its numbers (data folder, BatchNorm folding, calibration batches, fine-tune
+epochs and learning rate, the bit widths), so a rerun of the same command continues a killed study,
+and a study of another checkpoint (or other settings) into the same folder adds its own rows beside
+the others, never reusing them. A ``study.csv`` this study did not write, and a ``study.md`` or
+``study.png`` without one, are replaced only with ``--force``; the checkpoint itself never. int8 and
+QAT checkpoints are refused: the study fake-quantizes a float network.
 
 Example:
     >>> main(["runs/demo/best.pt", "--weight-bits", "4", "--act-bits", "6", "--out", "/tmp/fp"])  # doctest: +SKIP
@@ -27,32 +34,35 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lowpower.checkpoint import CheckpointError, build_model, load_checkpoint
+from lowpower.checkpoint import CheckpointError, build_model, kind_of, load_checkpoint
 from lowpower.compress.quantize.fixed_point import FLOAT_BITS, FixedPointModel
 from lowpower.config import ConfigError
 from lowpower.data import DataError
 from lowpower.data.build import build_loaders, ensure_synthetic
 from lowpower.measure.report import pyplot
+from lowpower.safe.bounds import bounded, bounded_list
+from lowpower.safe.load import sha256_of
+from lowpower.safe.write import OutputError, add_force_argument, atomic_output, check_output, same_file
 from lowpower.train.distributed import pick_device
 from lowpower.train.engine import build_optimizer, poly_with_warmup, train_one_epoch, validate_ranks
 from lowpower.train.losses import criterion_from_config
 
 PROG = "lowpower quantize study"
-FIELDS = ["weight_bits", "act_bits", "qat_epochs", "val_mean_dice", "val_miou", "dice_drop",
-          "weight_memory_kib", "weight_memory_ratio", "act_memory_kib_per_image", "act_memory_ratio",
-          "seconds"]
-KEY = ("weight_bits", "act_bits", "qat_epochs")
+# A row's key: the checkpoint's bytes and every setting that changes the row's numbers. Settings that
+# do not apply to a row are empty (lr and calib_batches of the fp32 row), so the fp32 row of one
+# checkpoint is shared by every run of the study on it.
+SETTINGS = ["checkpoint_sha256", "data", "fold_bn", "calib_batches", "qat_epochs", "lr", "weight_bits", "act_bits"]
+RESULTS = ["val_mean_dice", "val_miou", "dice_drop", "weight_memory_kib", "weight_memory_ratio",
+           "act_memory_kib_per_image", "act_memory_ratio", "seconds"]
+FIELDS = SETTINGS + ["checkpoint"] + RESULTS
+# The header of the study.csv lowpower wrote before rows were keyed by checkpoint: its rows cannot be
+# told apart by checkpoint, so they are never reused.
+OLD_FIELDS = ["weight_bits", "act_bits", "qat_epochs"] + RESULTS
+OUTPUTS = ("study.csv", "study.md", "study.png")
 
-
-def bit_list(text):
-    """``"2,4,6"`` -> [2, 4, 6]; widths from 2 to 32 (argparse type)."""
-    try:
-        bits = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a comma-separated list of integers, e.g. 2,4,6,8" % text) from None
-    if not bits or any(b < 2 or b > FLOAT_BITS for b in bits):
-        raise argparse.ArgumentTypeError("bit widths must be 2..32, got %r" % text)
-    return bits
+# 2 bits are a sign and one magnitude bit, the fewest a signed fixed-point number has; 32 is float.
+bit_list = bounded_list(int, 2, FLOAT_BITS, "a fixed-point width has a sign bit and at least one more, "
+                        "and %d bits is float" % FLOAT_BITS)
 
 
 def parse_args(argv=None):
@@ -61,24 +71,31 @@ def parse_args(argv=None):
         "fake-quantize every weight and activation, optionally fine-tune, score val mean Dice by the "
         "referee's rule; writes study.csv, study.md and study.png. Rerun the same command to continue.")
     parser.add_argument("checkpoint", help="float checkpoint written by train.py (e.g. runs/demo/best.pt)")
-    parser.add_argument("--weight-bits", type=bit_list, default=[2, 4, 6, 8], help="default 2,4,6,8")
-    parser.add_argument("--act-bits", type=bit_list, default=[4, 6, 8, 16], help="default 4,6,8,16")
-    parser.add_argument("--qat-epochs", type=int, default=0,
-                        help="quantization-aware fine-tune epochs per pair (default 0: calibration only)")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--weight-bits", type=bit_list, default=[2, 4, 6, 8], help="2..32, default 2,4,6,8")
+    parser.add_argument("--act-bits", type=bit_list, default=[4, 6, 8, 16], help="2..32, default 4,6,8,16")
+    parser.add_argument("--qat-epochs", default=0,
+                        type=bounded(int, 0, 100, "epochs of fine-tune per bit pair; more than 100 per pair is "
+                                     "a training run (train.py with quant settings), not a study step"),
+                        help="quantization-aware fine-tune epochs per pair, 0..100 (default 0: calibration only)")
+    parser.add_argument("--lr", default=None,
+                        type=bounded(float, 1e-9, 1.0, "a learning rate is positive, and a fine-tune of "
+                                     "trained weights above 1 diverges"),
                         help="fine-tune learning rate, decayed to 0 (default: the config's train.lr / 10)")
-    parser.add_argument("--calib-batches", type=int, default=4,
-                        help="training batches that set the activation ranges (default 4)")
+    parser.add_argument("--calib-batches", default=4,
+                        type=bounded(int, 1, 64, "the batches are held in memory together: 64 batches of 8 "
+                                     "images at 512x512 take 1.6 GB"),
+                        help="training batches that set the activation ranges, 1..64 (default 4)")
     parser.add_argument("--no-fold-bn", action="store_true",
                         help="keep BatchNorm layers (quantizing their parameters) instead of folding them")
     parser.add_argument("--data", default=None, help="data folder (default: the checkpoint config's data.root)")
-    parser.add_argument("--out", default=None, help="output folder (default: CHECKPOINT_FOLDER/fixed_point)")
+    parser.add_argument("--out", default=None, help="output folder for study.csv, study.md and study.png "
+                        "(default: CHECKPOINT_FOLDER/fixed_point); a study.csv of this study there is continued")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                         help="where to fine-tune and score (default cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_force_argument(parser, help="replace a study.csv in --out that this study did not write (or an older "
+                       "study's), and a study.md or study.png without one (never the checkpoint)")
     args = parser.parse_args(argv)
-    if args.qat_epochs < 0 or args.calib_batches < 1:
-        parser.error("--qat-epochs must be >= 0 and --calib-batches >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is visible; use --device cpu")
     return args
@@ -96,36 +113,130 @@ def study_config(state, args):
     return cfg
 
 
+def refuse_quantized(path, state):
+    """Refuse an int8 or QAT checkpoint in one line: the study fake-quantizes a float network itself.
+
+    Example:
+        >>> refuse_quantized("runs/demo/int8_ptq.pt", load_checkpoint("runs/demo/int8_ptq.pt"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        lowpower.checkpoint.CheckpointError: runs/demo/int8_ptq.pt is an int8 checkpoint, but ...
+    """
+    kind = kind_of(state).name
+    if kind == "int8":
+        raise CheckpointError("%s is an int8 checkpoint, but the study fake-quantizes a float network; give the "
+                              "float checkpoint it was made from (e.g. the run's best.pt)" % path)
+    if kind == "qat":
+        raise CheckpointError("%s is a QAT training state, already fake-quantized; give a float checkpoint "
+                              "(e.g. best.pt of a float run)" % path)
+
+
+def csv_format(path):
+    """What ``path`` holds: "missing", "folder", "study" (this study's header), "old" (the header of the
+    study before rows were keyed by checkpoint) or "foreign" (anything else).
+
+    Example:
+        >>> csv_format("/no/such/study.csv")
+        'missing'
+    """
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    if path.is_dir():
+        return "folder"
+    try:
+        with open(path, newline="") as handle:
+            header = next(csv.reader([handle.readline(4096)]), None)  # a bounded read: any file may be here
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return "foreign"
+    return {tuple(FIELDS): "study", tuple(OLD_FIELDS): "old"}.get(tuple(header or ()), "foreign")
+
+
+def check_outputs(args, out):
+    """Refuse, before any work, an ``--out`` whose files would overwrite the checkpoint or a user's file.
+
+    ``--out`` must be a folder (or not exist yet). Its ``study.csv`` is the study's cache when this study
+    wrote it (its header): its rows are kept and extended, and ``study.md`` / ``study.png`` beside it are
+    regenerated. Any other ``study.csv``, and a ``study.md`` or ``study.png`` without one, is replaced
+    only with ``--force``; the checkpoint never.
+
+    Args:
+        args: the parsed arguments (``checkpoint``, ``force``).
+        out: the output folder.
+
+    Returns:
+        True when ``out/study.csv`` is this study's own (read its rows), False when the study starts afresh.
+
+    Raises:
+        OutputError: one line naming the file and the fix.
+
+    Example:
+        >>> check_outputs(parse_args(["best.pt", "--out", "best.pt"]), Path("best.pt"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        lowpower.safe.write.OutputError: --out best.pt is the checkpoint, not a folder; ...
+    """
+    checkpoint = Path(args.checkpoint)
+    if out.exists() and not out.is_dir():
+        what = "the checkpoint" if same_file(out, checkpoint) else "a file"
+        raise OutputError("--out %s is %s, not a folder; give a folder for study.csv, study.md and study.png, "
+                          "e.g. %s" % (out, what, checkpoint.absolute().parent / "fixed_point"))
+    csv_path = out / "study.csv"
+    found = csv_format(csv_path)
+    if found == "old" and not args.force:
+        raise OutputError("%s is an older study's, without checkpoint hashes, so its rows cannot be matched to a "
+                          "checkpoint; move it aside, give another --out, or pass --force to replace it" % csv_path)
+    if found == "foreign" and not args.force:
+        raise OutputError("%s exists and this study did not write it (its header differs); give another --out, "
+                          "or pass --force to replace it" % csv_path)
+    own = found == "study"
+    for name in OUTPUTS:
+        check_output(out / name, inputs=[checkpoint], force=args.force or own)
+    return own
+
+
+def row_key(row):
+    """A row's key in study.csv: its settings as strings (see :data:`SETTINGS`)."""
+    return tuple(str(row[name]) for name in SETTINGS)
+
+
 def read_rows(path):
-    """Rows of an existing study CSV, keyed by (weight bits, activation bits, qat epochs)."""
+    """Every row of this study's CSV at ``path``, in file order; [] when there is none."""
+    path = Path(path)
     if not path.is_file():
-        return {}
+        return []
     with open(path, newline="") as handle:
-        return {tuple(int(row[k]) for k in KEY): row for row in csv.DictReader(handle)}
+        return list(csv.DictReader(handle))
 
 
-def append_row(path, row):
-    """Append one row (header first in a new file), flushed to disk before returning."""
-    new = not path.is_file()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        if new:
+def write_rows(path, rows):
+    """Rewrite the CSV atomically with every row (other checkpoints' too), flushed to disk first."""
+    with atomic_output(path) as temp:
+        with open(temp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=FIELDS)
             writer.writeheader()
-        writer.writerow(row)
-        handle.flush()
-        os.fsync(handle.fileno())
+            writer.writerows(rows)
+            handle.flush()
+            os.fsync(handle.fileno())  # the rename must not land before the bytes do
 
 
-def write_markdown(rows, path):
-    """``study.md``: the CSV as a table, fp32 first."""
-    lines = ["| weight bits | act bits | QAT epochs | val mean Dice | Dice - fp32 | weight memory KiB (x less) "
-             "| activation memory KiB/image (x less) |", "|---|---|---|---|---|---|---|"]
+def write_markdown(rows, path, heading):
+    """``study.md``: ``heading``, then the rows as a table, fp32 first."""
+    lines = [heading, "", "| weight bits | act bits | QAT epochs | QAT lr | calib batches | val mean Dice "
+             "| Dice - fp32 | weight memory KiB (x less) | activation memory KiB/image (x less) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append("| %s | %s | %s | %.4f | %+.4f | %.1f (%.1fx) | %.1f (%.1fx) |" % (
-            row["weight_bits"], row["act_bits"], row["qat_epochs"], float(row["val_mean_dice"]),
-            0.0 - float(row["dice_drop"]), float(row["weight_memory_kib"]), float(row["weight_memory_ratio"]),
-            float(row["act_memory_kib_per_image"]), float(row["act_memory_ratio"])))
-    path.write_text("\n".join(lines) + "\n")
+        lines.append("| %s | %s | %s | %s | %s | %.4f | %+.4f | %.1f (%.1fx) | %.1f (%.1fx) |" % (
+            row["weight_bits"], row["act_bits"], row["qat_epochs"], row["lr"] or "-", row["calib_batches"] or "-",
+            float(row["val_mean_dice"]), 0.0 - float(row["dice_drop"]), float(row["weight_memory_kib"]),
+            float(row["weight_memory_ratio"]), float(row["act_memory_kib_per_image"]), float(row["act_memory_ratio"])))
+    with atomic_output(path) as temp:
+        temp.write_text("\n".join(lines) + "\n")
+
+
+def line_label(act, qat, lr, calib):
+    """The legend of one line of the plot."""
+    return "activations %s bit, QAT %s epochs%s, calib %s" % (act, qat, " lr %s" % lr if lr else "", calib)
 
 
 def plot_rows(rows, path, title):
@@ -134,12 +245,15 @@ def plot_rows(rows, path, title):
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     quantized = [r for r in rows if int(r["weight_bits"]) < FLOAT_BITS or int(r["act_bits"]) < FLOAT_BITS]
-    # One line per activation width and fine-tune length (a CSV may hold rows of several runs).
-    for act, qat in sorted({(int(r["act_bits"]), int(r["qat_epochs"])) for r in quantized}):
+    # One line per activation width and fine-tune (a CSV may hold rows of several runs).
+    def settings(row):
+        return int(row["act_bits"]), int(row["qat_epochs"]), row["lr"], row["calib_batches"]
+
+    for act, qat, lr, calib in sorted({settings(r) for r in quantized}):
         line = sorted((int(r["weight_bits"]), float(r["val_mean_dice"])) for r in quantized
-                      if (int(r["act_bits"]), int(r["qat_epochs"])) == (act, qat))
+                      if settings(r) == (act, qat, lr, calib))
         axes.plot([w for w, _ in line], [d for _, d in line], marker="o",
-                  linestyle="-" if qat else ":", label="activations %d bit, QAT %d epochs" % (act, qat))
+                  linestyle="-" if qat else ":", label=line_label(act, qat, lr, calib))
     for row in rows:
         if row not in quantized:
             axes.axhline(float(row["val_mean_dice"]), color="black", linestyle="--", label="fp32")
@@ -149,18 +263,24 @@ def plot_rows(rows, path, title):
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with atomic_output(path) as temp:
+        figure.savefig(temp, dpi=100, format="png")  # the temporary name ends in .tmp, so name the format
     plt.close(figure)
 
 
 class Study:
-    """One checkpoint's sweep: its model, data, loss and the memory of the fp32 network."""
+    """One checkpoint's sweep: its model, data, loss and the memory of the fp32 network.
 
-    def __init__(self, args):
+    Args:
+        args: the parsed arguments.
+        state: the checkpoint dict (a float or pruned one: :func:`refuse_quantized`).
+    """
+
+    def __init__(self, args, state):
         self.args = args
-        state = load_checkpoint(args.checkpoint)
         self.cfg = study_config(state, args)
-        ensure_synthetic(self.cfg)
+        self.sha256 = sha256_of(args.checkpoint)
+        self.data = str(ensure_synthetic(self.cfg).resolve())
         self.device = torch.device(pick_device(args.device))
         self.model = build_model(state).eval().to(self.device)
         self.progress = not args.no_progress
@@ -183,10 +303,27 @@ class Study:
                 break
         return batches
 
+    def fine_tune_lr(self):
+        """``--lr``, or the config's ``train.lr`` / 10."""
+        return float(self.args.lr if self.args.lr is not None else self.cfg["train"]["lr"] / 10)
+
+    def settings(self, weight_bits, act_bits):
+        """The settings that decide the numbers of a bit pair's row: its key in study.csv (strings).
+
+        The fp32 pair (32, 32) is neither calibrated nor fine-tuned, so its calibration, epochs and lr
+        are empty and 0, and every run of the study on this checkpoint shares its row.
+        """
+        quantized = weight_bits < FLOAT_BITS or act_bits < FLOAT_BITS
+        qat_epochs = self.args.qat_epochs if quantized else 0
+        return {"checkpoint_sha256": self.sha256, "data": self.data, "fold_bn": str(int(not self.args.no_fold_bn)),
+                "calib_batches": str(self.args.calib_batches) if quantized else "", "qat_epochs": str(qat_epochs),
+                "lr": repr(self.fine_tune_lr()) if qat_epochs else "", "weight_bits": str(weight_bits),
+                "act_bits": str(act_bits)}
+
     def fine_tune(self, model):
         """``--qat-epochs`` epochs of the trainer's loop on the fake-quantized ``model``."""
         train = dict(self.cfg["train"])
-        train["lr"] = self.args.lr if self.args.lr is not None else train["lr"] / 10
+        train["lr"] = self.fine_tune_lr()
         if self.criterion is None:
             self.criterion = criterion_from_config(self.cfg, self.train_set, self.device)
         torch.manual_seed(train["seed"])
@@ -215,8 +352,10 @@ class Study:
                 qat_epochs = self.args.qat_epochs
             model = quantized.model
         summary = validate_ranks(model, self.val_loader, self.device, self.cfg, progress=self.progress)
+        settings = self.settings(weight_bits, act_bits)
+        assert int(settings["qat_epochs"]) == qat_epochs, "the key says what was measured"
         return {
-            "weight_bits": weight_bits, "act_bits": act_bits, "qat_epochs": qat_epochs,
+            **settings, "checkpoint": str(self.args.checkpoint),
             "val_mean_dice": "%.5f" % summary["mean_dice"], "val_miou": "%.5f" % summary["miou"],
             "weight_memory_kib": "%.2f" % (weight_bits * self.params / 8192),
             "weight_memory_ratio": "%.3f" % (FLOAT_BITS / weight_bits),
@@ -226,36 +365,52 @@ class Study:
         }
 
 
-def write_reports(done, pairs, out, title):
-    """``study.md`` and ``study.png`` from every row of the CSV: this sweep's in its order, then the
-    rows earlier runs of the study left there (another fine-tune length, other bits)."""
-    rows = [done[pair] for pair in pairs if pair in done] + [done[pair] for pair in sorted(done)
-                                                             if pair not in pairs]
-    write_markdown(rows, out / "study.md")
-    plot_rows(rows, out / "study.png", title)
+def write_reports(rows, keys, out, checkpoint):
+    """``study.md`` and ``study.png`` from the CSV's rows of this network (checkpoint, data, BatchNorm
+    folding): this sweep's (``keys``) in its order, then the rows earlier runs left (another fine-tune,
+    other bits). Rows of other checkpoints stay in study.csv only."""
+    by_key = {row_key(row): row for row in rows}
+    network = by_key[keys[0]]  # the fp32 row, measured first
+    same = [row for row in rows if all(row[name] == network[name] for name in ("checkpoint_sha256", "data", "fold_bn"))]
+    shown = [by_key[key] for key in keys if key in by_key] + [row for row in same if row_key(row) not in keys]
+    heading = "Fixed-point study of `%s` (sha256 %s...), data `%s`, BatchNorm %s; every run's rows: study.csv" % (
+        checkpoint, network["checkpoint_sha256"][:12], network["data"],
+        "folded" if network["fold_bn"] == "1" else "kept")
+    write_markdown(shown, out / "study.md", heading)
+    plot_rows(shown, out / "study.png", "%s: fixed-point fake quantization, val split" % checkpoint)
+
+
+def sweep_keys(study, args):
+    """The keys of this sweep's rows, fp32 first, and the bit pair of each: ``(keys, {key: (w, a)})``."""
+    pairs = {}
+    for bits in [(FLOAT_BITS, FLOAT_BITS)] + [(w, a) for w in args.weight_bits for a in args.act_bits]:
+        pairs.setdefault(row_key(study.settings(*bits)), bits)
+    return list(pairs), pairs
 
 
 def run(args):
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "fixed_point"
-    out.mkdir(parents=True, exist_ok=True)
+    own = check_outputs(args, out)  # before any work: a refusal costs nothing
+    state = load_checkpoint(args.checkpoint)
+    refuse_quantized(args.checkpoint, state)
     csv_path = out / "study.csv"
-    done = read_rows(csv_path)
-    study = Study(args)
-    pairs = [(FLOAT_BITS, FLOAT_BITS, 0)] + [(w, a, args.qat_epochs) for w in args.weight_bits for a in args.act_bits]
-    todo = [pair for pair in pairs if pair not in done]
-    if len(todo) < len(pairs):
-        print("%s: %d of %d rows already in %s; measuring the other %d" % (PROG, len(pairs) - len(todo), len(pairs),
+    rows = read_rows(csv_path) if own else []
+    done = {row_key(row): row for row in rows}
+    study = Study(args, state)
+    keys, pairs = sweep_keys(study, args)
+    todo = [key for key in keys if key not in done]
+    if len(todo) < len(keys):
+        print("%s: %d of %d rows already in %s; measuring the other %d" % (PROG, len(keys) - len(todo), len(keys),
                                                                           csv_path, len(todo)), file=sys.stderr)
-    title = "%s: fixed-point fake quantization, val split" % args.checkpoint
-    for weight_bits, act_bits, qat in tqdm(todo, desc="bit pairs", unit="pair", disable=args.no_progress,
-                                           file=sys.stderr):
-        row = study.measure(weight_bits, act_bits)
-        baseline = done.get((FLOAT_BITS, FLOAT_BITS, 0), row)
+    for key in tqdm(todo, desc="bit pairs", unit="pair", disable=args.no_progress, file=sys.stderr):
+        row = study.measure(*pairs[key])
+        baseline = done.get(keys[0], row)
         row["dice_drop"] = "%.5f" % (float(baseline["val_mean_dice"]) - float(row["val_mean_dice"]))
-        append_row(csv_path, row)
-        done[(weight_bits, act_bits, qat)] = row
-        write_reports(done, pairs, out, title)
-    write_reports(done, pairs, out, title)
+        rows.append(row)
+        done[key] = row
+        write_rows(csv_path, rows)
+        write_reports(rows, keys, out, args.checkpoint)
+    write_reports(rows, keys, out, args.checkpoint)
     print((out / "study.md").read_text())
     print("outputs: %s, %s, %s" % (csv_path, out / "study.md", out / "study.png"))
     return 0
