@@ -7,7 +7,9 @@ every keyword of a call to such a chain is checked against the callee's paramete
 device lacks is "missing", unless it sits under a feature test (``hasattr``/``getattr`` with a
 default, ``try`` with an ``except AttributeError/ImportError/TypeError``), where it is "guarded".
 Names the index cannot know (numpy's C-level names, members of a class with a base outside the
-index) are "unverified".
+index) are "unverified". A file that does not parse is "unparsable": nothing in it was checked, so
+it fails the check like a missing name, at the line of its syntax error. Paths that hold no ``.py``
+file at all are a ``CheckError``: a check of nothing must not pass.
 
 Example:
     >>> findings = check_paths(["networks", "solution.pyz"], load_index(DEFAULT_CACHE))  # doctest: +SKIP
@@ -18,7 +20,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lowpower.safe import UserError
 from lowpower.ship.device_api.check_visit import Checker
+
+# The statuses that fail the check: a use the device lacks, and a file that could not be checked.
+FAILING = ("missing", "unparsable")
 
 
 @dataclass(frozen=True)
@@ -26,8 +32,9 @@ class Finding:
     """One use the device lacks or that could not be verified.
 
     file: the path (for an archive member ``archive.pyz/inner/file.py``); line: 1-based;
-    name: the dotted name (aliases expanded) or ``name(keyword=)``; status: "missing", "guarded"
-    or "unverified"; reason: a sentence naming the device's version.
+    name: the dotted name (aliases expanded) or ``name(keyword=)``, ``<syntax>`` for a file that
+    does not parse; status: "missing", "unparsable", "guarded" or "unverified"; reason: a sentence
+    naming the device's version, or the syntax error.
     """
     file: str
     line: int
@@ -39,13 +46,36 @@ class Finding:
         return "{}:{}: {}: {}".format(self.file, self.line, self.name, self.reason)
 
 
-class CheckError(ValueError):
-    """A path that is not a folder, a ``.py`` file or a ``.pyz`` archive."""
+class CheckError(UserError, ValueError):
+    """A path that is not a folder, a ``.py`` file or a ``.pyz`` archive, or one with no ``.py`` file in it."""
 
 
 class Findings(list):
     """A list of ``Finding``, plus ``files``: how many source files were read."""
     files = 0
+
+
+def _python_files(path):
+    """The ``.py`` sources one path holds, as ``[(display_name, source_bytes)]``.
+
+    Args:
+        path: a folder (searched recursively, hidden folders and ``__pycache__`` skipped), a ``.py``
+            file or a ``.pyz`` archive (its ``.py`` members, read without extracting).
+
+    Raises:
+        CheckError: the path is none of these.
+    """
+    if path.is_dir():
+        files = [file for file in sorted(path.rglob("*.py")) if not any(
+            part.startswith(".") or part == "__pycache__" for part in file.relative_to(path).parts[:-1])]
+        return [(str(file), file.read_bytes()) for file in files]
+    if path.is_file() and path.suffix == ".py":
+        return [(str(path), path.read_bytes())]
+    if path.is_file() and path.suffix == ".pyz" and zipfile.is_zipfile(str(path)):
+        with zipfile.ZipFile(str(path)) as archive:
+            return [("{}/{}".format(path, member), archive.read(member))
+                    for member in sorted(archive.namelist()) if member.endswith(".py")]
+    raise CheckError("{}: not a folder, a .py file or a .pyz archive".format(path))
 
 
 def iter_sources(paths):
@@ -56,26 +86,22 @@ def iter_sources(paths):
             files, or ``.pyz`` archives (their ``.py`` members are read without extracting).
 
     Raises:
-        CheckError: for a path that is none of these; raised before anything is yielded.
+        CheckError: for a path that is none of these, or one that holds no ``.py`` file (a check
+            of nothing would pass); raised before anything is yielded.
+
+    Example:
+        >>> next(iter_sources(["evaluation"]))[0]  # doctest: +SKIP
+        'evaluation/contract.py'
     """
-    paths = [Path(p) for p in paths]
-    for path in paths:
-        if not (path.is_dir() or (path.is_file() and path.suffix == ".py")
-                or (path.is_file() and path.suffix == ".pyz" and zipfile.is_zipfile(str(path)))):
-            raise CheckError("{}: not a folder, a .py file or a .pyz archive".format(path))
-    for path in paths:
-        if path.is_dir():
-            for file in sorted(path.rglob("*.py")):
-                inner = file.relative_to(path).parts[:-1]
-                if not any(part.startswith(".") or part == "__pycache__" for part in inner):
-                    yield str(file), file.read_bytes()
-        elif path.suffix == ".pyz":
-            with zipfile.ZipFile(str(path)) as archive:
-                for member in sorted(archive.namelist()):
-                    if member.endswith(".py"):
-                        yield "{}/{}".format(path, member), archive.read(member)
-        else:
-            yield str(path), path.read_bytes()
+    listed = [(Path(p), _python_files(Path(p))) for p in paths]
+    if not listed:
+        raise CheckError("no paths given: name the folders, .py files or .pyz archives to check")
+    for path, files in listed:
+        if not files:
+            raise CheckError("{}: no .py files in it, so nothing was checked; name a folder, .py file "
+                             "or .pyz archive that holds the device-side sources".format(path))
+    for _, files in listed:
+        yield from files
 
 
 def check_source(source, file, index):
@@ -87,7 +113,8 @@ def check_source(source, file, index):
         index: the loaded device API index.
 
     Returns:
-        A list of ``Finding``, in line order. A file that does not parse gives one "unverified".
+        A list of ``Finding``, in line order. A file that does not parse gives one "unparsable"
+        at the line of its error (nothing in it could be checked, so it fails the check).
 
     Example:
         >>> check_source("import torch\\ntorch.compile(m)\\n", "a.py", index)[0].name  # doctest: +SKIP
@@ -96,9 +123,11 @@ def check_source(source, file, index):
     checker = Checker(index)
     try:
         raw = checker.check(source)
-    except (SyntaxError, ValueError) as error:
-        return [Finding(file, getattr(error, "lineno", None) or 1, "<source>", "unverified",
-                        "could not parse, so not checked: {}".format(error))]
+    except (SyntaxError, ValueError) as error:  # ValueError: a NUL byte in the source
+        message = getattr(error, "msg", None) or str(error)
+        return [Finding(file, getattr(error, "lineno", None) or 1, "<syntax>", "unparsable",
+                        "does not parse, so nothing in it was checked: {}; fix the syntax (the device "
+                        "runs Python 3.6)".format(message))]
     return sorted((Finding(file, *item) for item in raw), key=lambda f: (f.line, f.name))
 
 
@@ -114,7 +143,8 @@ def check_paths(paths, index):
         ``.files`` says how many files were read.
 
     Raises:
-        CheckError: a path that is not a folder, a ``.py`` file or a ``.pyz`` archive.
+        CheckError: a path that is not a folder, a ``.py`` file or a ``.pyz`` archive, or that
+            holds no ``.py`` file.
 
     Example:
         >>> missing = [f for f in check_paths(["networks"], index) if f.status == "missing"]  # doctest: +SKIP

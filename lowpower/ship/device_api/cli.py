@@ -9,7 +9,7 @@ import json
 import sys
 
 from lowpower.ship.device_api import DeviceApiError
-from lowpower.ship.device_api.check import CheckError, check_paths, partial_note
+from lowpower.ship.device_api.check import FAILING, CheckError, check_paths, partial_note
 from lowpower.ship.device_api.check_resolve import version
 from lowpower.ship.device_api.fetch import DEFAULT_CACHE
 from lowpower.ship.device_api.index import load_index
@@ -20,8 +20,9 @@ imageio (read from their wheels, downloaded once into a cache), not against what
 
   fetch   download the wheels (about 90 MB, once), record their sha256, build the index.
   check   look up every name and call keyword rooted at an import of those packages; print each use
-          the device lacks as file:line: name: reason, then a summary. Exit 1 when anything is
-          missing, 0 when not, 2 for a bad path or a failed fetch.
+          the device lacks, and each file that does not parse, as file:line: name: reason, then a
+          summary. Exit 1 when anything is missing or a file does not parse (it could not be
+          checked), 0 when not, 2 for a bad path, a path with no .py file, or a failed fetch.
 
 A use under a feature test (hasattr, getattr with a default, try/except AttributeError,
 ImportError or TypeError) is guarded, not missing. This checks names and keywords only, not
@@ -64,18 +65,20 @@ def load(args):
 def run_check(args, index):
     """Print the findings and the summary; return the exit code."""
     findings = check_paths(args.paths, index)
-    counts = {status: sum(1 for f in findings if f.status == status) for status in ("missing", "guarded", "unverified")}
+    counts = {status: sum(1 for f in findings if f.status == status)
+              for status in ("missing", "guarded", "unverified", "unparsable")}
     for finding in findings:
-        if finding.status == "missing":
+        if finding.status in FAILING:
             print(finding)
         elif args.show_guarded:
             print("{} [{}]".format(finding, finding.status))
     packages = ", ".join(version(index, name) for name in sorted(index.get("packages", {})))
     note = partial_note(index)
     files = "{} file{}".format(findings.files, "" if findings.files == 1 else "s")
-    print("device API check: {} against {}: {missing} missing, {guarded} guarded, {unverified} unverified{}."
-          .format(files, packages or "an empty index", "; " + note if note else "", **counts))
-    return 1 if counts["missing"] else 0
+    unparsable = ", {} not parsed (not checked)".format(counts["unparsable"]) if counts["unparsable"] else ""
+    print("device API check: {} against {}: {missing} missing, {guarded} guarded, {unverified} unverified{}{}."
+          .format(files, packages or "an empty index", unparsable, "; " + note if note else "", **counts))
+    return 1 if any(counts[status] for status in FAILING) else 0
 
 
 def _errors():
@@ -100,7 +103,8 @@ def main_fetch(argv=None):
 
 
 def main_check(argv=None):
-    """``lowpower device-api check``: exit code 0 pass, 1 missing uses, 2 error (nothing checked)."""
+    """``lowpower device-api check``: exit code 0 pass, 1 missing uses or unparsable files, 2 error
+    (a bad path, a path without .py files, no index: nothing checked), printed as one line."""
     args = parse_check(argv)
     try:
         return run_check(args, load(args))

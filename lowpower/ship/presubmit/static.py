@@ -17,7 +17,7 @@ import zipfile
 
 from evaluation.contract import DEVICE_PACKAGES
 from lowpower.ship.device_api import DeviceApiError
-from lowpower.ship.device_api.check import check_paths
+from lowpower.ship.device_api.check import CheckError, check_paths
 from lowpower.ship.device_api.fetch import DEFAULT_CACHE
 from lowpower.ship.device_api.index import load_index
 from lowpower.ship.presubmit.report import mib
@@ -147,8 +147,9 @@ def device_api_index():
 def check_device_api(folder, report):
     """Every torch/torchvision/numpy/PIL/imageio name and keyword must exist in the device's versions.
 
-    A use the device's wheels lack is a FAIL with file:line (a use under hasattr/getattr or
-    try/except is guarded and passes); when the wheels cannot be fetched the check is a WARN.
+    A use the device's wheels lack, or a file that does not parse (so was not checked), is a FAIL
+    with file:line (a use under hasattr/getattr or try/except is guarded and passes); when the
+    wheels cannot be fetched the check is a WARN.
     """
     try:
         index = device_api_index()
@@ -156,14 +157,21 @@ def check_device_api(folder, report):
         report.add("device API", "WARN", "not checked: {}".format(error),
                    "run lowpower device-api fetch once with access to PyPI")
         return
-    findings = check_paths([str(folder)], index)
-    missing = [item for item in findings if item.status == "missing"]
+    try:
+        findings = check_paths([str(folder)], index)
+    except CheckError as error:  # an archive with no .py file: nothing to check is no pass
+        report.add("device API", "FAIL", "not checked: {}".format(error), "ship the program's .py sources")
+        return
+    where = lambda item: "{}:{}".format(item.file[len(str(folder)) + 1:], item.line)  # noqa: E731
+    missing = ["{} {}".format(where(item), item.name) for item in findings if item.status == "missing"]
+    unparsable = [where(item) for item in findings if item.status == "unparsable"]
     versions = ", ".join("{} {}".format(name, version) for name, version in sorted(index["packages"].items()))
-    if missing:
-        report.add("device API", "FAIL", "the device lacks: {}".format(_listed(
-            "{}:{} {}".format(item.file[len(str(folder)) + 1:], item.line, item.name) for item in missing)),
-            "the device has {}; use what they have, or guard the newer API with hasattr/getattr or "
-            "try/except (lowpower device-api check FILE lists every use)".format(versions))
+    if missing or unparsable:
+        parts = (["the device lacks: {}".format(_listed(missing))] if missing else []) + (
+            ["does not parse, so not checked: {}".format(_listed(unparsable))] if unparsable else [])
+        report.add("device API", "FAIL", "; ".join(parts),
+                   "the device has {}; use what they have, or guard the newer API with hasattr/getattr or "
+                   "try/except (lowpower device-api check FILE lists every use)".format(versions))
     else:
         guarded = sum(item.status == "guarded" for item in findings)
         report.add("device API", "PASS", "every name and keyword exists in {} ({} guarded; numpy's C-level "
