@@ -1,0 +1,214 @@
+"""Issue 23 for ``lowpower quantize study`` and the measuring commands: nothing of the user's is
+overwritten, a result belongs to the checkpoint it was measured on, and numbers have bounds.
+
+- study: rows are keyed by the checkpoint's sha256 (and settings), so a second checkpoint into the
+  same ``--out`` gets rows of its own; int8 and QAT checkpoints are refused; ``--out`` never lands on
+  the checkpoint, a file the study did not write (without ``--force``), a folder or an unwritable place.
+- bounds: ``bench sweep --sizes 10000`` stops in argparse (exit 2, the bound named) before any model
+  is built; every measuring command refuses a zero or negative count where one makes no sense.
+
+Every command runs in-process through ``lowpower.cli.run``, as ``lowpower`` runs it.
+"""
+import csv
+import os
+import shutil
+
+import pytest
+import torch
+
+from lowpower import cli
+from lowpower.checkpoint import load_checkpoint, save_checkpoint
+from lowpower.safe.load import sha256_of
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+STUDY = "quantize study"
+TINY = ["--weight-bits", "4", "--act-bits", "8", "--calib-batches", "1", "--no-progress"]
+
+
+def study(checkpoint, out, *extra):
+    """``lowpower quantize study CHECKPOINT --out OUT`` with tiny settings; its exit status."""
+    return cli.run(STUDY, [str(checkpoint), "--out", str(out), *TINY, *extra])
+
+
+def csv_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def one_line_error(capsys, *words):
+    """The command's stderr is one line, and it names ``words``."""
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "error" in err, err
+    for word in words:
+        assert str(word) in err, (word, err)
+    return err
+
+
+def argparse_error(capsys, *words):
+    """argparse's refusal: usage, then one error line naming ``words``."""
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1, err
+    for word in words:
+        assert str(word) in errors[0], (word, err)
+    return errors[0]
+
+
+@pytest.fixture
+def checkpoint(float_checkpoint, tmp_path):
+    """A private copy of the session's float checkpoint."""
+    return shutil.copy(float_checkpoint, tmp_path / "a.pt")
+
+
+@pytest.fixture
+def other_checkpoint(float_checkpoint, tmp_path):
+    """The session's float checkpoint with every weight moved: another network of the same config."""
+    state = load_checkpoint(float_checkpoint)
+    generator = torch.Generator().manual_seed(0)
+    for name, tensor in state["model"].items():
+        if tensor.is_floating_point() and "running" not in name:
+            tensor.add_(torch.randn(tensor.shape, generator=generator) * (tensor.std() if tensor.numel() > 1 else 0.1))
+    path = tmp_path / "b.pt"
+    save_checkpoint(state, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------ study: its rows
+
+
+def test_study_of_a_second_checkpoint_into_the_same_out_measures_its_own_rows(checkpoint, other_checkpoint,
+                                                                              tmp_path, capsys):
+    out = tmp_path / "study"
+    assert study(checkpoint, out) == 0
+    first = csv_rows(out / "study.csv")
+    capsys.readouterr()
+
+    assert study(other_checkpoint, out) == 0
+    assert "already in" not in capsys.readouterr().err  # nothing of the first checkpoint is reused
+    rows = csv_rows(out / "study.csv")
+    assert rows[:len(first)] == first  # the first checkpoint's rows are kept as they were
+    second = rows[len(first):]
+    assert [(r["weight_bits"], r["act_bits"]) for r in second] == [("32", "32"), ("4", "8")]
+    assert {r["checkpoint_sha256"] for r in first} == {sha256_of(checkpoint)}
+    assert {r["checkpoint_sha256"] for r in second} == {sha256_of(other_checkpoint)}
+    assert [r["val_mean_dice"] for r in second] != [r["val_mean_dice"] for r in first]
+    assert float(second[0]["dice_drop"]) == 0.0  # each checkpoint is compared with its own fp32 row
+    assert "b.pt" in (out / "study.md").read_text() and "| 4 | 8 | 0 |" in (out / "study.md").read_text()
+
+    assert study(checkpoint, out) == 0  # the first again: its rows are found among the others
+    assert "2 of 2 rows already in" in capsys.readouterr().err
+    assert len(csv_rows(out / "study.csv")) == 4
+
+
+def test_study_rows_are_keyed_by_the_fine_tune_learning_rate(checkpoint, tmp_path, capsys):
+    out = tmp_path / "study"
+    assert study(checkpoint, out, "--qat-epochs", "1", "--lr", "0.001") == 0
+    capsys.readouterr()
+    assert study(checkpoint, out, "--qat-epochs", "1", "--lr", "0.01") == 0
+    assert "1 of 2 rows already in" in capsys.readouterr().err  # the fp32 row only
+    assert [(r["qat_epochs"], r["lr"]) for r in csv_rows(out / "study.csv")] == [
+        ("0", ""), ("1", "0.001"), ("1", "0.01")]
+
+
+@pytest.mark.parametrize("kind", ["int8", "qat"])
+def test_study_refuses_int8_and_qat_checkpoints_in_one_line(kind, int8_checkpoint, qat_checkpoint, tmp_path,
+                                                            capsys):
+    source = {"int8": int8_checkpoint, "qat": qat_checkpoint}[kind]
+    assert study(source, tmp_path / "study") != 0
+    one_line_error(capsys, source, kind if kind == "int8" else "QAT", "float checkpoint")
+    assert not (tmp_path / "study" / "study.csv").exists()
+
+
+def test_study_refuses_a_negative_learning_rate(checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        study(checkpoint, tmp_path / "study", "--lr", "-1")
+    assert stop.value.code == 2
+    argparse_error(capsys, "--lr", "-1")
+    assert not (tmp_path / "study").exists()
+
+
+# ------------------------------------------------------------------------------------ study: its --out
+
+
+def test_study_out_onto_the_checkpoint_is_refused_and_the_checkpoint_is_unchanged(checkpoint, capsys):
+    before = sha256_of(checkpoint)
+    assert study(checkpoint, checkpoint) == 1
+    one_line_error(capsys, checkpoint, "checkpoint")
+    assert sha256_of(checkpoint) == before
+    assert study(checkpoint, checkpoint, "--force") == 1  # never, even with --force
+    one_line_error(capsys, checkpoint)
+    assert sha256_of(checkpoint) == before
+
+
+def test_study_out_onto_an_existing_file_is_refused(checkpoint, tmp_path, capsys):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("my notes\n")
+    assert study(checkpoint, mine) == 1
+    one_line_error(capsys, mine, "not a folder")
+    assert mine.read_text() == "my notes\n"
+
+
+def test_study_replaces_a_study_csv_it_did_not_write_only_with_force(checkpoint, tmp_path, capsys):
+    out = tmp_path / "study"
+    out.mkdir()
+    foreign = out / "study.csv"
+    foreign.write_text("name,score\nmine,1\n")
+    before = sha256_of(foreign)
+    assert study(checkpoint, out) == 1
+    one_line_error(capsys, foreign, "--force")
+    assert sha256_of(foreign) == before and not (out / "study.md").exists()
+
+    assert study(checkpoint, out, "--force") == 0
+    assert [r["weight_bits"] for r in csv_rows(foreign)] == ["32", "4"]
+
+
+def test_study_refuses_a_study_md_without_its_csv(checkpoint, tmp_path, capsys):
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "study.md").write_text("my report\n")
+    assert study(checkpoint, out) == 1
+    one_line_error(capsys, out / "study.md", "--force")
+    assert (out / "study.md").read_text() == "my report\n" and not (out / "study.csv").exists()
+
+
+def test_study_refuses_an_older_study_csv_without_checkpoint_hashes(checkpoint, tmp_path, capsys):
+    out = tmp_path / "study"
+    out.mkdir()
+    old = out / "study.csv"
+    old.write_text("weight_bits,act_bits,qat_epochs,val_mean_dice,val_miou,dice_drop,weight_memory_kib,"
+                   "weight_memory_ratio,act_memory_kib_per_image,act_memory_ratio,seconds\n"
+                   "32,32,0,0.9,0.8,0.0,1.0,1.0,1.0,1.0,1.0\n")
+    before = sha256_of(old)
+    assert study(checkpoint, out) == 1
+    one_line_error(capsys, old, "older")
+    assert sha256_of(old) == before
+
+
+def test_study_refuses_a_folder_where_a_file_goes(checkpoint, tmp_path, capsys):
+    out = tmp_path / "study"
+    (out / "study.csv").mkdir(parents=True)
+    assert study(checkpoint, out) == 1
+    one_line_error(capsys, out / "study.csv", "folder")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any folder")
+def test_study_refuses_an_unwritable_out_before_any_work(checkpoint, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert study(checkpoint, locked / "study") == 1
+        one_line_error(capsys, locked, "permission denied")
+        assert study(checkpoint, locked) == 1
+        one_line_error(capsys, locked, "permission denied")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_study_refuses_an_out_under_a_file(checkpoint, tmp_path, capsys):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("my notes\n")
+    assert study(checkpoint, mine / "study") == 1
+    one_line_error(capsys, mine, "not a folder")
+    assert mine.read_text() == "my notes\n"
