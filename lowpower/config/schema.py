@@ -10,6 +10,8 @@ Example:
 """
 
 OPTIONAL = "optional"  # marker in a Key's types: None is allowed
+MAX_SEED = 2 ** 32 - 1  # numpy and torch take non-negative seeds; 32 bits give plenty of runs
+MAX_IMAGES = 100000  # synthetic counts: 100000 images of 512x512 already take about 50 GB
 
 
 class Key:
@@ -46,10 +48,14 @@ SCHEMA = {
         "jitter": Key(float, 0.2, "brightness/contrast/saturation jitter strength (0 disables)", low=0),
         "cache": Key(bool, False, "decode and downsize every image once, into memory (small data sets)"),
         "workers": Key(int, 4, "data loader processes per training process (0 loads in the main process)", low=0),
-        "synthetic_train": Key(int, 300, "synthetic data: training images generated when data.root is missing", low=0),
-        "synthetic_val": Key(int, 50, "synthetic data: validation images", low=0),
-        "synthetic_test": Key(int, 50, "synthetic data: test images (referee layout)", low=0),
-        "synthetic_seed": Key(int, 0, "synthetic data: generator seed"),
+        "synthetic_train": Key(int, 300, "synthetic data: training images generated when data.root is missing",
+                               low=0, high=MAX_IMAGES),
+        "synthetic_val": Key(int, 50, "synthetic data: validation images", low=0, high=MAX_IMAGES),
+        "synthetic_test": Key(int, 50, "synthetic data: test images (referee layout)", low=0, high=MAX_IMAGES),
+        "synthetic_seed": Key(int, 0, "synthetic data: generator seed", low=0, high=MAX_SEED),
+        "val_on_train": Key(bool, False, "allow validating on the training images (a data.root whose only pair "
+                                         "of folders is a plain IMG + GT serves both splits); false refuses "
+                                         "such a root, whose val score would not measure new images"),
     },
     "train": {
         "epochs": Key(int, 100, "passes over the training split", low=1),
@@ -72,7 +78,7 @@ SCHEMA = {
         "clip_grad": Key((float, OPTIONAL), None, "clip the gradient norm to this value; null disables", above=0),
         "val_every": Key(int, 1, "validate every N epochs (and always after the last)", low=1),
         "sync_bn": Key(bool, False, "SyncBatchNorm across processes under torchrun"),
-        "seed": Key(int, 0, "seed of weights, data order and augmentation"),
+        "seed": Key(int, 0, "seed of weights, data order and augmentation", low=0, high=MAX_SEED),
         "device": Key(str, "auto", "auto (CUDA when present), cuda or cpu", ["auto", "cuda", "cpu"]),
         "threads": Key((int, OPTIONAL), None, "CPU threads for torch; null keeps torch's default", low=1),
     },

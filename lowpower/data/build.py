@@ -14,11 +14,20 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lowpower.config import ConfigError
-from lowpower.data.lpcvc import CLASS_NAMES, DataError, LPCVCDataset
+from lowpower.data.lpcvc import CLASS_NAMES, DataError, LPCVCDataset, find_split_dirs
 from lowpower.data.samplers import EpochSampler, SeededItems, ShardSampler
-from lowpower.data.synthetic import ForeignFilesError, check_destination, generate
+from lowpower.data.synthetic import (
+    COMPLETE_MARKER,
+    ForeignFilesError,
+    check_destination,
+    generate,
+    marker_line,
+    read_marker,
+)
 from lowpower.data.transforms import eval_transforms, train_transforms
 from lowpower.paths import REPO_ROOT
+
+SYNTHETIC_SIZE = 512  # the side of generated images: the competition's
 
 
 def data_root(cfg):
@@ -30,27 +39,74 @@ def data_root(cfg):
 def ensure_synthetic(cfg, log=print):
     """Generate the synthetic data set at ``data.root`` when a synthetic config finds it missing.
 
-    A ``.complete`` marker is written only after the last file, so an interrupted generation is
-    simply redone (the same seed gives the same files). A folder holding files the generator did
-    not make is never written into.
+    A finished set (its ``.complete`` marker) is used as it is, whatever its counts. Otherwise the
+    generator's own rule applies (``lowpower.data.synthetic.check_destination``): a missing or empty
+    folder is generated, a half-made one with the same parameters finished, and anything else (a
+    user's own files, a set made with other parameters) refused before a file is written.
 
     Raises:
-        DataError: ``data.root`` holds other files (the message names the folder and the way out).
+        DataError: ``data.root`` is not a folder the generator may write (one line: the folder, what
+            differs, the fix).
+
+    Example:
+        >>> ensure_synthetic(load_config("configs/synthetic/demo.yaml"))  # doctest: +SKIP
+        PosixPath('.../data/synthetic')
     """
     data = cfg["data"]
     root = data_root(cfg)
-    marker = root / ".complete"
-    if data["dataset"] != "synthetic" or marker.is_file():
+    if data["dataset"] != "synthetic":
         return root
-    try:
-        check_destination(root)  # before saying "generating": a user's own files are never touched
+    params = dict(train=data["synthetic_train"], val=data["synthetic_val"], test=data["synthetic_test"],
+                  seed=data["synthetic_seed"], size=SYNTHETIC_SIZE)
+    if (root / COMPLETE_MARKER).is_file():
+        made = read_marker(root / COMPLETE_MARKER)
+        if made is not None and made != params:  # the keys say what to generate, not what to expect
+            log("data.root %s holds a synthetic data set made with %s; the config's data.synthetic_* keys "
+                "apply only when a set is generated" % (root, marker_line(made).strip()))
+        return root
+    try:  # before saying "generating": a user's own files are never touched
+        check_destination(root, params, "data.root", hint=", or set data.dataset to lpcvc to train on its files")
+        log("data.root %s has no complete synthetic data set: generating %d train, %d val, %d test "
+            "images (seed %d) ..." % (root, params["train"], params["val"], params["test"], params["seed"]))
+        generate(root, **params, what="data.root")
     except ForeignFilesError as error:
-        raise DataError("data.root %s" % error) from None
-    log("data.root %s has no complete synthetic data set: generating %d train, %d val, %d test "
-        "images (seed %d) ..." % (root, data["synthetic_train"], data["synthetic_val"],
-                                  data["synthetic_test"], data["synthetic_seed"]))
-    generate(root, data["synthetic_train"], data["synthetic_val"], data["synthetic_test"], data["synthetic_seed"])
+        raise DataError(str(error)) from None
     return root
+
+
+def validates_on_train(cfg, root=None):
+    """Refuse a data root whose validation split is its training split, unless ``data.val_on_train``.
+
+    A plain ``IMG`` + ``GT`` pair serves every split (``lowpower.data.lpcvc.find_split_dirs``), so
+    validation would score the very images training fits, and the val mean Dice would say nothing
+    about new images.
+
+    Args:
+        cfg: resolved run config.
+        root: data folder overriding ``data.root``.
+
+    Returns:
+        True when both splits are one folder and ``data.val_on_train`` allows it, else False.
+
+    Raises:
+        DataError: both splits are one folder and ``data.val_on_train`` is false (one line: the folder, the fix).
+
+    Example:
+        >>> validates_on_train(load_config("configs/synthetic/demo.yaml"))  # doctest: +SKIP
+        False
+    """
+    if cfg["data"]["dataset"] == "cityscapes":  # leftImg8bit/train and leftImg8bit/val: never one folder
+        return False
+    root = Path(root) if root is not None else data_root(cfg)
+    train_dir, val_dir = find_split_dirs(root, "train")[0], find_split_dirs(root, "val")[0]
+    if train_dir.resolve() != val_dir.resolve():
+        return False
+    if not cfg["data"]["val_on_train"]:
+        raise DataError("data.root %s: training and validation would both use the images in %s, so the val score "
+                        "would not measure new images; give val images of their own (LPCVC_Val/IMG/val + "
+                        "LPCVC_Val/GT/val, or IMG/val + GT/val), or set data.val_on_train=true if that is meant"
+                        % (root, train_dir))
+    return True
 
 
 def class_names(cfg):
@@ -171,6 +227,7 @@ def build_loaders(cfg, world_size=1, rank=0, pin_memory=False, progress=True):
         >>> train_set, train_loader, val_loader = build_loaders(cfg)           # doctest: +SKIP
         >>> train_loader.sampler.set_position(epoch=0)                         # doctest: +SKIP
     """
+    validates_on_train(cfg)  # before any image is read: refused unless data.val_on_train
     train_set = build_dataset(cfg, "train", progress=progress)
     val_set = build_dataset(cfg, "val", progress=progress)
     batch = cfg["train"]["batch_size"]

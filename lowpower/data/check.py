@@ -25,11 +25,22 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.contract import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
-from lowpower.data.lpcvc import DataError, check_label_ids, find_split_dirs, index_by_stem, read_mask, read_rgb
+from lowpower.data.lpcvc import (
+    DataError,
+    broken_links,
+    check_label_ids,
+    describe_broken_link,
+    find_split_dirs,
+    index_by_stem,
+    read_mask,
+    read_rgb,
+)
+from lowpower.safe.bounds import bounded
 
 DATASETS = ("lpcvc", "synthetic", "cityscapes")
 SPLITS = ("train", "val", "test")
 REQUIRED_SPLITS = ("train", "val")  # training needs these; a test split is checked when present
+NUM_CLASSES_ARG = bounded(int, 1, 255, "masks are 8-bit: ids 0..254 can be classes, 255 is the ignore id")
 
 
 class CheckReport:
@@ -65,10 +76,14 @@ def _lpcvc_pairs(root, split, report):
     masks, mask_clashes = index_by_stem(gt_dir)
     for folder, clashes in ((img_dir, image_clashes), (gt_dir, mask_clashes)):
         report.problems += ["%s: %s share a name, so pairing is ambiguous" % (folder, c) for c in clashes]
+    # a broken link is not a file, so index_by_stem leaves it out; say what it is, not that it is missing
+    image_links, mask_links = broken_links(img_dir), broken_links(gt_dir)
+    report.problems += [describe_broken_link(path) for path in sorted([*image_links.values(), *mask_links.values()])]
+    broken = set(image_links) | set(mask_links)
     report.problems += ["%s: no mask of the same name in %s" % (images[s], gt_dir) for s in sorted(images)
-                        if s not in masks]
+                        if s not in masks and s not in broken]
     report.problems += ["%s: no image of the same name in %s" % (masks[s], img_dir) for s in sorted(masks)
-                        if s not in images]
+                        if s not in images and s not in broken]
     return [(images[s], masks[s]) for s in sorted(images) if s in masks]
 
 
@@ -213,12 +228,10 @@ def main(argv=None):
     parser.add_argument("root", help="the data folder (what data.root points at)")
     parser.add_argument("--dataset", choices=DATASETS, default="lpcvc",
                         help="folder layout (synthetic is the LPCVC layout; default lpcvc)")
-    parser.add_argument("--num-classes", type=int, default=None, metavar="N",
+    parser.add_argument("--num-classes", type=NUM_CLASSES_ARG, default=None, metavar="N",
                         help="valid ids are 0..N-1 (default: 14, or 19 for cityscapes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.num_classes is not None and not 1 <= args.num_classes <= 255:
-        parser.error("--num-classes must be between 1 and 255, got %d" % args.num_classes)
     report = check_dataset(args.root, args.dataset, args.num_classes, progress=not args.no_progress)
     print(format_report(report))
     return 1 if report.problems else 0

@@ -10,7 +10,7 @@ Example:
     >>> image.shape, image.dtype, mask.shape, mask.dtype   # doctest: +SKIP
     (torch.Size([3, 512, 512]), torch.uint8, torch.Size([512, 512]), torch.int64)
 """
-
+import os
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -134,6 +134,28 @@ def index_by_stem(folder):
     return by_stem, duplicates
 
 
+def broken_links(folder):
+    """Map file stem -> path for the image-named links in ``folder`` whose target does not exist.
+
+    :func:`index_by_stem` skips them (they are not files), so without this a broken link reads as a
+    missing file and its partner as "no image of the same name".
+
+    Example:
+        >>> broken_links("/nonexistent")
+        {}
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    return {path.stem: path for path in sorted(folder.iterdir())
+            if path.is_symlink() and not path.exists() and path.suffix.lower() in IMAGE_EXTENSIONS}
+
+
+def describe_broken_link(path):
+    """``'IMG/a.png is a broken link to /gone/a.png (that file does not exist)'``."""
+    return "%s is a broken link to %s (that file does not exist)" % (path, os.readlink(path))
+
+
 def _index_by_stem(folder):
     """:func:`index_by_stem` that raises on duplicate stems."""
     by_stem, duplicates = index_by_stem(folder)
@@ -159,12 +181,17 @@ def pair_images_and_masks(img_dir, gt_dir):
         A list of ``(stem, image_path, mask_path)`` sorted by stem.
 
     Raises:
-        DataError: no images, images without a mask, or masks without an image.
+        DataError: broken links (named with their targets), no images, images without a mask, or masks
+            without an image.
 
     Example:
         >>> pair_images_and_masks("IMG/val", "GT/val")[0]  # doctest: +SKIP
         ('000001', PosixPath('IMG/val/000001.png'), PosixPath('GT/val/000001.png'))
     """
+    broken = sorted(list(broken_links(img_dir).values()) + list(broken_links(gt_dir).values()))
+    if broken:
+        raise DataError("%d broken link(s): %s; fix or remove them"
+                        % (len(broken), "; ".join(describe_broken_link(path) for path in broken[:_MAX_NAMES_IN_ERROR])))
     images = _index_by_stem(img_dir)
     masks = _index_by_stem(gt_dir)
     if not images:
