@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from lowpower.data.synthetic import generate
+from lowpower.data.synthetic import COMPLETE_MARKER, PARTIAL_MARKER, SPLIT_DIRS, marker_line, write_scene
 from lowpower.train import trainer as train_module
 from lowpower.train.trainer import main as train_main
 
@@ -139,13 +139,17 @@ def test_a_synthetic_root_holding_other_files_is_never_written_into(tiny_args, t
     assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["notes.txt", "train_00000.png"]
 
 
-def test_an_interrupted_generation_is_redone(tiny_args, tmp_path):
+def test_an_interrupted_generation_is_finished(tiny_args, tmp_path):
     root = tmp_path / "half"
-    generate(root, train=2, val=1, test=1, seed=1, size=64, workers=1, progress=False)
-    (root / ".complete").unlink()  # as if killed before the marker
+    for sub in SPLIT_DIRS["train"]:
+        (root / sub).mkdir(parents=True)
+    # as if killed after the first image: the marker of the parameters the config asks for, one image
+    (root / PARTIAL_MARKER).write_text(marker_line(dict(train=2, val=2, test=1, seed=0, size=512)))
+    write_scene((str(root), "train", 0, 0, 512))
     args = tiny_args(root, tmp_path / "run", "train.epochs=1", "data.synthetic_train=2",
                      "data.synthetic_val=2", "data.synthetic_test=1")
-    assert train_main(args) == 0 and (root / ".complete").is_file()
+    assert train_main(args) == 0 and (root / COMPLETE_MARKER).is_file() and not (root / PARTIAL_MARKER).exists()
+    assert len(list((root / "LPCVC_Val/GT/val").glob("*.png"))) == 2
 
 
 def test_repeated_set_options_all_apply(tiny_args, tiny_data, tmp_path, capsys):

@@ -4,6 +4,7 @@
     python train.py --cfg configs/synthetic/demo.yaml --set train.epochs=1 train.lr=1e-3 --set data.workers=0
     torchrun --nproc_per_node=4 train.py --cfg configs/lpcvc/deeplabv3_r18_512.yaml
     python train.py --cfg ... --out runs/x --resume auto          # continue runs/x/last.pt if any
+    python train.py --cfg ... --out runs/x --force                # runs/x holds a run: move it to runs/x.old-<time>
 
 Writes ``OUT/config.yaml`` (the resolved config), ``OUT/log.txt``, ``OUT/last.pt`` (every epoch
 and on SIGTERM), ``OUT/best.pt`` (best validation mean Dice), ``OUT/history.json`` and
@@ -12,6 +13,10 @@ batch_size x processes, and ``train.lr`` is not rescaled for you. A run stopped 
 resumed ends with the same weights, bit for bit, as one that ran straight through.
 With ``data.cache: false`` every file is read once before the first epoch
 (``lowpower data check`` does the same by hand).
+
+An OUT that holds an earlier run is refused unless ``--resume`` continues it or ``--force`` moves it
+aside (to ``OUT.old-<date>-<time>``; nothing is deleted). A run that fails before its first
+checkpoint removes what it made: the folder when it created it, else its config.yaml and log.txt.
 """
 import argparse
 import json
@@ -27,9 +32,10 @@ from lowpower import checkpoint as ckpt
 from lowpower.compress.quantize import qat
 from lowpower.config import ConfigError, save_config
 from lowpower.data import DataError
-from lowpower.data.build import build_loaders, class_names, data_root, ensure_synthetic
+from lowpower.data.build import build_loaders, class_names, data_root, ensure_synthetic, validates_on_train
 from lowpower.data.check import check_dataset, require_no_problems
 from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lowpower.safe.write import add_force_argument
 from lowpower.train import distributed
 from lowpower.train.distill import build_distiller, check_distill_config
 from lowpower.train.engine import (
@@ -43,7 +49,14 @@ from lowpower.train.engine import (
 from lowpower.train.init_from import model_from_config
 from lowpower.train.losses import criterion_from_config
 from lowpower.train.plots import plot_curves
-from lowpower.train.run_config import resolve_config, resolve_resume, run_folder
+from lowpower.train.run_config import (
+    FORCE_HELP,
+    plan_run_folder,
+    resolve_config,
+    resolve_resume,
+    run_folder,
+    weight_inputs,
+)
 
 LOG = logging.getLogger("lowpower.train.trainer")
 EXIT_STOPPED = 143  # 128 + SIGTERM: the job ended early but saved last.pt
@@ -57,9 +70,11 @@ def parse_args(argv=None):
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="overrides that win over the file, e.g. train.epochs=5 model.kwargs.base_width=8; "
                              "may be given several times (all apply, later ones win)")
-    parser.add_argument("--out", help="run folder (default runs/<config name>)")
+    parser.add_argument("--out", help="run folder (default runs/<config name>); one that holds an earlier run is "
+                                      "refused unless --resume continues it or --force moves it aside")
     parser.add_argument("--resume", metavar="CKPT",
                         help="continue from a checkpoint; 'auto' takes OUT/last.pt when it exists")
+    add_force_argument(parser, help=FORCE_HELP)
     parser.add_argument("--override-config", action="store_true",
                         help="with --resume and --cfg: continue with the --cfg config although it differs from "
                              "the checkpoint's (without it train.py refuses and lists the keys that differ)")
@@ -79,13 +94,20 @@ def on_rank0(work, info):
         raise error or DataError("rank 0 stopped the run; see its log")
 
 
-def setup(args, cfg, out):
-    """Processes, run folder, logging, threads, config.yaml, stale temp files, synthetic data."""
+def setup(args, cfg, folder):
+    """Processes, run folder, logging, threads, config.yaml, stale temp files, synthetic data.
+
+    Every process has planned ``folder`` (a :class:`~lowpower.train.run_config.RunFolder`) before
+    the process group forms, so rank 0 alone claims it (moving an earlier run aside under --force).
+    """
     info = distributed.init_distributed_mode(cfg["train"]["device"])
+    out = folder.out
     if info.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        folder.claim()
     distributed.barrier()
     setup_logging(out, info.rank == 0)
+    if folder.moved:
+        LOG.info("--force: moved the earlier run in %s aside to %s (nothing deleted)", out, folder.aside)
     if cfg["train"]["threads"]:
         torch.set_num_threads(cfg["train"]["threads"])
     if info.rank == 0:
@@ -101,12 +123,16 @@ def setup(args, cfg, out):
 def check_data(cfg, info, progress):
     """Without the cache no file is read before it is needed, so a corrupt validation image would
     surface only after a whole epoch: read every train and val file once now, and list every problem.
-    With ``data.cache`` the caching reads every file at start-up anyway."""
-    if cfg["data"]["cache"]:
-        return
+    With ``data.cache`` the caching reads every file at start-up anyway. First of all, validation
+    on the training images is refused unless ``data.val_on_train``."""
 
     def work():
         root = data_root(cfg)
+        if validates_on_train(cfg, root):  # refused unless data.val_on_train says it is meant
+            LOG.warning("data.val_on_train: validating on the training images of %s; the val score will not "
+                        "measure new images", root)
+        if cfg["data"]["cache"]:  # caching reads every file at start-up anyway
+            return
         report = check_dataset(root, cfg["data"]["dataset"], cfg["data"]["num_classes"],
                                splits=("train", "val"), progress=progress)
         require_no_problems(report)
@@ -324,15 +350,40 @@ def write_outputs(out, history, cfg):
     plot_curves(history, out / "curves.png", title="%s on %s" % (cfg["model"]["arch"], cfg["data"]["dataset"]))
 
 
+def close_log_file():
+    """Close OUT/log.txt (so a failed run can remove it); stderr keeps logging."""
+    for handler in [h for h in LOG.handlers if isinstance(h, logging.FileHandler)]:
+        handler.close()
+        LOG.removeHandler(handler)
+
+
 def run(args):
-    """Train as ``args`` (from :func:`parse_args`) says; returns the process exit status."""
+    """Train as ``args`` (from :func:`parse_args`) says; returns the process exit status.
+
+    A run that fails before its first checkpoint removes the files and folders it made (a folder that
+    existed before stays) and moves a run that ``--force`` moved aside back.
+    """
     out = run_folder(args)
     resume_path = resolve_resume(args, out)
     resume_state = ckpt.load_checkpoint(resume_path) if resume_path else None
     cfg, changed = resolve_config(args, resume_state, resume_path)
     qat.check_config(cfg, args.cfg or resume_path)
     check_distill_config(cfg)  # before minutes of data caching: the weights and the teacher file
-    info = setup(args, cfg, out)
+    # every process plans before any writes (the process group forms only in setup), so all see one state
+    folder = plan_run_folder(out, resume_path, args.force, auto=args.resume == "auto", inputs=weight_inputs(cfg))
+    try:
+        return train(args, cfg, folder, resume_state, resume_path, changed)
+    except BaseException:
+        if folder.claimed and not folder.has_checkpoint():
+            close_log_file()
+            folder.undo()
+        raise
+
+
+def train(args, cfg, folder, resume_state, resume_path, changed):
+    """Set up, build, resume and loop: the part of :func:`run` after the run folder is planned."""
+    out = folder.out
+    info = setup(args, cfg, folder)
     progress = info.rank == 0 and not args.no_progress
     try:
         if resume_state is None:
