@@ -29,10 +29,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 # The demo packages with --no-verify: the two steps after it run the package as the referee does
 # (evaluate.bash) and check it (presubmit), which is what the packager's own verification does.
+# --force: the demo owns runs/demo/solution.pyz, so a second `make demo` replaces it.
 demo: setup
 	$(PY) train.py --cfg configs/synthetic/demo.yaml --out $(DEMO) --resume auto
 	$(PY) test.py --checkpoint $(DEMO)/best.pt --save-images $(DEMO)/val_panels --json $(DEMO)/val.json
-	./compress.sh $(DEMO)/best.pt -o $(DEMO)/solution.pyz --no-verify
+	./compress.sh $(DEMO)/best.pt -o $(DEMO)/solution.pyz --no-verify --force
 	rm -rf evaluation/test && mkdir -p evaluation/test && cp -r data/synthetic/test/IMG data/synthetic/test/GT evaluation/test/
 	PYTHON=$(PY) evaluation/evaluate.bash $(DEMO)/solution.pyz; test $$? -eq 0
 	$(PY) -m lowpower presubmit $(DEMO)/solution.pyz

@@ -23,6 +23,7 @@ import numpy as np
 from lowpower.checkpoint import build_model, kind_of
 from lowpower.compress.quantize.npz import differences
 from lowpower.paths import REPO_ROOT
+from lowpower.safe.write import atomic_output, check_output
 from lowpower.ship.closure import SOURCE_ROOT, WIDTHS_MODULE, find_builder, generated_init, import_closure
 from lowpower.ship.export import MAX_OPSET, ExportError, export_and_verify
 from lowpower.ship.manifest import (
@@ -228,22 +229,25 @@ def write_archive(build_dir, output, python):
 
 
 def zip_package(build_dir, output, python, verify):
-    """Zip ``build_dir`` into ``output`` (verified first when asked); returns the check lines."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")  # never leave a half-checked pyz in place
-    write_archive(build_dir, partial, python)
-    try:
-        checks = verify_package(partial) if verify else []
-        os.replace(partial, output)
-    finally:
-        if partial.exists():
-            partial.unlink()
+    """Zip ``build_dir`` into ``output`` (verified first when asked); returns the check lines.
+
+    The pyz is written and verified as a temporary file beside ``output`` (``atomic_output``) and
+    renamed into place only when every check passed, so a failed build leaves the old ``output``
+    (or none) and no temporary file.
+
+    Example:
+        >>> zip_package(Path("build/s"), Path("s.pyz"), DEFAULT_PYTHON, verify=False)  # doctest: +SKIP
+        []
+    """
+    with atomic_output(output) as temp:
+        write_archive(build_dir, temp, python)
+        checks = verify_package(temp) if verify else []
     return checks
 
 
 def build_package(checkpoint, output="solution.pyz", precision=None, input_size=None, timer="model",
                   python=DEFAULT_PYTHON, batch_size=DEFAULT_BATCH_SIZE, build_dir=None, verify=True,
-                  min_class_area=None, backend="pytorch"):
+                  min_class_area=None, backend="pytorch", force=True):
     """Build ``output`` from ``checkpoint``; returns a dict describing it (see ``summary``).
 
     Args:
@@ -264,10 +268,16 @@ def build_package(checkpoint, output="solution.pyz", precision=None, input_size=
             ``eval.min_class_area``, so the package scores what validation scored.
         backend: ``pytorch``, or ``tensorrt``: ship ``solution/model.onnx`` too, from which the
             device builds a TensorRT engine (``solution/tensorrt.py``; PyTorch is its fallback).
+        force: replace an existing ``output``. True by default for the callers that rebuild their
+            own packages (bench pipeline, variants, pareto, sample); ``lowpower package`` passes
+            its ``--force``. ``output`` is never allowed to be ``checkpoint`` or a folder.
 
     Raises:
         PackageError: with the reason, naming the file at fault.
+        lowpower.safe.write.OutputError: ``output`` is the checkpoint, a folder, in a folder that
+            cannot be written, or (without ``force``) an existing file; asked before any work.
     """
+    check_output(output, inputs=[checkpoint], force=force, flag="--force")  # before any work: a refusal costs nothing
     check_options(precision, timer, batch_size, min_class_area)
     checkpoint, output = Path(checkpoint), Path(output)
     state = read_checkpoint(checkpoint)

@@ -3,6 +3,10 @@
     lowpower package runs/demo/best.pt -o solution.pyz --precision fp16
     lowpower package            # the newest runs/*/best.pt -> evaluation/solution.pyz
 
+The output is never the checkpoint; an existing one is replaced only with ``--force``, except
+``evaluation/solution.pyz`` when no checkpoint is given (its job), which stderr announces. Both are
+checked before any work.
+
 Steps:
 
 1. read the checkpoint and rebuild its model, which checks the weights (``manifest``);
@@ -20,7 +24,8 @@ Steps:
 3. zip it behind the interpreter line, as ``zipapp`` does (sources deflated, weights stored);
 4. verify it (unless ``--no-verify``): presubmit's checks (``lowpower.ship.presubmit.cli.check``: archive,
    vermin 3.6, imports, a run as the referee runs it, stdout, masks, memory) on two generated
-   images. The pyz is moved into place only when no check fails.
+   images. The pyz is written as a temporary file beside the output and renamed into place only
+   when no check fails (``lowpower.safe.write.atomic_output``).
 
 The steps live in ``lowpower.ship.manifest`` (checkpoint -> manifest and weights),
 ``lowpower.ship.closure`` (the model's source) and ``lowpower.ship.build`` (lay out, zip, verify);
@@ -40,11 +45,21 @@ import time
 from pathlib import Path
 
 from lowpower.paths import EVALUATION_DIR, RUNS_DIR
+from lowpower.safe import UserError
+from lowpower.safe.bounds import bounded
+from lowpower.safe.write import add_force_argument
 from lowpower.ship.build import DEFAULT_BATCH_SIZE, DEFAULT_PYTHON, TIMERS, build_package
 from lowpower.ship.manifest import PackageError
 
 # Where a package of the newest run goes: `cd evaluation && ./evaluate.bash solution.pyz` scores it.
+# Replacing it is that default's documented job, so it needs no --force; stderr says when it happens.
 NEWEST_OUTPUT = EVALUATION_DIR / "solution.pyz"
+# Limits of the numeric options, each with its reason.
+INPUT_SIZE = bounded(int, 32, 2048, "the zoo's networks downsample 32x, and at 2048 one image's activations "
+                                    "already take gigabytes on the device's 4 GB")
+BATCH_SIZE = bounded(int, 1, 64, "images per forward pass; past a few the device gains nothing and runs out "
+                                 "of memory")
+MIN_CLASS_AREA = bounded(float, 0.0, 0.99, "a share of the image; 1 would drop every class")
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -128,7 +143,10 @@ def parse_args(argv=None):
                              "evaluation/solution.pyz unless -o is given")
     parser.add_argument("-o", "--output", default=None,
                         help="pyz to write (default: solution.pyz in the current folder, or "
-                             "evaluation/solution.pyz when no checkpoint is given)")
+                             "evaluation/solution.pyz when no checkpoint is given, which is replaced "
+                             "with a notice on stderr); an existing file needs --force, and it may never "
+                             "be the checkpoint")
+    add_force_argument(parser, "replace OUTPUT when it exists (never allowed when it is the checkpoint)")
     parser.add_argument("--runs", default=str(RUNS_DIR),
                         help="folder of training runs searched when no checkpoint is given "
                              "(default: runs/ in the repository)")
@@ -137,8 +155,8 @@ def parse_args(argv=None):
                              "(on a CPU the program computes in fp32 with the fp16 weights); int8 is for "
                              "int8 checkpoints (lowpower quantize), which run on the CPU "
                              "(default: int8 for an int8 checkpoint, else fp32)")
-    parser.add_argument("--input-size", type=int, default=None,
-                        help="square model input size (default: the checkpoint's)")
+    parser.add_argument("--input-size", type=INPUT_SIZE, default=None, metavar="N",
+                        help="square model input size, 32-2048 (default: the checkpoint's)")
     parser.add_argument("--timer", choices=TIMERS, default="model",
                         help="what the printed number measures: model = the summed synchronised seconds of "
                              "the network and the post-processing (upsampling to 512, argmax, small-class "
@@ -146,12 +164,12 @@ def parse_args(argv=None):
                              "winners timed; wall = the whole run (default: model)")
     parser.add_argument("--python", default=DEFAULT_PYTHON,
                         help="interpreter line of the pyz (default: %r)" % DEFAULT_PYTHON)
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help="images per forward pass (default: %(default)s, chosen from measurements: see "
+    parser.add_argument("--batch-size", type=BATCH_SIZE, default=DEFAULT_BATCH_SIZE,
+                        help="images per forward pass, 1-64 (default: %(default)s, chosen from measurements: see "
                              "docs/results.md, 'The shipped program's own costs')")
-    parser.add_argument("--min-class-area", type=float, default=None,
+    parser.add_argument("--min-class-area", type=MIN_CLASS_AREA, default=None,
                         help="drop a class from an image's prediction when it covers less than this share "
-                             "of the image (the referee scores a spurious class 0); default: the "
+                             "of the image, 0-0.99 (the referee scores a spurious class 0); default: the "
                              "checkpoint config's eval.min_class_area")
     parser.add_argument("--build-dir", default=None,
                         help="folder the package tree is laid out in, replaced on each build "
@@ -182,6 +200,24 @@ def resolve_paths(args):
     return checkpoint, Path(args.output) if args.output else NEWEST_OUTPUT
 
 
+def may_replace(args, output):
+    """Whether ``output`` may replace an existing file: with ``--force``, or when it is the default
+    output of a run with no checkpoint and no ``-o`` (NEWEST_OUTPUT), whose replacing is said on stderr.
+
+    Example:
+        >>> may_replace(parse_args(["runs/demo/best.pt", "-o", "s.pyz"]), Path("s.pyz"))
+        False
+    """
+    if args.force:
+        return True
+    if args.checkpoint is None and args.output is None:
+        if output.exists():
+            print("replacing %s: the default output when no checkpoint is given (-o FILE writes elsewhere)"
+                  % output, file=sys.stderr)
+        return True
+    return False
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -189,9 +225,10 @@ def main(argv=None):
         info = build_package(checkpoint, output, precision=args.precision, input_size=args.input_size,
                              timer=args.timer, python=args.python, batch_size=args.batch_size,
                              build_dir=args.build_dir, verify=not args.no_verify,
-                             min_class_area=args.min_class_area, backend=args.backend)
-    except PackageError as error:
-        print("error: %s" % error, file=sys.stderr)
+                             min_class_area=args.min_class_area, backend=args.backend,
+                             force=may_replace(args, output))
+    except (PackageError, UserError) as error:
+        print("lowpower package: error: %s" % error, file=sys.stderr)
         return 1
     print("\n".join(summary(info)))
     return 0
