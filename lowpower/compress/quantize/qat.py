@@ -33,6 +33,8 @@ from lowpower import checkpoint as ckpt
 from lowpower.compress.quantize.kinds import QAT
 from lowpower.config import ConfigError
 from lowpower.paths import REPO_ROOT
+from lowpower.safe import UserError
+from lowpower.safe.write import add_force_argument, check_output
 from networks import quant
 
 INT8_NAME = "best_int8.pt"
@@ -217,7 +219,15 @@ def int8_state(state):
 
 
 def write_int8(source, target, log=None):
-    """Convert the QAT checkpoint ``source`` into the int8 checkpoint ``target`` (atomic write)."""
+    """Convert the QAT checkpoint ``source`` into the int8 checkpoint ``target`` (atomic write).
+
+    ``target`` replaces an existing file (train.py rewrites best_int8.pt whenever best.pt improves),
+    but is never ``source`` itself; the command line asks ``check_output`` with its --force first.
+
+    Example:
+        >>> write_int8(Path("runs/x/best.pt"), Path("runs/x/best_int8.pt"))  # doctest: +SKIP
+    """
+    check_output(target, inputs=[source], force=True, what="-o")
     state = ckpt.load_checkpoint(source)
     if ckpt.kind_of(state) is not QAT:
         raise ckpt.CheckpointError("%s is not a QAT checkpoint (its config has no quant.qat: true); "
@@ -241,12 +251,16 @@ def main(argv=None):
                     "the int8 checkpoint that test.py, compress.sh --precision int8 and the bench read. "
                     "train.py writes OUT/best_int8.pt itself whenever best.pt improves.")
     parser.add_argument("checkpoint", type=Path, help="a QAT run's best.pt or last.pt")
-    parser.add_argument("-o", "--out", type=Path, help="int8 checkpoint to write (default: NAME_int8.pt beside it)")
+    parser.add_argument("-o", "--out", type=Path,
+                        help="int8 checkpoint to write (default: NAME_int8.pt beside it); never CHECKPOINT itself")
+    add_force_argument(parser, "replace OUT when it exists, e.g. the best_int8.pt train.py wrote (never "
+                               "allowed when it is CHECKPOINT)")
     args = parser.parse_args(argv)
     target = args.out or args.checkpoint.with_name(args.checkpoint.stem + "_int8.pt")
     try:
+        check_output(target, inputs=[args.checkpoint], force=args.force, what="-o")  # before any work
         write_int8(args.checkpoint, target, log=print)
-    except (ckpt.CheckpointError, FileNotFoundError, ConfigError) as error:
+    except (UserError, ckpt.CheckpointError, FileNotFoundError, ConfigError) as error:
         print("lowpower quantize qat-convert: error: %s" % error, file=sys.stderr)
         return 2
     return 0
