@@ -74,10 +74,15 @@ def test_width_plan_naming_a_missing_layer_is_a_one_line_error():
     assert "\n" not in str(error.value)
 
 
-def test_prune_cli_refuses_an_impossible_target_in_one_line(demo_pruned, capsys):
-    assert prune.main([str(demo_pruned[0]), "--target-flops", "1.5", "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("lowpower prune: error:") and "between 0 and 1" in err and "\n" not in err
+def test_prune_cli_refuses_an_impossible_target_saying_why(demo_pruned, capsys):
+    with pytest.raises(SystemExit) as exit_:  # --target-flops is bounded: argparse refuses it
+        prune.main([str(demo_pruned[0]), "--target-flops", "1.5", "--no-progress"])
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --target-flops: 1.5 is over 0.99: the share of the FLOPs to keep" in last
+    with pytest.raises(PruneError, match="between 0 and 1") as error:  # the library call checks it too
+        prune_to_flops(networks.create_model("unet", **TINY_KWARGS), torch.zeros(1, 3, 32, 32), 1.5, 14)
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("arch", zoo_params(networks.list_models()))

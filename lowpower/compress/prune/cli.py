@@ -13,6 +13,9 @@ The pruned checkpoint stores the new widths as plain data, ``arch_kwargs["width_
 (``networks.widths``): ``test.py``, ``compress.sh`` and the packaged program rebuild it from the
 networks source, no pickled modules. It is not resumable (no optimiser state); fine-tune it with a
 config that names it in ``model.init_from`` (configs/synthetic/prune_finetune.yaml).
+
+``--out`` is never the checkpoint; an existing file is replaced only with ``--force``; both are
+checked before any work, and the file is written to a temporary file beside it, then renamed.
 """
 import argparse
 import statistics
@@ -24,11 +27,21 @@ import torch
 from tqdm import tqdm
 
 from lowpower import checkpoint as ckpt
-from lowpower.compress.prune.core import IMPORTANCES, PruneError, prune_to_flops, rebuild_check, width_plan
+from lowpower.compress.prune.core import IMPORTANCES, TICKS, PruneError, prune_to_flops, rebuild_check, width_plan
 from lowpower.compress.prune.finetune import Tuner
 from lowpower.measure.flops import count_flops
+from lowpower.safe import UserError
+from lowpower.safe.bounds import bounded
+from lowpower.safe.write import add_force_argument, check_output
 
 DROPPED = ("optimizer", "scheduler", "scaler", "rng", "step_in_epoch", "epoch_loss", "distill")
+# Limits of the numeric options, each with its reason.
+TARGET_FLOPS = bounded(float, 0.01, 0.99, "the share of the FLOPs to keep: 1 prunes nothing, 0 leaves no network")
+STEPS = bounded(int, 1, TICKS, "each step takes at least one of the pruner's %d ticks" % TICKS)
+ROUND_TO = bounded(int, 0, 128, "channel counts become multiples of this; a layer narrower than it cannot be pruned")
+FINETUNE_STEPS = bounded(int, 0, 100000, "a longer fine-tune is a training run: train.py with model.init_from")
+LR_SCALE = bounded(float, 1e-4, 1.0, "a share of the checkpoint's train.lr; above it the fine-tune undoes the training")
+REPEATS = bounded(int, 1, 1000, "timed forward calls per network; the median settles after a few")
 
 
 def parse_args(argv=None):
@@ -36,21 +49,26 @@ def parse_args(argv=None):
         prog="lowpower prune", description=__doc__.split("\n\n")[2],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="float checkpoint to prune (best.pt of a train.py run)")
-    parser.add_argument("--target-flops", type=float, default=0.5,
-                        help="share of the forward FLOPs to keep, in (0, 1) (default 0.5: remove half)")
+    parser.add_argument("--target-flops", type=TARGET_FLOPS, default=0.5,
+                        help="share of the forward FLOPs to keep, 0.01-0.99 (default 0.5: remove half)")
     parser.add_argument("--importance", choices=IMPORTANCES, default="l1",
                         help="channel ranking: l1/l2 weight norm, taylor (|weight x gradient| on training "
                              "batches), bn (BatchNorm scale) (default l1)")
-    parser.add_argument("--steps", type=int, default=1, help="prune in this many equal FLOPs steps (default 1)")
-    parser.add_argument("--round-to", type=int, default=8,
-                        help="keep channel counts multiples of this (default 8; 0: any count)")
-    parser.add_argument("--finetune-steps", type=int, default=0,
-                        help="optimiser steps of fine-tuning between pruning steps (default 0)")
-    parser.add_argument("--finetune-lr-scale", type=float, default=0.1,
-                        help="that fine-tune's learning rate as a share of the checkpoint's train.lr (default 0.1)")
+    parser.add_argument("--steps", type=STEPS, default=1,
+                        help="prune in this many equal FLOPs steps, 1-%d (default 1)" % TICKS)
+    parser.add_argument("--round-to", type=ROUND_TO, default=8,
+                        help="keep channel counts multiples of this, 0-128 (default 8; 0: any count)")
+    parser.add_argument("--finetune-steps", type=FINETUNE_STEPS, default=0,
+                        help="optimiser steps of fine-tuning between pruning steps, 0-100000 (default 0)")
+    parser.add_argument("--finetune-lr-scale", type=LR_SCALE, default=0.1,
+                        help="that fine-tune's learning rate as a share of the checkpoint's train.lr, "
+                             "0.0001-1 (default 0.1)")
     parser.add_argument("--data", help="data folder overriding the checkpoint's data.root (taylor, fine-tune)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed forward calls per network (default 20)")
-    parser.add_argument("--out", type=Path, help="pruned checkpoint (default: NAME_pruned.pt beside CKPT)")
+    parser.add_argument("--repeats", type=REPEATS, default=20,
+                        help="timed forward calls per network, 1-1000 (default 20)")
+    parser.add_argument("--out", type=Path,
+                        help="pruned checkpoint (default: NAME_pruned.pt beside CKPT); never CKPT itself")
+    add_force_argument(parser, "replace OUT when it exists (never allowed when it is the checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -145,15 +163,14 @@ def main(argv=None):
     args = parse_args(argv)
     out = args.out or args.checkpoint.with_name(args.checkpoint.stem + "_pruned.pt")
     try:
-        if args.steps < 1 or args.finetune_steps < 0 or args.round_to < 0:
-            raise PruneError("--steps must be >= 1, --finetune-steps and --round-to >= 0")
+        check_output(out, inputs=[args.checkpoint], force=args.force, what="--out")  # before any work
         state = read_float_checkpoint(args.checkpoint)
         pruned, report = prune_checkpoint(state, args)
-    except (PruneError, ckpt.CheckpointError, FileNotFoundError, ValueError) as error:
+    except (PruneError, UserError, ckpt.CheckpointError, FileNotFoundError, ValueError) as error:
         print("lowpower prune: error: %s" % error, file=sys.stderr)
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
-    ckpt.save_checkpoint(pruned, out)
+    ckpt.save_checkpoint(pruned, out)  # atomic: a temporary file renamed into place, stale ones removed
     print(format_report(report))
     print("wrote %s (%d pruned layers); fine-tune it with model.init_from: %s" % (
         out, len(ckpt.PRUNED.plan(pruned)), out))
