@@ -12,6 +12,10 @@ mode that matches PyTorch (half_pixel / pytorch_half_pixel, or align_corners), a
 the CPU agrees with PyTorch on >= 99.9% of argmax pixels (2 seeded random and 2 smooth images).
 A table shows params, opset, file size, agreement, max |logit difference| and the Resize modes.
 
+The file is written to a temporary file beside ``--onnx`` and renamed into place only when every
+check passed, so a failed export leaves no .onnx. ``--onnx`` is never the checkpoint, and an
+existing file is replaced only with ``--force`` (both checked before any work).
+
 ``--zoo`` tries every registered network (seeded random weights, eval mode) and prints one row per
 network: its numbers, or a one-line reason it cannot be exported.
 """
@@ -26,6 +30,9 @@ import torch
 
 import networks
 from lowpower.checkpoint import build_model, load_checkpoint
+from lowpower.safe import UserError
+from lowpower.safe.bounds import bounded
+from lowpower.safe.write import add_force_argument, atomic_output, check_output
 from lowpower.ship.export_check import (
     check_onnx,
     compare_with_onnxruntime,
@@ -37,6 +44,13 @@ from lowpower.ship.export_check import (
 MAX_OPSET = 13  # TensorRT 8.2 (JetPack 4.6) reads ONNX opsets up to 13
 MIN_OPSET = 11  # Resize with coordinate_transformation_mode arrived in opset 11
 MIN_AGREEMENT = 0.999
+# Limits of the numeric options, each with its reason.
+INPUT_SIZE = bounded(int, 32, 2048, "the zoo's networks downsample 32x, and at 2048 one image's activations "
+                                    "already take gigabytes")
+OPSET = bounded(int, MIN_OPSET, MAX_OPSET, "the device's TensorRT 8.2 reads ONNX opsets up to %d, and before %d a "
+                                           "bilinear resize exports as Upsample, which does not match PyTorch's"
+                                           % (MAX_OPSET, MIN_OPSET))
+SEED = bounded(int, 0, 2 ** 32 - 1, "torch and numpy seeds are unsigned 32-bit")
 
 
 class ExportError(ValueError):
@@ -182,14 +196,17 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="lowpower export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", nargs="?", help="a lowpower checkpoint (train.py's best.pt or last.pt)")
-    parser.add_argument("--onnx", metavar="FILE", help="the .onnx file to write (required with a checkpoint)")
+    parser.add_argument("--onnx", metavar="FILE",
+                        help="the .onnx file to write (required with a checkpoint); written only when its "
+                             "checks pass, and never over CHECKPOINT")
+    add_force_argument(parser, "replace FILE when it exists (never allowed when it is CHECKPOINT)")
     parser.add_argument("--zoo", action="store_true", help="try every registered network with random weights")
-    parser.add_argument("--input-size", type=int, metavar="N",
-                        help="image side (default: the checkpoint's input size; 256 with --zoo)")
-    parser.add_argument("--opset", type=int, default=MAX_OPSET,
+    parser.add_argument("--input-size", type=INPUT_SIZE, metavar="N",
+                        help="image side, 32-2048 (default: the checkpoint's input size; 256 with --zoo)")
+    parser.add_argument("--opset", type=OPSET, default=MAX_OPSET,
                         help="ONNX opset, %d-%d (default %d: the most TensorRT 8.2 reads)"
                         % (MIN_OPSET, MAX_OPSET, MAX_OPSET))
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random test images and zoo weights")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the random test images and zoo weights")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar with --zoo")
     args = parser.parse_args(argv)
     if args.zoo == bool(args.checkpoint):
@@ -199,8 +216,16 @@ def parse_args(argv=None):
     return args
 
 
+class _FailedCheck(Exception):
+    """Raised inside ``atomic_output`` so that a file that failed its checks is not renamed into place."""
+
+
 def export_checkpoint(checkpoint, onnx_path, input_size=None, opset=MAX_OPSET, seed=0):
     """Export a lowpower checkpoint; returns :func:`export_and_verify`'s row with ``name``.
+
+    The file is exported and checked as a temporary file beside ``onnx_path`` and renamed into place
+    only when ``problem`` is None; otherwise nothing is left (``written`` in the row says which).
+    Callers ask ``check_output`` about ``onnx_path`` first.
 
     Example:
         >>> export_checkpoint("runs/demo/best.pt", "runs/demo/model.onnx")["problem"]  # doctest: +SKIP
@@ -213,8 +238,24 @@ def export_checkpoint(checkpoint, onnx_path, input_size=None, opset=MAX_OPSET, s
         model = build_model(state).eval()
     except (TypeError, ValueError, RuntimeError) as error:  # arch renamed, weights of another shape
         raise ExportError("cannot rebuild the network of %s: %s" % (checkpoint, one_line(error))) from None
-    row = export_and_verify(model, onnx_path, int(size), opset, seed)
-    return dict(row, name="%s (%s)" % (state["arch"], Path(checkpoint).name), input_size=int(size))
+    try:
+        with atomic_output(onnx_path) as temp:
+            row = export_and_verify(model, temp, int(size), opset, seed)
+            if row["problem"]:
+                raise _FailedCheck()
+    except _FailedCheck:
+        pass  # atomic_output removed the temporary file; the row says why
+    return dict(row, name="%s (%s)" % (state["arch"], Path(checkpoint).name), input_size=int(size),
+                written=row["problem"] is None)
+
+
+def say_written(path, row):
+    """Print where the file went, or (stderr, one line) why it was not written."""
+    if row["written"]:
+        print("wrote %s" % path)
+    else:
+        print("lowpower export: error: %s not written: it fails its check (%s)" % (path, row["problem"]),
+              file=sys.stderr)
 
 
 def main(argv=None):
@@ -222,16 +263,18 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         check_opset(args.opset)
+        if args.checkpoint:  # before any work: a refusal costs nothing
+            check_output(args.onnx, inputs=[args.checkpoint], force=args.force, what="--onnx")
         if args.zoo:
             size = args.input_size or 256
             rows = export_zoo(size, opset=args.opset, seed=args.seed, progress=not args.no_progress)
         else:
             row = export_checkpoint(args.checkpoint, args.onnx, args.input_size, args.opset, args.seed)
             size, rows = row["input_size"], [row]
-    except (ExportError, ValueError, FileNotFoundError) as error:  # CheckpointError is a ValueError
-        print("error: %s" % error, file=sys.stderr)
+    except (ExportError, UserError, ValueError, FileNotFoundError) as error:  # CheckpointError is a ValueError
+        print("lowpower export: error: %s" % error, file=sys.stderr)
         return 2
     print(format_table(rows, size))
     if not args.zoo:
-        print("wrote %s" % args.onnx)
+        say_written(args.onnx, rows[0])
     return 0 if all(row.get("problem") is None for row in rows) else 1
