@@ -70,13 +70,15 @@ def test_default_out_is_next_to_the_checkpoint(tiny_run, tmp_path, capsys):
     assert {p.name for p in (tmp_path / "run" / "sweep").iterdir()} == {"sweep.csv", "sweep.png", "sweep_args.json"}
 
 
-@pytest.mark.parametrize("sizes, words", [("", "empty"), ("64,abc", "whole number"), ("64,64", "distinct"),
-                                          ("0", "at least")])
-def test_a_bad_size_list_is_a_one_line_error(tiny_run, sizes, words, capsys):
+@pytest.mark.parametrize("sizes, words", [("", "empty"), ("64,abc", "not an integer"), ("64,64", "distinct"),
+                                          ("0", "under 8"), ("64,4096", "over 2048")])
+def test_a_bad_size_list_is_refused_by_argparse_in_one_line(tiny_run, sizes, words, capsys):
     _, checkpoint = tiny_run
-    assert sweep.main([str(checkpoint), "--sizes", sizes, "--no-progress"]) == 2
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "--sizes" in error and words in error
+    with pytest.raises(SystemExit) as stop:
+        sweep.main([str(checkpoint), "--sizes", sizes, "--no-progress"])
+    assert stop.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--sizes" in errors[0] and words in errors[0]
 
 
 def test_a_missing_or_bad_checkpoint_is_a_one_line_error_naming_the_file(tmp_path, capsys):

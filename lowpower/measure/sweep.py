@@ -12,7 +12,9 @@ torch.inference_mode, the median over the images. Reading and decoding files are
 The times are THIS machine's CPU (named in the output), not the Jetson Nano the referee uses: read
 them as relative costs between sizes. Writes OUT/sweep.csv, OUT/sweep.png (Dice and ms/image
 against input size) and OUT/sweep_args.json (the resolved arguments); OUT defaults to RUN/sweep/
-next to the checkpoint.
+next to the checkpoint. A rerun replaces an earlier sweep's files there; a sweep.csv the sweep did not
+write is replaced only with ``--force``, and OUT is never the checkpoint or the data folder. Sizes
+are 8..2048 pixels (``lowpower.measure.limits``: memory grows with the side squared).
 """
 import argparse
 import json
@@ -30,35 +32,37 @@ from lowpower.checkpoint import CheckpointError, build_model, kind_of, load_chec
 from lowpower.config import ConfigError
 from lowpower.data import DataError
 from lowpower.data.build import build_dataset, data_root
-from lowpower.measure.report import cpu_name, pyplot, write_csv
+from lowpower.measure.limits import MAX_SIDE, MIN_SIDE, SIDES, THREADS, WARMUP
+from lowpower.measure.report import check_result_folder, cpu_name, pyplot, save_figure, write_csv
+from lowpower.safe.bounds import bounded
+from lowpower.safe.write import add_force_argument, atomic_output
 from lowpower.train.engine import evaluate, predict_masks, summary_metrics
 
 PROG = "lowpower bench sweep"
 DEFAULT_SIZES = "128,192,256,288,384,512"
+RESULTS = ("sweep.csv", "sweep.png", "sweep_args.json")
+# The timed images of every size are decoded into memory before the clock starts.
+TIME_IMAGES = bounded(int, 1, 200, "the timed images are held in memory together, per size: 200 at 512x512 "
+                      "take 0.6 GB, and the median settles long before")
 COLUMNS = ["input_size", "mean_dice", "miou", "ms_per_image", "forward_ms", "dice_per_second", "images", "timed_images"]
 
 
 class SweepError(ValueError):
-    """A bad argument (size list) or a size the network cannot run at; the message is one line."""
+    """A size the network cannot run at, or timing that failed; the message is one line."""
 
 
 def parse_sizes(text):
-    """``"128,256"`` -> ``[128, 256]``: positive, distinct integers, in the order given.
+    """``"128,256"`` -> ``[128, 256]``: distinct input sides of 8..2048 pixels, in the order given (argparse type).
 
     Example:
         >>> parse_sizes("256, 128")
         [256, 128]
     """
-    parts = [part.strip() for part in str(text).split(",") if part.strip()]
-    if not parts:
-        raise SweepError("--sizes %r is empty; give input sides such as %s" % (text, DEFAULT_SIZES))
-    try:
-        sizes = [int(part) for part in parts]
-    except ValueError:
-        raise SweepError("--sizes %r: every entry must be a whole number of pixels, e.g. %s"
-                         % (text, DEFAULT_SIZES)) from None
-    if min(sizes) < 8 or len(set(sizes)) != len(sizes):
-        raise SweepError("--sizes %r: sizes must be distinct and at least 8 pixels" % text)
+    if not str(text).strip(" ,"):
+        raise argparse.ArgumentTypeError("%r is empty; give input sides such as %s" % (text, DEFAULT_SIZES))
+    sizes = SIDES(text)
+    if len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError("%r: the sizes must be distinct" % text)
     return sizes
 
 
@@ -66,16 +70,20 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a train.py checkpoint (best.pt or last.pt)")
-    parser.add_argument("--sizes", default=DEFAULT_SIZES,
-                        help="comma-separated input sides the model sees (default %s)" % DEFAULT_SIZES)
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, type=parse_sizes,
+                        help="comma-separated input sides the model sees, each %d..%d (default %s)"
+                             % (MIN_SIDE, MAX_SIDE, DEFAULT_SIZES))
     parser.add_argument("--split", default="val", choices=["train", "val", "test"], help="split to score (default val)")
     parser.add_argument("--data", help="data folder (default: the checkpoint's data.root)")
-    parser.add_argument("--out", help="folder for sweep.csv, sweep.png, sweep_args.json (default RUN/sweep/)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per size before timing (default 3)")
-    parser.add_argument("--time-images", type=int, default=50,
+    parser.add_argument("--out", help="folder for sweep.csv, sweep.png, sweep_args.json (default RUN/sweep/); "
+                                      "an earlier sweep's files there are replaced")
+    parser.add_argument("--warmup", type=WARMUP, default=3, help="untimed calls per size before timing (default 3)")
+    parser.add_argument("--time-images", type=TIME_IMAGES, default=50,
                         help="time at most this many images per size, the first ones of the split (default 50)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--threads", type=THREADS, help="torch CPU threads (default: torch's own choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_force_argument(parser, help="replace a sweep.csv (and sweep.png, sweep_args.json) in --out that a sweep "
+                                    "did not write")
     return parser.parse_args(argv)
 
 
@@ -210,19 +218,19 @@ def plot(path, rows, title):
     time_axis.set_ylim(bottom=0)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path, dpi=100)
     plt.close(figure)
 
 
 def run(args):
-    sizes = parse_sizes(args.sizes)
-    if args.warmup < 0 or args.time_images < 1:
-        raise SweepError("--warmup must be >= 0 and --time-images >= 1")
+    sizes = args.sizes
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "sweep"
+    # Before any work: never onto the checkpoint or the data, a user's sweep.csv only with --force.
+    check_result_folder(out, inputs=[args.checkpoint, args.data], force=args.force, results=RESULTS, header=COLUMNS)
     state, cfg = load_config(args.checkpoint)
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.data) if args.data else data_root(cfg)
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "sweep"
     machine = "%s, %d torch thread(s); torch %s" % (cpu_name(), torch.get_num_threads(), torch.__version__)
     scored = [sweep_size(state, cfg, size, args, root)
               for size in tqdm(sizes, desc="sizes", unit="size", disable=args.no_progress, file=sys.stderr)]
@@ -237,7 +245,8 @@ def run(args):
     resolved = dict(vars(args), sizes=sizes, data=str(root), out=str(out), arch=state["arch"],
                     min_class_area=cfg["eval"].get("min_class_area", 0.0), cpu=machine,
                     python=platform.python_version())
-    (out / "sweep_args.json").write_text(json.dumps(resolved, indent=1))
+    with atomic_output(out / "sweep_args.json") as temp:
+        temp.write_text(json.dumps(resolved, indent=1))
     print("%s on the %s split of %s (%d images; min_class_area %s)" % (
         args.checkpoint, args.split, root, rows[0]["images"], resolved["min_class_area"]))
     print("times: fp32, batch 1, forward + post-processing, median of %d image(s) after %d warm-up call(s), the "
