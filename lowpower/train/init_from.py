@@ -90,7 +90,6 @@ def model_from_config(cfg, load_pretrained=True, log=None):
     pretrained = cfg["model"]["pretrained"]
     if pretrained and load_pretrained:
         weights = "IMAGENET1K_V1" if pretrained is True else pretrained
-        missing = load_pretrained_backbone(model, cfg["model"]["arch"], weights)
-        if log:
-            log("loaded %s backbone weights (%d backbone keys not in the file)" % (weights, len(missing)))
+        # hash-checked, read with weights_only; no key matching is an error, the log names the others
+        load_pretrained_backbone(model, cfg["model"]["arch"], weights, log=log)
     return model
