@@ -22,6 +22,7 @@ from lowpower import checkpoint as ckpt
 from lowpower.config import ConfigError
 from lowpower.paths import REPO_ROOT
 from lowpower.train.distributed import all_reduce_mean
+from lowpower.train.engine import amp_dtype
 
 TERMS = ("kd", "cwd", "feature")  # history keys: <term>_loss, plus task_loss
 
@@ -90,20 +91,59 @@ def resolve_path(path):
     return path if path.is_absolute() or path.exists() else REPO_ROOT / path
 
 
-def load_teacher(path, num_classes, device):
-    """The network of checkpoint ``path`` (built from its own arch and kwargs), frozen, on ``device``.
+def check_teacher_runs(kind, path, device, amp):
+    """Refuse a teacher whose kind cannot run where the student trains: an int8 one (CPU kernels that
+    take float32 only) on a GPU, or under the autocast ``train.amp`` turns on (bf16 on a CPU with
+    native bf16), which would fail at the first step with a traceback.
 
     Raises:
-        ConfigError: its class count differs from the student's ``num_classes``.
+        ConfigError: one line naming the teacher file and the fix.
+
+    Example:
+        >>> check_teacher_runs(ckpt.FLOAT, "runs/demo/best.pt", torch.device("cpu"), amp=True)
+    """
+    if not kind.cpu_only:
+        return
+    fix = "or distil from the float checkpoint it came from (e.g. runs/NAME/best.pt)"
+    if device.type != "cpu":
+        raise ConfigError("distill.teacher %s is %s, which runs on the CPU only, and training runs on %s: train "
+                          "on the CPU (--set train.device=cpu), %s" % (path, kind.title, device.type, fix))
+    dtype = amp_dtype(device, amp)
+    if dtype is not None:
+        raise ConfigError("distill.teacher %s is %s, whose kernels take float32 only, and train.amp runs each step "
+                          "under %s autocast: set train.amp=false, %s"
+                          % (path, kind.title, str(dtype).replace("torch.", ""), fix))
+
+
+def load_teacher(path, num_classes, device, amp=False):
+    """The network of checkpoint ``path`` (built from its own arch and kwargs), frozen, on ``device``.
+
+    The file is read by the safe loader (``lowpower.checkpoint.load_checkpoint``: ``weights_only``,
+    one-line refusals), so a crafted teacher never runs.
+
+    Args:
+        path: the checkpoint (``distill.teacher``).
+        num_classes: the student's class count.
+        device: where training runs.
+        amp: ``train.amp``; an int8 teacher cannot run under the autocast it turns on.
+
+    Raises:
+        ConfigError: unreadable, holds code (never run) or not a lowpower checkpoint; its class count
+            differs from the student's ``num_classes``; it cannot run on ``device`` or under ``amp``
+            (:func:`check_teacher_runs`).
 
     Example:
         >>> teacher = load_teacher("runs/demo/best.pt", 14, torch.device("cpu"))  # doctest: +SKIP
     """
-    state = ckpt.load_checkpoint(resolve_path(path))
+    try:
+        state = ckpt.load_checkpoint(resolve_path(path))
+    except ckpt.CheckpointError as error:  # name the config key, as model.init_from's refusals do
+        raise ConfigError("distill.teacher: %s" % error) from None
     classes = state["arch_kwargs"].get("num_classes", 14)
     if classes != num_classes:
         raise ConfigError("distill.teacher %s predicts %d classes, the student %d (data.num_classes); use a teacher "
                           "trained on the same data" % (path, classes, num_classes))
+    check_teacher_runs(ckpt.kind_of(state), path, device, amp)
     return freeze(ckpt.build_model(state).to(device))
 
 
@@ -217,7 +257,7 @@ class Distiller:
 
     def __init__(self, cfg, student, device):
         section = self.section = cfg["distill"]
-        self.teacher = load_teacher(section["teacher"], cfg["data"]["num_classes"], device)
+        self.teacher = load_teacher(section["teacher"], cfg["data"]["num_classes"], device, cfg["train"]["amp"])
         size = section["teacher_input_size"]
         self.teacher_scale = 1.0 if size is None else size / cfg["data"]["input_size"]
         self.weights = {term: section["%s_weight" % term] for term in TERMS}
