@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from evaluation.contract import CLASS_NAMES, NUM_CLASSES, OUTPUT_SIZE
-from lowpower.checkpoint import kind_of, load_checkpoint
+from lowpower.checkpoint import CheckpointError, kind_of, load_checkpoint
 from lowpower.compress.kinds import KindError
 from lowpower.compress.quantize.npz import encode_state_dict
 from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -48,22 +48,26 @@ def sha256_of(path):
 
 
 def read_checkpoint(path):
-    """Load a lowpower checkpoint; PackageError naming the file for anything else."""
+    """Load a lowpower checkpoint through the safe loader; PackageError naming the file for anything else.
+
+    ``load_checkpoint`` reads with ``weights_only=True`` (a crafted file never runs) and refuses in one
+    line what is not a lowpower checkpoint; that line, led by "NAME is not a lowpower checkpoint",
+    becomes the PackageError.
+
+    Example:
+        >>> read_checkpoint("notes.txt")  # doctest: +SKIP
+        PackageError: notes.txt is not a lowpower checkpoint: cannot read checkpoint notes.txt: ...
+    """
     path = Path(path)
-    if not path.is_file():
-        raise PackageError("checkpoint %s does not exist" % path)
     try:
         state = load_checkpoint(path)
-    except ValueError as error:  # load_checkpoint's own refusal; it names the file
+    except FileNotFoundError:
+        raise PackageError("checkpoint %s does not exist" % path) from None
+    except CheckpointError as error:
         reason = " ".join(str(error).split())
-        # keep the lead every refusal here has, whatever wording the loader uses for unreadable files
         raise PackageError(reason if "is not a lowpower checkpoint" in reason
                            else "%s is not a lowpower checkpoint: %s" % (path.name, reason)) from None
-    except Exception as error:  # noqa: BLE001 -- torch.load raises many types on foreign files
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise PackageError("%s is not a lowpower checkpoint: torch.load cannot read it (%s: %s)"
-                           % (path, type(error).__name__, first_line)) from None
-    if not isinstance(state, dict) or not isinstance(state.get("arch_kwargs"), dict):
+    if not isinstance(state["arch_kwargs"], dict):  # load_checkpoint checked the keys are there
         raise PackageError("%s is not a lowpower checkpoint: expected a dict with arch, arch_kwargs "
                            "(a dict) and model" % path)
     return state

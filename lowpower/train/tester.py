@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from evaluation.metrics import format_table
-from lowpower.checkpoint import build_model, kind_of, load_checkpoint
+from lowpower.checkpoint import CheckpointError, build_model, kind_of, load_checkpoint
 from lowpower.config import ConfigError
 from lowpower.data import DataError
 from lowpower.data.build import build_dataset, class_names, data_root
@@ -109,6 +109,21 @@ def cpu_only(kind, state, cfg, wanted):
     return torch.device("cpu")
 
 
+def rebuild(state, path):
+    """The checkpoint's model, as its kind builds it; a checkpoint whose weights do not fit its own arch
+    (edited, or corrupt inside a readable file) is a one-line ``CheckpointError`` naming it.
+
+    Example:
+        >>> model = rebuild(load_checkpoint("runs/demo/best.pt"), "runs/demo/best.pt")  # doctest: +SKIP
+    """
+    try:
+        return build_model(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:  # size mismatch, missing key, unknown kwarg
+        raise CheckpointError("%s: cannot rebuild %s(%s) from it (%s); use another checkpoint, e.g. best.pt of the "
+                              "same run" % (path, state.get("arch"), state.get("arch_kwargs"),
+                                            " ".join(str(error).split())[:300])) from None
+
+
 def run(args):
     state = load_checkpoint(args.checkpoint)
     cfg = state.get("config")
@@ -130,7 +145,7 @@ def run(args):
     dataset = build_dataset(cfg, args.split, train=False, root=root)
     loader = DataLoader(dataset, batch_size=cfg["eval"]["batch_size"], shuffle=False,
                         num_workers=min(2, cfg["data"]["workers"]))
-    model = build_model(state).to(device)
+    model = rebuild(state, args.checkpoint).to(device)
     if cfg["train"].get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
     writers = []
@@ -166,9 +181,18 @@ def run(args):
 
 
 def main(argv=None):
+    """test.py's entry point: the exit status; a refusal is one line on stderr and status 2.
+
+    A checkpoint the safe loader refuses (truncated, not a torch file, pickled code that is never
+    run, not a lowpower checkpoint) is one of them (``CheckpointError``).
+
+    Example:
+        >>> main(["--checkpoint", "runs/demo/best.pt", "--no-progress"])  # doctest: +SKIP
+        0
+    """
     args = parse_args(argv)
     try:
         return run(args)
-    except (ConfigError, DataError, FileNotFoundError) as error:
-        print("test.py: error: %s" % error, file=sys.stderr)
+    except (ConfigError, DataError, FileNotFoundError, CheckpointError) as error:
+        print("test.py: error: %s" % " ".join(str(error).split()), file=sys.stderr)
         return 2
