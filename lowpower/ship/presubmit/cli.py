@@ -6,11 +6,16 @@ likely to score badly or to break on the device; INFO = numbers to know):
 - archive: a zip with ``__main__.py`` at its root (FAIL); an interpreter line (WARN); its size (INFO).
 - python 3.6: every ``.py`` inside passes ``vermin --target=3.6- --violations`` (FAIL).
 - imports: only the standard library of Python 3.6, the device's packages (DESIGN.md section 2)
-  and the archive's own modules (FAIL; an import guarded by ``try/except ImportError`` is a WARN);
-  a dynamic import whose module the source does not show (``importlib.import_module(name)``,
-  ``__import__``, loading code from a file path) is a WARN with its file:line.
+  and the archive's own modules (FAIL; an import guarded by ``try/except ImportError`` is a WARN;
+  a file that does not parse is a FAIL). Imports written as code are resolved where the source
+  shows the name (``exec("import x")``, ``eval("__import__('x')")``, ``__import__("x")``,
+  ``importlib.import_module("x")``, ``getattr(importlib, "import_module")("x")``, aliases,
+  ``__builtins__["__import__"]``) and judged like import statements; one it cannot resolve (a
+  computed name or code string, an import function passed on as a value, code loaded from a file
+  path) is a WARN with its file:line.
 - run: the archive alone in an empty temporary folder, ``python -I -W ignore solution.pyz -i IMG
-  -o OUT`` on sample images (synthetic by default), within --timeout (FAIL).
+  -o OUT`` on sample images (synthetic by default), within --timeout (FAIL). OUT exists before the
+  run, as the referee makes it (``evaluation.contract.prepare_output``, evaluate.bash's rule too).
 - stdout: exactly one float such as ``12.345`` (FAIL).
 - outputs: one PNG per input with the same name, 512x512, ids in [0, 14) (FAIL); 1 channel, 8 bit
   (WARN); files left in the working folder (WARN); mean Dice on the samples when they have GT (INFO).
@@ -37,6 +42,7 @@ import zipfile
 from pathlib import Path
 
 from evaluation.contract import REFEREE_TIMEOUT
+from lowpower.safe.bounds import bounded
 from lowpower.ship.presubmit.report import Report, parse_size
 from lowpower.ship.presubmit.run import DEFAULT_BUDGET, DEFAULT_SLOWDOWN, RunOptions, run_checks, sample_images
 from lowpower.ship.presubmit.static import static_checks
@@ -52,6 +58,16 @@ SLOWDOWN_HELP = (
     "models this check matters most for. Measure your own (time on the device / time here) "
     "when you can. With the default an over-limit projection is a WARN; with a factor you "
     "pass, it is a FAIL.").format(DEFAULT_SLOWDOWN, DEFAULT_SLOWDOWN)
+
+# The limits of the numeric options, each with its reason (lowpower.safe.bounds).
+SAMPLES = bounded(int, 1, 1000, "every sample is rendered and run; beyond 1000 the run takes many minutes "
+                                "and proves nothing more (the referee's set is 600)")
+TIMEOUT = bounded(float, 1.0, 86400.0, "seconds for the sample run; under 1 s not even Python starts, over a "
+                                       "day the run is stuck (the referee's limit is 900)")
+SLOWDOWN = bounded(float, 0.01, 10000.0, "a factor from this machine to the Jetson Nano; outside 0.01-10000 it "
+                                         "is a typo, not a measurement")
+MEMORY_BUDGET = bounded(parse_size, 2 ** 20, 64 * 2 ** 30, "bytes, 1 MiB to 64 GiB (the Nano has 2 GB); "
+                                                          "e.g. 1.5GiB")
 
 # Said on every report, so that a PASS is never read as more than it is.
 NOT_PROVEN = ("the run used this machine's interpreter and CPU; Python 3.6.9 with torch 1.10 / "
@@ -122,15 +138,15 @@ def parse_args(argv=None):
     parser.add_argument("solution", help="the archive to check, e.g. runs/demo/solution.pyz")
     parser.add_argument("--images", help="sample images: a folder of PNGs, or a folder with IMG/ "
                                          "(and GT/ to report accuracy); default: synthetic images")
-    parser.add_argument("--samples", type=int, default=8,
+    parser.add_argument("--samples", type=SAMPLES, default=8,
                         help="number of synthetic sample images when --images is not given "
-                             "(default 8)")
-    parser.add_argument("--memory-budget", type=parse_size, default=parse_size(DEFAULT_BUDGET),
+                             "(1 to 1000; default 8)")
+    parser.add_argument("--memory-budget", type=MEMORY_BUDGET, default=parse_size(DEFAULT_BUDGET),
                         help="peak resident memory allowed (the Nano has 2 GB shared with its GPU); "
                              "e.g. 1.5GiB, 1200MiB (default {})".format(DEFAULT_BUDGET))
-    parser.add_argument("--device-slowdown", type=float, default=None, help=SLOWDOWN_HELP)
-    parser.add_argument("--timeout", type=float, default=REFEREE_TIMEOUT,
-                        help="seconds the sample run may take (default 900)")
+    parser.add_argument("--device-slowdown", type=SLOWDOWN, default=None, help=SLOWDOWN_HELP)
+    parser.add_argument("--timeout", type=TIMEOUT, default=REFEREE_TIMEOUT,
+                        help="seconds the sample run may take (1 to 86400; default 900)")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter that runs the archive, e.g. a Python 3.6 environment "
                              "with the device's packages (default: this interpreter)")
@@ -139,10 +155,6 @@ def parse_args(argv=None):
     args.slowdown_given = args.device_slowdown is not None
     if not args.slowdown_given:
         args.device_slowdown = DEFAULT_SLOWDOWN
-    if args.device_slowdown <= 0:
-        parser.error("--device-slowdown must be positive")
-    if args.samples < 1:
-        parser.error("--samples must be at least 1")
     return args
 
 

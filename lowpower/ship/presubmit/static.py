@@ -3,7 +3,8 @@ the device's torch/torchvision/numpy/Pillow/imageio API (``lowpower.ship.device_
 
 Each check adds rows to a ``report.Report``; the rules themselves (the device's packages,
 Python 3.6's standard library, the vermin flags, the import scan) live in ``lowpower.ship.pyz`` and
-``evaluation.contract``.
+``evaluation.contract``; imports written as code (exec, eval, __import__, importlib) are read by
+``lowpower.ship.presubmit.dynamic``.
 
 Example:
     >>> report = Report()  # doctest: +SKIP
@@ -20,6 +21,7 @@ from lowpower.ship.device_api import DeviceApiError
 from lowpower.ship.device_api.check import CheckError, check_paths
 from lowpower.ship.device_api.fetch import DEFAULT_CACHE
 from lowpower.ship.device_api.index import load_index
+from lowpower.ship.presubmit.dynamic import scan_dynamic_folder
 from lowpower.ship.presubmit.report import mib
 from lowpower.ship.pyz import device_has, own_modules, scan_folder, vermin_check
 
@@ -100,38 +102,57 @@ def check_python36(folder, report):
             "dataclasses-free, no 'from __future__ import annotations', no list[int] hints)")
 
 
-def check_imports(folder, report):
-    """Every import must exist on the device or in the archive; dynamic imports are a WARN.
+def _import_shown(item):
+    """``file:line module``, marked when the import is written as code (exec, __import__ ...)."""
+    return "{} (written as code)".format(item) if item.dynamic else str(item)
 
-    An import guarded by ``try/except ImportError`` is only a WARN (the fallback runs on the
-    device); ``importlib.import_module("literal")`` counts as an import of ``literal``.
+
+def check_imports(folder, report):
+    """Every import must exist on the device or in the archive; what cannot be resolved is a WARN.
+
+    The import statements come from ``lowpower.ship.pyz.scan_folder``; imports written as code
+    (``exec("import x")``, ``__import__("x")``, ``importlib.import_module("x")``, their aliases and
+    the builtins they hide behind) from ``dynamic.scan_dynamic_folder``, which resolves constant
+    names and code strings: those are judged like import statements. An import guarded by
+    ``try/except ImportError`` is only a WARN (the fallback runs on the device). A file that does
+    not parse is a FAIL: its imports could not be checked.
+
+    Example:
+        >>> check_imports(Path("build/solution"), report)  # doctest: +SKIP
+        >>> report.rows[-1]["check"], report.rows[-1]["result"]  # doctest: +SKIP
+        ('imports', 'PASS')
     """
     scan = scan_folder(folder)
+    written, dynamic = scan_dynamic_folder(folder)
     own = own_modules(folder)
     missing, optional = [], []
-    for item in scan.imports:
+    for item in [item for item in scan.imports if not item.dynamic] + written:
         if item.level or device_has(item.module) or item.top in own:
             continue
         (optional if item.guarded else missing).append(item)
+    problems = []
     if missing:
-        report.add("imports", "FAIL", "not on the device: {} ({})".format(
-            ", ".join(sorted({item.top for item in missing})), _listed(missing)),
-            "the device has only Python 3.6's standard library and {}; remove these imports or "
-            "ship the code inside the archive".format(", ".join(sorted(DEVICE_PACKAGES))))
-    elif scan.unparsable:
-        report.add("imports", "WARN", "cannot parse: {}".format(_listed(scan.unparsable)))
+        problems.append("not on the device: {} ({})".format(
+            ", ".join(sorted({item.top for item in missing})), _listed(map(_import_shown, missing))))
+    if scan.unparsable:
+        problems.append("does not parse, so its imports were not checked: {}".format(_listed(scan.unparsable)))
+    if problems:
+        report.add("imports", "FAIL", "; ".join(problems),
+                   "the device has only Python 3.6's standard library and {}; remove these imports or "
+                   "ship the code inside the archive, and fix what does not parse".format(
+                       ", ".join(sorted(DEVICE_PACKAGES))))
     else:
         report.add("imports", "PASS", "only the standard library, the device's packages and the "
                    "archive's own modules")
     if optional:
         report.add("optional imports", "WARN", "guarded by try/except, absent on the device: {}".format(
-            _listed(optional)), "make sure the fallback path is the one you tested")
-    if scan.dynamic:
-        report.add("dynamic imports", "WARN", "cannot be checked before the run: {}".format(
-            "; ".join("{} ({})".format(item, item.reason) for item in scan.dynamic[:SHOWN])
-            + (" ..." if len(scan.dynamic) > SHOWN else "")),
-            "import by name (import x) so the check can see it, or make sure every module it may "
-            "load is in the archive or on the device")
+            _listed(map(_import_shown, optional))), "make sure the fallback path is the one you tested")
+    if dynamic:
+        report.add("dynamic imports", "WARN", "{} cannot be checked before the run: {}".format(
+            len(dynamic), "; ".join("{} ({})".format(item, item.reason) for item in dynamic[:SHOWN])
+            + (" ..." if len(dynamic) > SHOWN else "")),
+            "import by name (import x) or pass a constant name, so the check can see it, or make sure "
+            "every module it may load is in the archive or on the device")
 
 
 _INDEXES = {}  # the device API index by cache folder: a package build runs presubmit once per package
