@@ -98,7 +98,10 @@ def validates_on_train(cfg, root=None):
     if cfg["data"]["dataset"] == "cityscapes":  # leftImg8bit/train and leftImg8bit/val: never one folder
         return False
     root = Path(root) if root is not None else data_root(cfg)
-    train_dir, val_dir = find_split_dirs(root, "train")[0], find_split_dirs(root, "val")[0]
+    try:
+        train_dir, val_dir = find_split_dirs(root, "train")[0], find_split_dirs(root, "val")[0]
+    except DataError:  # a missing split: the data check and the datasets report it, with the layouts tried
+        return False
     if train_dir.resolve() != val_dir.resolve():
         return False
     if not cfg["data"]["val_on_train"]:

@@ -164,6 +164,7 @@ def check_destination(out, params=None, what="--out", hint=""):
     """
     out = Path(out)
     fix = "give another %s (a new or empty folder), or delete %s" % (what, out)
+    foreign_fix = fix + " if nothing in it is needed"  # someone's own files: deleting is their call
     if out.exists() and not out.is_dir():
         raise ForeignFilesError("%s %s is a file, not a folder: give another %s (a new or empty folder)"
                                 % (what, out, what))
@@ -173,7 +174,8 @@ def check_destination(out, params=None, what="--out", hint=""):
         foreign = foreign_files(out)
         if foreign:
             raise ForeignFilesError("%s %s holds files the synthetic generator did not make (%s), so it will "
-                                    "not write into it: %s%s" % (what, out, _some_files(out, foreign), fix, hint))
+                                    "not write into it: %s%s" % (what, out, _some_files(out, foreign), foreign_fix,
+                                                                 hint))
         return "new"
     for marker, state in ((COMPLETE_MARKER, "done"), (PARTIAL_MARKER, "finish")):
         made = read_marker(out / marker)
@@ -185,11 +187,11 @@ def check_destination(out, params=None, what="--out", hint=""):
         foreign = foreign_files(out, params)
         if state == "finish" and foreign:
             raise ForeignFilesError("%s %s holds files this synthetic data set does not (%s), so it will not "
-                                    "write into it: %s" % (what, out, _some_files(out, foreign), fix))
+                                    "write into it: %s" % (what, out, _some_files(out, foreign), foreign_fix))
         return state
     raise ForeignFilesError("%s %s is not empty and was not made by lowpower data synthetic (no %s marker; it holds "
                             "%s), so it will not write into it: %s%s"
-                            % (what, out, COMPLETE_MARKER, _some_files(out, files_under(out)), fix, hint))
+                            % (what, out, COMPLETE_MARKER, _some_files(out, files_under(out)), foreign_fix, hint))
 
 
 def generate(out, train=300, val=50, test=50, seed=0, size=512, workers=None, progress=True, what="--out"):
