@@ -16,14 +16,7 @@ from tqdm import tqdm
 from lowpower.config import ConfigError
 from lowpower.data.lpcvc import CLASS_NAMES, DataError, LPCVCDataset, find_split_dirs
 from lowpower.data.samplers import EpochSampler, SeededItems, ShardSampler
-from lowpower.data.synthetic import (
-    COMPLETE_MARKER,
-    ForeignFilesError,
-    check_destination,
-    generate,
-    marker_line,
-    read_marker,
-)
+from lowpower.data.synthetic import COMPLETE_MARKER, ForeignFilesError, check_destination, generate
 from lowpower.data.transforms import eval_transforms, train_transforms
 from lowpower.paths import REPO_ROOT
 
@@ -58,11 +51,7 @@ def ensure_synthetic(cfg, log=print):
         return root
     params = dict(train=data["synthetic_train"], val=data["synthetic_val"], test=data["synthetic_test"],
                   seed=data["synthetic_seed"], size=SYNTHETIC_SIZE)
-    if (root / COMPLETE_MARKER).is_file():
-        made = read_marker(root / COMPLETE_MARKER)
-        if made is not None and made != params:  # the keys say what to generate, not what to expect
-            log("data.root %s holds a synthetic data set made with %s; the config's data.synthetic_* keys "
-                "apply only when a set is generated" % (root, marker_line(made).strip()))
+    if (root / COMPLETE_MARKER).is_file():  # the data.synthetic_* keys say what to generate, not what to expect
         return root
     try:  # before saying "generating": a user's own files are never touched
         check_destination(root, params, "data.root", hint=", or set data.dataset to lpcvc to train on its files")
