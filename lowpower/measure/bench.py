@@ -24,7 +24,8 @@ allocator state) it measures, at batch 1 and ``--size`` x ``--size`` input:
   the CSV is that whole-process peak.
 
 The table printed (and written with ``--md``) is markdown; ``--csv`` writes
-the raw numbers. CPU timings on a shared machine are noisy: the header
+the raw numbers. Both are checked before any model is measured: an existing file is replaced only
+with ``--force``, a folder never, and both are written atomically. CPU timings on a shared machine are noisy: the header
 records the load average before and after the run, and the ``load`` column
 the 1-minute load average just after each model was measured (above the
 number of threads used, other processes were competing for the cores).
@@ -41,15 +42,16 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 import networks
 from lowpower.measure.flops import MB, count_flops, weights_megabytes
+from lowpower.measure.limits import CALLS, NUM_CLASSES, SIDE, THREADS, WARMUP
 from lowpower.measure.report import cpu_name, load_average, write_csv
 from lowpower.paths import REPO_ROOT
+from lowpower.safe.write import OutputError, add_force_argument, atomic_output, check_output, same_file
 
 COLUMNS = [
     "model", "params", "gflops", "weights_fp32_mb", "weights_fp16_mb",
@@ -211,10 +213,24 @@ def report(rows, command, started, load_before, load_after, args):
     return out.getvalue()
 
 
+def check_reports(args):
+    """Refuse ``--md`` / ``--csv`` before any model is measured: one file each, not over another without --force.
+
+    Raises:
+        OutputError: one line naming the file and the fix.
+    """
+    if args.md and args.csv and same_file(args.md, args.csv):
+        raise OutputError("--md and --csv are both %s; give two files" % args.md)
+    for path, flag in ((args.md, "--md"), (args.csv, "--csv")):
+        if path:
+            check_output(path, force=args.force, what=flag)
+
+
 def run_models(args):
     names = networks.list_models() if not args.models else [n.strip() for n in args.models.split(",") if n.strip()]
     for name in names:
         networks.get_builder(name)  # ValueError listing the valid names
+    check_reports(args)
     command = "lowpower bench models " + " ".join(args.argv)
     started = datetime.datetime.now().astimezone()
     load_before = load_average()
@@ -233,7 +249,8 @@ def run_models(args):
     text = report(rows, command, started, load_before, load_average(), args)
     print(text)
     if args.md:
-        Path(args.md).write_text(text)
+        with atomic_output(args.md) as temp:
+            temp.write_text(text)
     if args.csv:
         write_csv(args.csv, rows, COLUMNS + ["error"])
     return 1 if any("error" in row for row in rows) else 0
@@ -242,14 +259,15 @@ def run_models(args):
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="lowpower bench models", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=512, help="square input side (default 512)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per model (default 10)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
-    parser.add_argument("--num-classes", type=int, default=14, help="output classes (default 14)")
+    parser.add_argument("--size", type=SIDE, default=512, help="square input side, 8..2048 (default 512)")
+    parser.add_argument("--threads", type=THREADS, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--repeats", type=CALLS, default=10, help="timed calls per model (default 10)")
+    parser.add_argument("--warmup", type=WARMUP, default=3, help="untimed calls first (default 3)")
+    parser.add_argument("--num-classes", type=NUM_CLASSES, default=14, help="output classes (default 14)")
     parser.add_argument("--models", default="", help="comma-separated names (default: all registered)")
     parser.add_argument("--md", help="also write the markdown report here")
     parser.add_argument("--csv", help="also write the raw numbers here")
+    add_force_argument(parser, help="replace an existing --md or --csv file")
     # The fresh interpreter of measure_in_subprocess: one model in this process, a JSON line out.
     parser.add_argument("--measure-one", metavar="NAME", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

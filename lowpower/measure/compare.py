@@ -25,6 +25,7 @@ from tqdm import tqdm
 from evaluation.contract import REFEREE_TIMEOUT, only_a_float
 from evaluation.folders import score_folders
 from evaluation.pairing import list_pngs
+from lowpower.measure.limits import RUNS, SAMPLES, TIMEOUT
 from lowpower.ship.presubmit.run import sample_images
 from lowpower.ship.runner import run_pyz
 
@@ -174,9 +175,9 @@ def parse_args(argv=None):
     sub.add_argument("b", help="package B")
     sub.add_argument("--images", help="folder of PNGs, or one holding IMG/ and GT/ (for Dice); "
                                       "default: --samples synthetic images with GT made for the run")
-    sub.add_argument("--samples", type=int, default=20, help="synthetic images when --images is not given (20)")
-    sub.add_argument("-n", "--runs", type=int, default=5, help="runs per package (default 5)")
-    sub.add_argument("--timeout", type=float, default=REFEREE_TIMEOUT, help="seconds per run before it fails")
+    sub.add_argument("--samples", type=SAMPLES, default=20, help="synthetic images when --images is not given (20)")
+    sub.add_argument("-n", "--runs", type=RUNS, default=5, help="runs per package (default 5)")
+    sub.add_argument("--timeout", type=TIMEOUT, default=REFEREE_TIMEOUT, help="seconds per run before it fails")
     return sub.parse_args(argv)
 
 

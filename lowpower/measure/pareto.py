@@ -10,6 +10,11 @@ time) over the image count, the median over ``-n`` runs; mean Dice is the refere
 (``evaluation.folders.score_folders``). A point is on the frontier when no other point has at least
 its Dice at no more ms with one of the two strictly better. Writes ``pareto.csv`` and ``pareto.png``
 under ``--out`` and prints the table.
+
+``--out`` is the command's own folder: the packages it builds (``packages/NAME.pyz``) and an earlier
+run's report are replaced on a rerun; it is checked before any work, so a package, checkpoint or run
+folder given as input is never written over, and a ``pareto.csv`` the command did not write is
+replaced only with ``--force``.
 """
 import argparse
 import statistics
@@ -23,11 +28,15 @@ from evaluation.contract import REFEREE_TIMEOUT
 from evaluation.folders import score_folders
 from evaluation.pairing import list_pngs
 from lowpower.measure.compare import CompareError, run_figures
-from lowpower.measure.report import pyplot, write_csv
+from lowpower.measure.limits import RUNS, SAMPLES, TIMEOUT
+from lowpower.measure.report import check_result_folder, pyplot, save_figure, write_csv
+from lowpower.safe.write import add_force_argument
 from lowpower.ship.presubmit.run import sample_images
 from lowpower.ship.runner import run_pyz
 
 COLUMNS = ["name", "mean_dice", "ms_per_image", "wall_ms_per_image", "peak_mib", "frontier", "source", "package"]
+RESULTS = ("pareto.csv", "pareto.png")
+PACKAGES = "packages"  # under --out: the packages built from checkpoints and run folders
 
 
 def pareto_front(points):
@@ -61,21 +70,43 @@ def resolve_package(source, build_dir, build=None):
         CompareError: one line naming the argument when it is none of these.
     """
     path = Path(source)
-    if path.is_dir():
-        if not (path / "best.pt").is_file():
-            raise CompareError("{}: a run folder without best.pt".format(source))
-        name, checkpoint = path.name, path / "best.pt"
-    elif path.suffix == ".pt" and path.is_file():
-        name, checkpoint = "{}/{}".format(path.parent.name, path.stem), path
-    elif path.is_file():
-        return path.stem, path
-    else:
+    if path.is_dir() and not (path / "best.pt").is_file():
+        raise CompareError("{}: a run folder without best.pt".format(source))
+    if not path.exists():
         raise CompareError("{}: no such package, checkpoint or run folder".format(source))
+    name, checkpoint, target = package_plan(source, build_dir)
+    if checkpoint is None:
+        return name, path
     if build is None:
         from lowpower.ship.build import build_package as build  # torch: only when a checkpoint is given
-    target = Path(build_dir) / "{}.pyz".format(name.replace("/", "-"))
     build(checkpoint, str(target), verify=False, build_dir=str(target.with_suffix("")))
     return name, target
+
+
+def package_plan(source, build_dir):
+    """``(name, checkpoint, package to build)`` for one argument; checkpoint and package are None for a pyz.
+
+    Example:
+        >>> package_plan("runs/demo/best.pt", "pareto/packages")
+        ('demo/best', PosixPath('runs/demo/best.pt'), PosixPath('pareto/packages/demo-best.pyz'))
+    """
+    path = Path(source)
+    if path.is_dir():
+        name, checkpoint = path.name, path / "best.pt"
+    elif path.suffix == ".pt":
+        name, checkpoint = "{}/{}".format(path.parent.name, path.stem), path
+    else:
+        return path.stem, None, None
+    return name, checkpoint, Path(build_dir) / "{}.pyz".format(name.replace("/", "-"))
+
+
+def check_out(args):
+    """Refuse, before any work, an ``--out`` whose files would land on an input or a user's pareto.csv."""
+    plans = [package_plan(source, Path(args.out) / PACKAGES) for source in args.sources]
+    inputs = list(args.sources) + [checkpoint for _, checkpoint, _ in plans] + [args.images]
+    products = [str(target.relative_to(args.out)) for _, _, target in plans if target is not None]
+    check_result_folder(args.out, inputs=inputs, force=args.force, products=products, results=RESULTS,
+                        header=COLUMNS)
 
 
 def measure(name, pyz, images, gt, count, workdir, runs=1, timeout=REFEREE_TIMEOUT, runner=run_pyz):
@@ -124,7 +155,7 @@ def plot(path, rows, about=""):
     axes.margins(0.12)  # room for the labels of the corner points
     axes.legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(str(path), dpi=120)
+    save_figure(figure, path, dpi=120)
     plt.close(figure)
 
 
@@ -174,7 +205,7 @@ def pareto(sources, images, gt, out_dir, runs=1, timeout=REFEREE_TIMEOUT, runner
             for source in bar:
                 bar.set_postfix_str(Path(source).name)
                 try:
-                    name, pyz = resolve_package(source, out_dir / "packages", build)
+                    name, pyz = resolve_package(source, out_dir / PACKAGES, build)
                 except CompareError:
                     raise
                 except Exception as error:  # PackageError, torch.load's errors ...: still one line naming it
@@ -196,22 +227,25 @@ def parse_args(argv=None):
         epilog="example: lowpower bench pareto runs/demo a128.pyz b96.pyz --out pareto")
     sub.add_argument("sources", nargs="+", metavar="RUN_OR_PYZ", help="a .pyz, a .pt checkpoint or a run folder")
     sub.add_argument("--images", help="folder holding IMG/ and GT/; default: --samples synthetic images")
-    sub.add_argument("--samples", type=int, default=20, help="synthetic images when --images is not given (20)")
-    sub.add_argument("--out", default="pareto", help="folder for pareto.csv, pareto.png, packages/ (default pareto)")
-    sub.add_argument("-n", "--runs", type=int, default=1, help="runs per package; the median is kept (1)")
-    sub.add_argument("--timeout", type=float, default=REFEREE_TIMEOUT, help="seconds per run before it fails")
+    sub.add_argument("--samples", type=SAMPLES, default=20, help="synthetic images when --images is not given (20)")
+    sub.add_argument("--out", default="pareto", help="folder for pareto.csv, pareto.png, packages/ (default "
+                                                     "pareto); an earlier run's files there are replaced")
+    sub.add_argument("-n", "--runs", type=RUNS, default=1, help="runs per package; the median is kept (1)")
+    sub.add_argument("--timeout", type=TIMEOUT, default=REFEREE_TIMEOUT, help="seconds per run before it fails")
+    add_force_argument(sub, help="replace a pareto.csv (and pareto.png) in --out that this command did not write")
     return sub.parse_args(argv)
 
 
 def run(args):
     """``bench pareto``: print the table; 0, or 2 with a one-line error naming what failed."""
+    check_out(args)
     with tempfile.TemporaryDirectory(prefix="bench-pareto-") as workdir:
         images, gt, about = sample_images(args.images, args.samples, workdir)
         if gt is None:
             print("pareto failed: {} has no GT/ folder; mean Dice needs one".format(args.images), file=sys.stderr)
             return 2
         try:
-            rows = pareto(args.sources, images, gt, args.out, max(1, args.runs), args.timeout, about=about)
+            rows = pareto(args.sources, images, gt, args.out, args.runs, args.timeout, about=about)
         except CompareError as error:
             print("pareto failed: {}".format(error), file=sys.stderr)
             return 2

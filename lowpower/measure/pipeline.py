@@ -50,12 +50,17 @@ from evaluation.pairing import list_pngs
 from lowpower.checkpoint import CheckpointError, build_model, kind_of, load_checkpoint
 from lowpower.measure.compare import CompareError, ratio, run_figures
 from lowpower.measure.flops import count_flops
-from lowpower.measure.pipeline_report import write_report
+from lowpower.measure.limits import CALLS, RUNS, SIDE
+from lowpower.measure.pipeline_report import CSV_FIELDS, write_report
+from lowpower.measure.report import check_result_folder
 from lowpower.measure.variants import forward_times, val_dice, val_loader
+from lowpower.safe.write import add_force_argument
 from lowpower.ship.build import build_package
 from lowpower.ship.manifest import PackageError
 from lowpower.ship.runner import run_pyz
 from networks import quant
+
+REPORT = ("pipeline.csv", "pipeline.md", "pipeline.png")  # pipeline_report.write_report's files, the CSV first
 
 
 class PipelineError(Exception):
@@ -244,16 +249,31 @@ def parse_args(argv=None):
     sub.add_argument("steps", nargs="+", metavar="LABEL=CKPT",
                      help="the steps in order, the first the baseline (e.g. base=runs/demo/best.pt)")
     sub.add_argument("--images", required=True, help="folder holding IMG/ and GT/ (e.g. data/synthetic/test)")
-    sub.add_argument("--forward-size", type=int, help="input side of the forward timing (default: each "
-                                                      "checkpoint's; Dice and packages keep theirs)")
-    sub.add_argument("-n", "--calls", type=int, default=30, help="forward calls per step (default 30)")
-    sub.add_argument("--package-runs", type=int, default=3, help="runs per package (default 3)")
+    sub.add_argument("--forward-size", type=SIDE, help="input side of the forward timing, 8..2048 (default: each "
+                                                       "checkpoint's; Dice and packages keep theirs)")
+    sub.add_argument("-n", "--calls", type=CALLS, default=30, help="forward calls per step (default 30)")
+    sub.add_argument("--package-runs", type=RUNS, default=3, help="runs per package (default 3)")
     sub.add_argument("--reference", action="append", default=[], metavar="LABEL",
                      help="a step measured like the others but plotted apart, not on the pipeline's line "
                           "(e.g. the student trained without a teacher); repeatable")
     sub.add_argument("--out", default="runs/pipeline/report", help="where the packages and the report go "
-                                                                   "(default runs/pipeline/report)")
-    return sub.parse_args(argv)
+                                                                   "(default runs/pipeline/report); an earlier "
+                                                                   "run's files there are replaced")
+    add_force_argument(sub, help="replace a pipeline.csv (and pipeline.md, pipeline.png) in --out that this "
+                                 "command did not write")
+    args = sub.parse_args(argv)
+    check_out(args)  # before any work: a refusal costs nothing
+    return args
+
+
+def check_out(args):
+    """Refuse an ``--out`` that is an input, or holds a pipeline.csv this command did not write (without --force).
+
+    The packages and an earlier run's report in ``--out`` are the command's own and are replaced.
+    """
+    checkpoints = [text.partition("=")[2] or text for text in args.steps]
+    check_result_folder(args.out, inputs=checkpoints + [args.images], force=args.force, results=REPORT,
+                        header=CSV_FIELDS)
 
 
 def run(args):

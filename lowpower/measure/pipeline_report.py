@@ -9,7 +9,8 @@ Example:
 """
 from pathlib import Path
 
-from lowpower.measure.report import pyplot, write_csv
+from lowpower.measure.report import pyplot, save_figure, write_csv
+from lowpower.safe.write import atomic_output
 
 COLUMNS = ("step", "package", "params (M)", "GFLOPs", "weights.npz MB", "pyz MB", "forward ms (median, min-max)",
            "x base", "package ms/img", "x base", "network ms/img", "post-process ms/img", "val mean Dice",
@@ -73,20 +74,23 @@ def plot(path, rows, references=()):
     axes.margins(0.15)  # room for the labels of the corner points
     axes.legend(loc="best")
     figure.tight_layout()
-    figure.savefig(str(path), dpi=120)
+    save_figure(figure, path, dpi=120)
     plt.close(figure)
 
 
 def write_report(rows, out, command, references=()):
-    """pipeline.md (the command and the table), pipeline.csv and pipeline.png in ``out``; returns the table.
+    """pipeline.csv, pipeline.md (the command and the table) and pipeline.png in ``out``, each atomically;
+    returns the table.
 
-    ``references`` are labels plotted apart from the pipeline's line (see ``plot``)."""
+    The CSV comes first: its header is what marks the folder's report as this command's on a rerun
+    (``lowpower.measure.report.check_result_folder``). ``references`` are labels plotted apart from the
+    pipeline's line (see ``plot``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     text = format_table(rows)
-    (out / "pipeline.md").write_text("`{}`\n\n{}\n\nRatios (x base) are against {}; see `lowpower bench "
-                                     "pipeline --help` for what each column measures.\n".format(
-                                         command, text, rows[0]["label"]))
     write_csv(out / "pipeline.csv", rows, CSV_FIELDS)
+    with atomic_output(out / "pipeline.md") as temp:
+        temp.write_text("`{}`\n\n{}\n\nRatios (x base) are against {}; see `lowpower bench pipeline --help` for "
+                        "what each column measures.\n".format(command, text, rows[0]["label"]))
     plot(out / "pipeline.png", rows, references)
     return text

@@ -18,6 +18,9 @@ utils/fanet.py, utils/resnet.py); nothing of it is part of lowpower. The benchma
    share of mask pixels equal to the sample's (the same weights should give the same masks).
 
 Timings only; nothing here is a test. The pyz files stay in ``--out`` for ``bench compare``.
+``--out`` is the benchmark's own folder, rebuilt on every run; it is checked before any work: it may
+not be, or lie inside, the sample's folder (the copy and ``model.pkl`` would land in it), and neither
+input may lie inside a folder the benchmark replaces (``sample/``, ``build/``, ``masks-*``).
 """
 import argparse
 import importlib.util
@@ -35,6 +38,9 @@ from lowpower.checkpoint import save_checkpoint
 from lowpower.compress.import_sample import import_sample
 from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lowpower.measure.compare import CompareError, compare, report
+from lowpower.measure.limits import RUNS, SEED
+from lowpower.measure.report import check_result_folder
+from lowpower.safe.write import OutputError
 from lowpower.ship.build import build_package
 
 # The sample's main.py assumes CUDA; these are the only edits, each must match once or more.
@@ -163,18 +169,56 @@ def mask_agreement(first, second):
     return equal / total if total else float("nan")
 
 
+# What the benchmark writes in --out: the files it rebuilds, and the folders it replaces whole.
+PRODUCTS = ("sample.pyz", "model.pkl", "fanet_r18_sample.pt", "lraspp_mbv3_small_256.pt", "fanet_r18_sample_512.pyz",
+            "lraspp_mbv3_small_256.pyz")
+REPLACED = ("sample", "build", "masks-*")
+
+
+def is_within(path, folder):
+    """True when ``path`` is ``folder`` or lies inside it (links and ``..`` followed)."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+def check_out(args):
+    """Refuse, before any work, an ``--out`` that would write into the sample's folder or over an input.
+
+    Raises:
+        OutputError: one line naming the folders and the fix.
+
+    Example:
+        >>> check_out(argparse.Namespace(out="sol/runs", sample_dir="sol", images="IMG"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        lowpower.safe.write.OutputError: --out sol/runs lies in the sample's folder sol: ...
+    """
+    out = Path(args.out)
+    if is_within(out, args.sample_dir):
+        raise OutputError("--out %s lies in the sample's folder %s: its copy and model.pkl would be written into "
+                          "it; give a folder outside it" % (out, args.sample_dir))
+    for source, what in ((args.sample_dir, "the sample's folder"), (args.images, "--images")):
+        for name in REPLACED:
+            for replaced in [out / name] if "*" not in name else out.glob(name):
+                if is_within(source, replaced):
+                    raise OutputError("%s %s lies in %s, which this benchmark replaces; give another --out"
+                                      % (what, source, replaced))
+    check_result_folder(out, inputs=[args.sample_dir, args.images], products=PRODUCTS)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="lowpower bench sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sample_dir", help="the sample repository's solution/ folder (main.py, utils/)")
     parser.add_argument("--images", required=True, help="folder of input PNGs (e.g. data/synthetic/test/IMG)")
-    parser.add_argument("-n", "--runs", type=int, default=5, help="runs per package and comparison (5)")
-    parser.add_argument("--out", default="runs/bench_sample", help="where the packages are built")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("-n", "--runs", type=RUNS, default=5, help="runs per package and comparison (5)")
+    parser.add_argument("--out", default="runs/bench_sample", help="where the packages are built (rebuilt on "
+                                                                   "every run)")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the random weights")
     parser.add_argument("--timer", choices=("network", "model"), default="network",
                         help="what our packages print: network = the network calls alone, as the sample "
                              "times; model = with the post-processing too (default: network)")
     args = parser.parse_args(argv)
+    check_out(args)  # before any work: a refusal costs nothing
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:

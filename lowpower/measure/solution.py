@@ -31,6 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lowpower.measure.limits import RUNS, THREADS
 from lowpower.ship.runner import run_pyz
 
 BAR = 0.8  # pooled / sequential loop wall clock the pools should reach
@@ -206,8 +207,8 @@ def parse_args(argv=None):
                     "environments in turns; --compare-sequential compares the pooled and sequential modes.")
     parser.add_argument("pyz", help="the package to measure (built by ./compress.sh)")
     parser.add_argument("--images", required=True, help="folder of input images, e.g. data/synthetic/test/IMG")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per variant or mode, in turns (default 3)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--repeats", type=RUNS, default=3, help="runs per variant or mode, in turns (default 3)")
+    parser.add_argument("--threads", type=THREADS, default=None,
                         help="LOWPOWER_THREADS for the program: torch CPU threads (default: all cores)")
     parser.add_argument("--variants", nargs="+", metavar="KEY=VALUE[,KEY=VALUE]",
                         help="environments to compare in turns, e.g. OMP_WAIT_POLICY=PASSIVE OMP_WAIT_POLICY=ACTIVE "

@@ -37,6 +37,8 @@ from lowpower.checkpoint import build_model, load_checkpoint, save_checkpoint
 from lowpower.compress.quantize.ptq import quantize_checkpoint
 from lowpower.data.build import build_dataset, data_root
 from lowpower.measure.compare import run_figures
+from lowpower.measure.limits import CALIB, CALLS, RUNS, SIDE
+from lowpower.measure.report import check_result_folder
 from lowpower.ship.build import build_package
 from lowpower.ship.presubmit.run import sample_images
 from lowpower.train.engine import evaluate, summary_metrics
@@ -171,14 +173,28 @@ def parse_args(argv=None):
     sub.add_argument("--ptq", help="an int8 PTQ checkpoint of it (default: made here with --engine, --calib)")
     sub.add_argument("--qat", help="a converted int8 QAT checkpoint of it (best_int8.pt); skipped without")
     sub.add_argument("--engine", default="x86", help="quantized engine for the PTQ made here (default x86)")
-    sub.add_argument("--calib", type=int, default=64, help="calibration images for that PTQ (default 64)")
+    sub.add_argument("--calib", type=CALIB, default=64, help="calibration images for that PTQ (default 64)")
     sub.add_argument("--images", help="folder of PNGs or one holding IMG/ and GT/, for package runs and Dice")
-    sub.add_argument("-n", "--calls", type=int, default=30, help="forward calls per variant (default 30)")
-    sub.add_argument("--forward-size", type=int, help="input side of the forward timing (default: the "
-                                                      "checkpoint's; Dice and packages keep it)")
-    sub.add_argument("--package-runs", type=int, default=3, help="runs per package (default 3)")
-    sub.add_argument("--out", default="runs/bench_variants", help="where the variants and packages are written")
-    return sub.parse_args(argv)
+    sub.add_argument("-n", "--calls", type=CALLS, default=30, help="forward calls per variant (default 30)")
+    sub.add_argument("--forward-size", type=SIDE, help="input side of the forward timing, 8..2048 (default: the "
+                                                       "checkpoint's; Dice and packages keep it)")
+    sub.add_argument("--package-runs", type=RUNS, default=3, help="runs per package (default 3)")
+    sub.add_argument("--out", default="runs/bench_variants", help="where the variants and packages are written "
+                                                                  "(rebuilt on every run)")
+    args = sub.parse_args(argv)
+    check_out(args)  # before any work: a refusal costs nothing
+    return args
+
+
+def check_out(args):
+    """Refuse an ``--out`` that is an input or would rebuild a variant file over one of the inputs.
+
+    The packages and the PTQ checkpoint made in ``--out`` are the command's own and are replaced on a rerun.
+    """
+    products = ["{}.pyz".format(name) for name in ("fp32", "fp16", "int8_PTQ", "int8_QAT")]
+    if args.ptq is None:
+        products.append("int8_ptq_{}.pt".format(args.engine))
+    check_result_folder(args.out, inputs=[args.checkpoint, args.ptq, args.qat, args.images], products=products)
 
 
 def run(args):
