@@ -163,7 +163,8 @@ def main(argv=None):
     args = parse_args(argv)
     out = args.out or args.checkpoint.with_name(args.checkpoint.stem + "_pruned.pt")
     try:
-        check_output(out, inputs=[args.checkpoint], force=args.force, what="--out")  # before any work
+        # Before any work, so a refusal costs nothing.
+        check_output(out, inputs=[args.checkpoint], force=args.force, what="--out" if args.out else "output")
         state = read_float_checkpoint(args.checkpoint)
         pruned, report = prune_checkpoint(state, args)
     except (PruneError, UserError, ckpt.CheckpointError, FileNotFoundError, ValueError) as error:

@@ -136,7 +136,7 @@ def output_path(args):
         PosixPath('runs/demo/int8_ptq.pt')
     """
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "int8_ptq.pt"
-    return check_output(out, inputs=[args.checkpoint], force=args.force, what="--out")
+    return check_output(out, inputs=[args.checkpoint], force=args.force, what="--out" if args.out else "output")
 
 
 def run(args):

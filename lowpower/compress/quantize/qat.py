@@ -258,7 +258,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     target = args.out or args.checkpoint.with_name(args.checkpoint.stem + "_int8.pt")
     try:
-        check_output(target, inputs=[args.checkpoint], force=args.force, what="-o")  # before any work
+        # Before any work, so a refusal costs nothing.
+        check_output(target, inputs=[args.checkpoint], force=args.force, what="-o" if args.out else "output")
         write_int8(args.checkpoint, target, log=print)
     except (UserError, ckpt.CheckpointError, FileNotFoundError, ConfigError) as error:
         print("lowpower quantize qat-convert: error: %s" % error, file=sys.stderr)
