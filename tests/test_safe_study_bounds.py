@@ -37,9 +37,16 @@ def csv_rows(path):
 
 
 def one_line_error(capsys, *words):
-    """The command's stderr is one line, and it names ``words``."""
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "error" in err, err
+    """The command's stderr is one line, and it names ``words``.
+
+    torch's own warnings (reading an int8 checkpoint warns once per process, when pytest does not
+    capture warnings) are not the command's: a ``...Warning:`` line and its indented source line are
+    left out.
+    """
+    lines = [line for line in capsys.readouterr().err.strip().splitlines()
+             if "Warning: " not in line and not line.startswith(" ")]
+    err = "\n".join(lines)
+    assert len(lines) == 1 and "error" in err, err
     for word in words:
         assert str(word) in err, (word, err)
     return err
@@ -212,3 +219,163 @@ def test_study_refuses_an_out_under_a_file(checkpoint, tmp_path, capsys):
     assert study(checkpoint, mine / "study") == 1
     one_line_error(capsys, mine, "not a folder")
     assert mine.read_text() == "my notes\n"
+
+
+# ------------------------------------------------------------------------------------ bounded numbers
+
+
+def test_sweep_of_a_10000_pixel_side_stops_in_argparse_before_any_model(float_checkpoint, monkeypatch, capsys):
+    from lowpower.measure import sweep
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the size was checked")
+
+    monkeypatch.setattr(sweep, "load_config", no_model)
+    monkeypatch.setattr(sweep, "build_model", no_model)
+    with pytest.raises(SystemExit) as stop:
+        cli.run("bench sweep", [str(float_checkpoint), "--sizes", "256,10000", "--no-progress"])
+    assert stop.value.code == 2
+    line = argparse_error(capsys, "--sizes", "10000", "over 2048", "GB")
+    assert "23.7 GB" in line  # the reason: what the unbounded run cost
+
+
+# Per measuring command, a number that makes no sense at zero or below. The positional arguments are
+# never read: argparse refuses first. (``lowpower demo`` takes no number.)
+ZERO_OR_NEGATIVE = [
+    ("bench models", [], "--size", "0"),
+    ("bench models", [], "--threads", "0"),
+    ("bench models", [], "--repeats", "0"),
+    ("bench models", [], "--warmup", "-1"),
+    ("bench models", [], "--num-classes", "0"),
+    ("bench compare", ["a.pyz", "b.pyz"], "--samples", "0"),
+    ("bench compare", ["a.pyz", "b.pyz"], "--runs", "0"),
+    ("bench compare", ["a.pyz", "b.pyz"], "--timeout", "-5"),
+    ("bench sweep", ["best.pt"], "--sizes", "128,0"),
+    ("bench sweep", ["best.pt"], "--warmup", "-1"),
+    ("bench sweep", ["best.pt"], "--time-images", "0"),
+    ("bench sweep", ["best.pt"], "--threads", "0"),
+    ("bench pareto", ["a.pyz"], "--samples", "-1"),
+    ("bench pareto", ["a.pyz"], "--runs", "0"),
+    ("bench pareto", ["a.pyz"], "--timeout", "0"),
+    ("bench variants", ["best.pt"], "--calib", "0"),
+    ("bench variants", ["best.pt"], "--calls", "0"),
+    ("bench variants", ["best.pt"], "--forward-size", "-1"),
+    ("bench variants", ["best.pt"], "--package-runs", "0"),
+    ("bench pipeline", ["base=best.pt", "--images", "test"], "--calls", "0"),
+    ("bench pipeline", ["base=best.pt", "--images", "test"], "--forward-size", "0"),
+    ("bench pipeline", ["base=best.pt", "--images", "test"], "--package-runs", "-2"),
+    ("bench solution", ["s.pyz", "--images", "IMG"], "--repeats", "0"),
+    ("bench solution", ["s.pyz", "--images", "IMG"], "--threads", "-1"),
+    ("bench sample", ["solution", "--images", "IMG"], "--runs", "0"),
+    ("bench sample", ["solution", "--images", "IMG"], "--seed", "-1"),
+    ("quantize study", ["best.pt"], "--calib-batches", "0"),
+    ("quantize study", ["best.pt"], "--qat-epochs", "-1"),
+    ("quantize study", ["best.pt"], "--lr", "0"),
+    ("quantize study", ["best.pt"], "--weight-bits", "4,0"),
+]
+
+
+@pytest.mark.parametrize("words, before, option, value", ZERO_OR_NEGATIVE,
+                         ids=["%s %s %s" % (w, o, v) for w, _, o, v in ZERO_OR_NEGATIVE])
+def test_a_zero_or_negative_number_is_refused_by_argparse(words, before, option, value, tmp_path, monkeypatch,
+                                                          capsys):
+    monkeypatch.chdir(tmp_path)  # nothing may be written, and nothing here is an input
+    with pytest.raises(SystemExit) as stop:
+        cli.run(words, [*before, option, value])
+    assert stop.value.code == 2
+    argparse_error(capsys, option, "%s is under" % value.split(",")[-1])  # a list names its bad entry
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------ measuring outputs
+
+
+def tiny_sweep(checkpoint, out, *extra):
+    return cli.run("bench sweep", [str(checkpoint), "--sizes", "32", "--warmup", "0", "--time-images", "1",
+                                   "--out", str(out), "--no-progress", *extra])
+
+
+def test_sweep_out_never_lands_on_the_checkpoint_or_a_users_csv(checkpoint, tmp_path, capsys):
+    before = sha256_of(checkpoint)
+    assert tiny_sweep(checkpoint, checkpoint) == 1
+    one_line_error(capsys, checkpoint)
+    assert sha256_of(checkpoint) == before
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.csv").write_text("mine\n1\n")
+    assert tiny_sweep(checkpoint, out) == 1
+    one_line_error(capsys, out / "sweep.csv", "--force")
+    assert (out / "sweep.csv").read_text() == "mine\n1\n" and not (out / "sweep.png").exists()
+    assert tiny_sweep(checkpoint, out, "--force") == 0
+
+    assert tiny_sweep(checkpoint, out) == 0  # an earlier sweep's files are its own: replaced on a rerun
+    assert {path.name for path in out.iterdir()} == {"sweep.csv", "sweep.png", "sweep_args.json"}
+
+
+def test_bench_models_refuses_an_existing_report_before_measuring(tmp_path, monkeypatch, capsys):
+    from lowpower.measure import bench
+
+    monkeypatch.setattr(bench, "measure_in_subprocess", lambda *args: pytest.fail("measured before the check"))
+    mine = tmp_path / "notes.md"
+    mine.write_text("my notes\n")
+    assert cli.run("bench models", ["--models", "cunet", "--md", str(mine)]) == 1
+    one_line_error(capsys, mine, "--force")
+    assert cli.run("bench models", ["--models", "cunet", "--md", str(tmp_path / "r"), "--csv",
+                                    str(tmp_path / "r")]) == 1
+    one_line_error(capsys, "--md and --csv")
+    assert mine.read_text() == "my notes\n" and not (tmp_path / "r").exists()
+
+
+def test_pareto_never_builds_a_package_over_an_input(tmp_path, capsys):
+    run = tmp_path / "demo"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"a checkpoint")
+    mine = tmp_path / "out" / "packages" / "demo-best.pyz"  # where pareto would package demo/best.pt
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"my package")
+    assert cli.run("bench pareto", [str(mine), str(run / "best.pt"), "--out", str(tmp_path / "out")]) == 1
+    one_line_error(capsys, mine)
+    assert mine.read_bytes() == b"my package"
+    assert cli.run("bench pareto", [str(mine), "--out", str(mine)]) == 1
+    one_line_error(capsys, mine)
+    assert mine.read_bytes() == b"my package"
+
+
+def test_variants_and_pipeline_refuse_an_out_that_is_an_input(tmp_path, capsys):
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"a checkpoint")
+    assert cli.run("bench variants", [str(checkpoint), "--out", str(checkpoint)]) == 1
+    one_line_error(capsys, checkpoint)
+    assert cli.run("bench pipeline", ["base=%s" % checkpoint, "--images", str(tmp_path), "--out",
+                                      str(checkpoint)]) == 1
+    one_line_error(capsys, checkpoint)
+    assert checkpoint.read_bytes() == b"a checkpoint"
+
+
+def test_pipeline_replaces_a_pipeline_csv_it_did_not_write_only_with_force(tmp_path, capsys):
+    from lowpower.measure import pipeline
+
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "pipeline.csv").write_text("mine\n")
+    argv = ["pipeline", "base=best.pt", "--images", str(tmp_path), "--out", str(out)]
+    assert cli.run("bench pipeline", argv[1:]) == 1
+    one_line_error(capsys, out / "pipeline.csv", "--force")
+    assert pipeline.parse_args(argv[1:] + ["--force"]).force
+    (out / "pipeline.csv").write_text(",".join(pipeline.CSV_FIELDS) + "\n")  # an earlier run's: its own
+    assert pipeline.parse_args(argv[1:]).out == str(out)
+
+
+def test_bench_sample_never_writes_into_the_samples_folder(tmp_path, capsys):
+    solution = tmp_path / "solution"
+    (solution / "utils").mkdir(parents=True)
+    (solution / "main.py").write_text("print('the sample')\n")
+    assert cli.run("bench sample", [str(solution), "--images", str(tmp_path), "--out", str(solution / "runs")]) == 1
+    one_line_error(capsys, solution)
+    nested = tmp_path / "bench" / "sample" / "solution"  # the folder the benchmark replaces with its copy
+    shutil.copytree(solution, nested)
+    assert cli.run("bench sample", [str(nested), "--images", str(tmp_path), "--out", str(tmp_path / "bench")]) == 1
+    one_line_error(capsys, nested, "replaces")
+    assert (nested / "main.py").read_text() == "print('the sample')\n"
+    assert sorted(path.name for path in solution.iterdir()) == ["main.py", "utils"]
