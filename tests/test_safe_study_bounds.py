@@ -7,9 +7,11 @@ overwritten, a result belongs to the checkpoint it was measured on, and numbers 
 - bounds: ``bench sweep --sizes 10000`` stops in argparse (exit 2, the bound named) before any model
   is built; every measuring command refuses a zero or negative count where one makes no sense.
 
-Every command runs in-process through ``lowpower.cli.run``, as ``lowpower`` runs it.
+Every command runs in-process through ``lowpower.cli.main`` (which hands it to ``lowpower.cli.run``),
+as the ``lowpower`` program runs it: a refusal is one line and exit 1, a bad number argparse's exit 2.
 """
 import csv
+import hashlib
 import os
 import shutil
 
@@ -18,7 +20,6 @@ import torch
 
 from lowpower import cli
 from lowpower.checkpoint import load_checkpoint, save_checkpoint
-from lowpower.safe.load import sha256_of
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -26,9 +27,19 @@ STUDY = "quantize study"
 TINY = ["--weight-bits", "4", "--act-bits", "8", "--calib-batches", "1", "--no-progress"]
 
 
+def lowpower(words, argv):
+    """``lowpower WORDS ARGV`` in this process; its exit status."""
+    return cli.main(words.split() + [str(arg) for arg in argv])
+
+
+def sha256_of(path):
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
 def study(checkpoint, out, *extra):
     """``lowpower quantize study CHECKPOINT --out OUT`` with tiny settings; its exit status."""
-    return cli.run(STUDY, [str(checkpoint), "--out", str(out), *TINY, *extra])
+    return lowpower(STUDY, [str(checkpoint), "--out", str(out), *TINY, *extra])
 
 
 def csv_rows(path):
@@ -233,7 +244,7 @@ def test_sweep_of_a_10000_pixel_side_stops_in_argparse_before_any_model(float_ch
     monkeypatch.setattr(sweep, "load_config", no_model)
     monkeypatch.setattr(sweep, "build_model", no_model)
     with pytest.raises(SystemExit) as stop:
-        cli.run("bench sweep", [str(float_checkpoint), "--sizes", "256,10000", "--no-progress"])
+        lowpower("bench sweep", [str(float_checkpoint), "--sizes", "256,10000", "--no-progress"])
     assert stop.value.code == 2
     line = argparse_error(capsys, "--sizes", "10000", "over 2048", "GB")
     assert "23.7 GB" in line  # the reason: what the unbounded run cost
@@ -242,11 +253,11 @@ def test_sweep_of_a_10000_pixel_side_stops_in_argparse_before_any_model(float_ch
 # Per measuring command, a number that makes no sense at zero or below. The positional arguments are
 # never read: argparse refuses first. (``lowpower demo`` takes no number.)
 ZERO_OR_NEGATIVE = [
-    ("bench models", [], "--size", "0"),
-    ("bench models", [], "--threads", "0"),
-    ("bench models", [], "--repeats", "0"),
-    ("bench models", [], "--warmup", "-1"),
-    ("bench models", [], "--num-classes", "0"),
+    ("bench models", ["--models", "cunet"], "--size", "0"),
+    ("bench models", ["--models", "cunet"], "--threads", "0"),
+    ("bench models", ["--models", "cunet"], "--repeats", "0"),
+    ("bench models", ["--models", "cunet"], "--warmup", "-1"),
+    ("bench models", ["--models", "cunet"], "--num-classes", "0"),
     ("bench compare", ["a.pyz", "b.pyz"], "--samples", "0"),
     ("bench compare", ["a.pyz", "b.pyz"], "--runs", "0"),
     ("bench compare", ["a.pyz", "b.pyz"], "--timeout", "-5"),
@@ -281,7 +292,7 @@ def test_a_zero_or_negative_number_is_refused_by_argparse(words, before, option,
                                                           capsys):
     monkeypatch.chdir(tmp_path)  # nothing may be written, and nothing here is an input
     with pytest.raises(SystemExit) as stop:
-        cli.run(words, [*before, option, value])
+        lowpower(words, [*before, option, value])
     assert stop.value.code == 2
     argparse_error(capsys, option, "%s is under" % value.split(",")[-1])  # a list names its bad entry
     assert list(tmp_path.iterdir()) == []
@@ -291,7 +302,7 @@ def test_a_zero_or_negative_number_is_refused_by_argparse(words, before, option,
 
 
 def tiny_sweep(checkpoint, out, *extra):
-    return cli.run("bench sweep", [str(checkpoint), "--sizes", "32", "--warmup", "0", "--time-images", "1",
+    return lowpower("bench sweep", [str(checkpoint), "--sizes", "32", "--warmup", "0", "--time-images", "1",
                                    "--out", str(out), "--no-progress", *extra])
 
 
@@ -319,9 +330,9 @@ def test_bench_models_refuses_an_existing_report_before_measuring(tmp_path, monk
     monkeypatch.setattr(bench, "measure_in_subprocess", lambda *args: pytest.fail("measured before the check"))
     mine = tmp_path / "notes.md"
     mine.write_text("my notes\n")
-    assert cli.run("bench models", ["--models", "cunet", "--md", str(mine)]) == 1
+    assert lowpower("bench models", ["--models", "cunet", "--md", str(mine)]) == 1
     one_line_error(capsys, mine, "--force")
-    assert cli.run("bench models", ["--models", "cunet", "--md", str(tmp_path / "r"), "--csv",
+    assert lowpower("bench models", ["--models", "cunet", "--md", str(tmp_path / "r"), "--csv",
                                     str(tmp_path / "r")]) == 1
     one_line_error(capsys, "--md and --csv")
     assert mine.read_text() == "my notes\n" and not (tmp_path / "r").exists()
@@ -334,10 +345,10 @@ def test_pareto_never_builds_a_package_over_an_input(tmp_path, capsys):
     mine = tmp_path / "out" / "packages" / "demo-best.pyz"  # where pareto would package demo/best.pt
     mine.parent.mkdir(parents=True)
     mine.write_bytes(b"my package")
-    assert cli.run("bench pareto", [str(mine), str(run / "best.pt"), "--out", str(tmp_path / "out")]) == 1
+    assert lowpower("bench pareto", [str(mine), str(run / "best.pt"), "--out", str(tmp_path / "out")]) == 1
     one_line_error(capsys, mine)
     assert mine.read_bytes() == b"my package"
-    assert cli.run("bench pareto", [str(mine), "--out", str(mine)]) == 1
+    assert lowpower("bench pareto", [str(mine), "--out", str(mine)]) == 1
     one_line_error(capsys, mine)
     assert mine.read_bytes() == b"my package"
 
@@ -345,9 +356,9 @@ def test_pareto_never_builds_a_package_over_an_input(tmp_path, capsys):
 def test_variants_and_pipeline_refuse_an_out_that_is_an_input(tmp_path, capsys):
     checkpoint = tmp_path / "best.pt"
     checkpoint.write_bytes(b"a checkpoint")
-    assert cli.run("bench variants", [str(checkpoint), "--out", str(checkpoint)]) == 1
+    assert lowpower("bench variants", [str(checkpoint), "--out", str(checkpoint)]) == 1
     one_line_error(capsys, checkpoint)
-    assert cli.run("bench pipeline", ["base=%s" % checkpoint, "--images", str(tmp_path), "--out",
+    assert lowpower("bench pipeline", ["base=%s" % checkpoint, "--images", str(tmp_path), "--out",
                                       str(checkpoint)]) == 1
     one_line_error(capsys, checkpoint)
     assert checkpoint.read_bytes() == b"a checkpoint"
@@ -360,7 +371,7 @@ def test_pipeline_replaces_a_pipeline_csv_it_did_not_write_only_with_force(tmp_p
     out.mkdir()
     (out / "pipeline.csv").write_text("mine\n")
     argv = ["pipeline", "base=best.pt", "--images", str(tmp_path), "--out", str(out)]
-    assert cli.run("bench pipeline", argv[1:]) == 1
+    assert lowpower("bench pipeline", argv[1:]) == 1
     one_line_error(capsys, out / "pipeline.csv", "--force")
     assert pipeline.parse_args(argv[1:] + ["--force"]).force
     (out / "pipeline.csv").write_text(",".join(pipeline.CSV_FIELDS) + "\n")  # an earlier run's: its own
@@ -371,11 +382,11 @@ def test_bench_sample_never_writes_into_the_samples_folder(tmp_path, capsys):
     solution = tmp_path / "solution"
     (solution / "utils").mkdir(parents=True)
     (solution / "main.py").write_text("print('the sample')\n")
-    assert cli.run("bench sample", [str(solution), "--images", str(tmp_path), "--out", str(solution / "runs")]) == 1
+    assert lowpower("bench sample", [str(solution), "--images", str(tmp_path), "--out", str(solution / "runs")]) == 1
     one_line_error(capsys, solution)
     nested = tmp_path / "bench" / "sample" / "solution"  # the folder the benchmark replaces with its copy
     shutil.copytree(solution, nested)
-    assert cli.run("bench sample", [str(nested), "--images", str(tmp_path), "--out", str(tmp_path / "bench")]) == 1
+    assert lowpower("bench sample", [str(nested), "--images", str(tmp_path), "--out", str(tmp_path / "bench")]) == 1
     one_line_error(capsys, nested, "replaces")
     assert (nested / "main.py").read_text() == "print('the sample')\n"
     assert sorted(path.name for path in solution.iterdir()) == ["main.py", "utils"]
