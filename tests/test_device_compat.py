@@ -1,7 +1,8 @@
 """The folders that ship to the device must run on Python 3.6 and stand alone.
 
-The rules are lowpower.ship.pyz's (the ones presubmit applies to every package) with the device facts
-of evaluation.contract, so this test and presubmit cannot drift apart.
+The rules are lowpower.ship.pyz's (the ones presubmit applies to every package: import statements and
+imports written as code, one scan) with the device facts of evaluation.contract, so this test and
+presubmit cannot drift apart.
 """
 import pathlib
 

@@ -1,4 +1,5 @@
-"""lowpower.ship.pyz: the import scan (guards, dynamic imports), the vermin check, and run_pyz."""
+"""lowpower.ship.pyz: the import scan (guards, statements and imports written as code, what it cannot
+resolve), the vermin check; and lowpower.ship.runner.run_pyz."""
 import os
 import time
 import zipapp
@@ -86,6 +87,32 @@ def test_a_literal_dynamic_import_is_an_ordinary_import():
     assert set(found) == {"yaml", "timm.models", "blocks"}
     assert found["yaml"].guarded and not found["timm.models"].guarded
     assert found["timm.models"].top == "timm" and found["blocks"].level == 1
+
+
+def test_the_scan_returns_imports_written_as_code_beside_the_statements():
+    source = """import importlib, re
+exec("import tensorflow")
+try:
+    __import__("yaml")
+except ImportError:
+    yaml = None
+PATTERN = re.compile("x")
+loader = getattr(importlib, name)
+def run(model):
+    model.eval()
+"""
+    imports, dynamic = scan_source(source, "m.py")
+    assert [(str(item), item.dynamic, item.guarded) for item in imports] == [
+        ("m.py:1 importlib", False, False), ("m.py:1 re", False, False),
+        ("m.py:2 tensorflow", True, False), ("m.py:4 yaml", True, True)]
+    assert [str(item) for item in dynamic] == ["m.py:8 getattr(importlib, name)"]  # not re.compile, model.eval
+
+
+def test_an_import_inside_an_exec_string_is_found_once_at_the_exec():
+    imports, dynamic = scan_source("exec('import os\\nfrom .blocks import conv')\n", "m.py")
+    assert [(str(item), item.names, item.dynamic) for item in imports] == [
+        ("m.py:1 .blocks", ("conv",), True), ("m.py:1 os", (), True)]
+    assert dynamic == []
 
 
 def test_device_has_the_36_stdlib_and_the_device_packages_only():

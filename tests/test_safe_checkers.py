@@ -28,6 +28,7 @@ from lowpower.cli import main as lowpower_main
 from lowpower.ship.presubmit import cli as presubmit
 from lowpower.ship.presubmit import static
 from lowpower.ship.presubmit.report import Report
+from lowpower.ship.pyz import scan_folder
 from lowpower.ship.runner import run_pyz
 from tests.conftest import make_pyz
 
@@ -325,10 +326,9 @@ def test_our_own_package_gets_no_warning_from_the_import_checks(float_package, t
 
 @pytest.mark.parametrize("folder", ["solution", "networks", "evaluation"])
 def test_our_device_folders_write_no_import_as_code(folder):
-    from lowpower.ship.presubmit.dynamic import scan_dynamic_folder
-
-    imports, unresolved = scan_dynamic_folder(REPO_ROOT / folder)
-    assert [str(item) for item in imports] == [] and [str(item) for item in unresolved] == []
+    scan = scan_folder(REPO_ROOT / folder)
+    written = [str(item) for item in scan.imports if item.dynamic]
+    assert written == [] and [str(item) for item in scan.dynamic] == []
 
 
 # ----------------------------------------------------------------------------- bounds

@@ -1,12 +1,13 @@
 """The source a package ships: the model's ``networks`` modules, found from its imports.
 
 The packager copies the model's own file and every ``networks`` module it imports (walked with
-``lowpower.ship.pyz.scan_source``, the same scan presubmit uses), never the whole repository, and
-replaces ``networks/__init__.py`` with a generated registry of the one shipped model.
+``lowpower.ship.pyz.scan_source``, the same scan presubmit uses: import statements and imports written
+as code alike), never the whole repository, and replaces ``networks/__init__.py`` with a generated
+registry of the one shipped model.
 
 Example:
     >>> [name for name, _ in import_closure("networks.unet")]
-    ['networks.blocks', 'networks.unet']
+    ['networks.blocks', 'networks.fusion', 'networks.quant', 'networks.unet']
     >>> find_builder("unet")
     ('networks.unet', 'unet')
 """
@@ -98,7 +99,7 @@ def import_closure(module, root=SOURCE_ROOT):
 
     Example:
         >>> [name for name, _ in import_closure("networks.unet")]
-        ['networks.blocks', 'networks.unet']
+        ['networks.blocks', 'networks.fusion', 'networks.quant', 'networks.unet']
     """
     root = Path(root)
     seen, problems, todo = {}, [], [module]

@@ -1,6 +1,6 @@
-"""presubmit's reading of imports written as code: exec, eval, compile, __import__, importlib, runpy.
+"""Imports written as code: exec, eval, compile, __import__, importlib, runpy. The one home of that rule.
 
-An ``import`` statement is checked by ``lowpower.ship.pyz.scan_folder``. The same import can be
+An ``import`` statement is read by ``lowpower.ship.imports.scan_statements``. The same import can be
 written so that no ``import`` statement shows it: ``exec("import tensorflow")``,
 ``eval("__import__('x')")``, ``getattr(importlib, "import_module")("x")``, an alias
 (``im = importlib.import_module; im("x")``, ``from importlib import import_module as f``), or a
@@ -19,20 +19,26 @@ look-up in the builtins (``__builtins__["__import__"]``, ``__builtins__.__import
   used where it cannot follow them.
 
 ``model.eval()`` and ``re.compile(...)`` are not these: ``exec``/``eval``/``compile`` count only as
-the builtins (a bare name, or an attribute of ``builtins``/``__builtins__``).
+the builtins (a bare name, or an attribute of ``builtins``/``__builtins__``). The packager's walk of
+a model's imports and presubmit take both kinds from ``lowpower.ship.pyz.scan_source``/``scan_folder``.
 
 Example:
     >>> source = "import importlib\\nexec('import tensorflow')\\nf = getattr(importlib, name)\\n"
-    >>> imports, dynamic = scan_dynamic(source, "m.py")
+    >>> imports, dynamic = scan_as_code(ast.parse(source), "m.py")
     >>> [str(item) for item in imports], [str(item) for item in dynamic]
     (['m.py:2 tensorflow'], ['m.py:3 getattr(importlib, name)'])
 """
 import ast
 from collections import namedtuple
-from pathlib import Path
 
-from lowpower.ship.pyz import IMPORT_BY_NAME, LOAD_FROM_PATH, DynamicImport, Import, guarded, parent_map
+from lowpower.ship.imports import DynamicImport, Import, guarded, in_file_order, parent_map, statement_imports
 
+# Calls that import a module named by their first argument: a constant name can be checked.
+IMPORT_BY_NAME = {"import_module", "__import__", "run_module"}
+# Calls that load code from a file path: inside a zip there is no such file, so always worth a look.
+LOAD_FROM_PATH = {"spec_from_file_location", "spec_from_loader", "SourceFileLoader", "SourcelessFileLoader",
+                  "ExtensionFileLoader", "load_source", "load_compiled", "load_dynamic", "load_module",
+                  "run_path"}
 # Modules whose attributes import or run code; __builtins__ is read as builtins.
 WATCHED_MODULES = {"importlib", "importlib.util", "importlib.machinery", "builtins", "runpy", "imp"}
 RUN_SOURCE = {"exec", "eval", "compile"}  # only as builtins: model.eval() and re.compile are not these
@@ -216,12 +222,7 @@ class _Reader:
         return self.guard or guarded(node, self.parents)
 
     def _statement(self, node):
-        if isinstance(node, ast.Import):
-            self.imports += [Import(self.filename, self.line, alias.name, guarded=self._guarded(node), dynamic=True)
-                             for alias in node.names]
-        else:
-            self.imports.append(Import(self.filename, self.line, node.module or "", tuple(a.name for a in node.names),
-                                       node.level, self._guarded(node), dynamic=True))
+        self.imports += statement_imports(node, self.filename, self._guarded(node), self.line, dynamic=True)
 
     def _call(self, node, name):
         """One call of an import function: resolved into imports, or a warning saying why not."""
@@ -267,11 +268,11 @@ class _Reader:
         return self.resolve(node.func) == Ref("function", "compile") and source is not None
 
 
-def scan_dynamic(text, filename="<source>"):
-    """``(imports, dynamic)`` written as code in one file's source; raises SyntaxError when it does not parse.
+def scan_as_code(tree, filename="<source>"):
+    """``(imports, dynamic)`` written as code in one parsed module.
 
     Args:
-        text: the source.
+        tree: the parsed module (``ast.parse``).
         filename: the name findings carry.
 
     Returns:
@@ -279,28 +280,10 @@ def scan_dynamic(text, filename="<source>"):
         name; ``dynamic``: ``DynamicImport`` for each use it cannot resolve. Both in line order.
 
     Example:
-        >>> imports, dynamic = scan_dynamic("im = importlib.import_module\\nim('yaml')\\nim(name)\\n")
+        >>> tree = ast.parse("im = importlib.import_module\\nim('yaml')\\nim(name)\\n")
+        >>> imports, dynamic = scan_as_code(tree)
         >>> [str(item) for item in imports], [item.reason for item in dynamic]
         (['<source>:2 yaml'], ['the module name is computed at run time'])
     """
-    reader = _Reader(ast.parse(text, filename=filename), filename).scan()
-    key = lambda item: (item.line, str(item))  # noqa: E731 -- ast.walk is breadth-first; report in file order
-    return sorted(set(reader.imports), key=key), sorted(set(reader.dynamic), key=key)
-
-
-def scan_dynamic_folder(folder):
-    """``(imports, dynamic)`` of every ``.py`` file under ``folder``, named relative to it.
-
-    Files that do not parse are skipped: ``lowpower.ship.pyz.scan_folder`` reports them.
-    """
-    folder = Path(folder)
-    imports, dynamic = [], []
-    for path in sorted(folder.rglob("*.py")):
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-            found = scan_dynamic(text, path.relative_to(folder).as_posix())
-        except (SyntaxError, ValueError):
-            continue
-        imports += found[0]
-        dynamic += found[1]
-    return imports, dynamic
+    reader = _Reader(tree, filename).scan()
+    return sorted(set(reader.imports), key=in_file_order), sorted(set(reader.dynamic), key=in_file_order)

@@ -1,22 +1,26 @@
-"""Inspect and run a package: the one home of the import scan, the vermin check and the pyz run.
+"""Inspect a package: the import scan, the device's modules and the vermin check.
 
-The packager's verification, presubmit and ``lowpower bench solution`` all go through here, so a rule about
-what a submission may import, or how the referee starts it, is written once.
+The packager's walk of a model's imports, its verification and presubmit all go through here, so a
+rule about what a submission may import is written once.
 
-- ``scan_folder``: every import of every ``.py`` file, guarded by ``try/except ImportError`` or
-  not, and every dynamic import whose target the source does not show (a dynamic import of a
-  string literal is resolved and reported as an ordinary import); ``device_has`` judges them.
+- ``scan_source``/``scan_folder``: every import of every ``.py`` file, guarded by ``try/except
+  ImportError`` or not: the import statements (read by ``lowpower.ship.imports``) and the imports
+  written as code (``exec("import x")``, ``__import__("x")``, ``importlib.import_module("x")``, their
+  aliases; read by ``lowpower.ship.imports_as_code``, the one home of that rule), a resolved one as an
+  ``Import`` with ``dynamic=True``, an unresolved one as a ``DynamicImport``; ``device_has`` judges them.
 - ``vermin_check``: vermin with ``evaluation.contract.VERMIN_FLAGS``, violations as ``file:L3 ...``.
-- ``run_pyz``: the referee's command in its own process group, peak memory sampled -> ``PyzRun``
-  (written in ``lowpower.ship.runner``, imported from here).
+
+Running a package as the referee does is ``lowpower.ship.runner.run_pyz``.
 """
 import ast
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from evaluation.contract import DEVICE_PACKAGES, VERMIN_FLAGS
+from lowpower.ship.imports import Scan, in_file_order, scan_statements
+from lowpower.ship.imports_as_code import scan_as_code
 
 # Standard library of Python 3.6: this interpreter's list, less what came later, plus what left since.
 ADDED_AFTER_36 = {"contextvars", "_contextvars", "graphlib", "zoneinfo", "_zoneinfo", "tomllib",
@@ -29,15 +33,6 @@ REMOVED_SINCE_36 = {"formatter", "parser", "symbol", "macpath", "binhex", "dummy
                     "_dummy_thread", "asynchat", "asyncore", "smtpd", "imp", "distutils"}
 STDLIB_36 = (set(getattr(sys, "stdlib_module_names", ())) - ADDED_AFTER_36) | REMOVED_SINCE_36 | {
     "__future__", "__main__"}
-# What an except clause must name for the import above it to be optional.
-CATCHES_IMPORT_ERROR = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
-# Calls that import a module named by their first argument: a literal name can be checked.
-IMPORT_BY_NAME = {"import_module", "__import__", "run_module"}
-# Calls that load code from a file path: inside a zip there is no such file, so always worth a look.
-LOAD_FROM_PATH = {"spec_from_file_location", "spec_from_loader", "SourceFileLoader", "SourcelessFileLoader",
-                  "ExtensionFileLoader", "load_source", "load_compiled", "load_dynamic", "load_module",
-                  "run_path"}
-IMPORT_MODULES = {"importlib", "importlib.util", "importlib.machinery", "imp", "runpy"}
 
 
 def device_has(module):
@@ -48,132 +43,49 @@ def device_has(module):
 
 # ----------------------------------------------------------------------------- import scan
 
-@dataclass(frozen=True)
-class Import:
-    """One imported module: ``from .blocks import conv`` is module ``blocks``, level 1, names ``("conv",)``."""
-    file: str
-    line: int
-    module: str
-    names: tuple = ()
-    level: int = 0
-    guarded: bool = False  # in the body of a try whose handler catches ImportError
-    dynamic: bool = False  # from importlib.import_module("literal") and the like
-
-    @property
-    def top(self):
-        return self.module.split(".")[0]
-
-    def __str__(self):
-        return "{}:{} {}".format(self.file, self.line, "." * self.level + self.module)
-
-
-@dataclass(frozen=True)
-class DynamicImport:
-    """A dynamic import whose target the source does not show, e.g. ``import_module("ti" + "mm")``."""
-    file: str
-    line: int
-    call: str
-    reason: str
-
-    def __str__(self):
-        return "{}:{} {}".format(self.file, self.line, self.call)
-
-
-@dataclass
-class Scan:
-    """What ``scan_folder`` found: imports, dynamic imports, and files that do not parse."""
-    files: list = field(default_factory=list)
-    imports: list = field(default_factory=list)
-    dynamic: list = field(default_factory=list)
-    unparsable: list = field(default_factory=list)
-
-
-def guarded(node, parents):
-    """True when ``node`` sits in the body of a ``try`` whose handlers catch ImportError.
-
-    Args:
-        node: an ``ast`` node.
-        parents: ``{child: parent}`` for the whole tree (see ``parent_map``).
-    """
-    child = node
-    while child in parents:
-        parent = parents[child]
-        if isinstance(parent, ast.Try) and any(child is statement for statement in parent.body):
-            for handler in parent.handlers:
-                if handler.type is None:  # a bare except catches it too
-                    return True
-                caught = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
-                if {getattr(item, "id", getattr(item, "attr", "")) for item in caught} & CATCHES_IMPORT_ERROR:
-                    return True
-        child = parent
-    return False
-
-
-def parent_map(tree):
-    return {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
-
-
-def _dynamic_call(node, aliases):
-    """The canonical name of a dynamic-import call (``import_module`` ...), or None."""
-    function = node.func
-    if isinstance(function, ast.Name):
-        name = aliases.get(function.id, function.id if function.id == "__import__" else None)
-    elif isinstance(function, ast.Attribute):
-        name = function.attr
-    else:
-        return None
-    return name if name in IMPORT_BY_NAME | LOAD_FROM_PATH else None
-
-
 def scan_source(text, filename="<source>"):
     """``(imports, dynamic)`` of one file's source; raises SyntaxError when it does not parse.
+
+    The import statements are read by ``lowpower.ship.imports``, the imports written as code by
+    ``lowpower.ship.imports_as_code``; both come back in one list, the second kind with ``dynamic=True``.
+
+    Args:
+        text: the source.
+        filename: the name the findings carry.
+
+    Returns:
+        ``imports``: every ``Import``, in file order; ``dynamic``: every ``DynamicImport`` (an import
+        written as code whose target the source does not show).
 
     Example:
         >>> imports, dynamic = scan_source("import importlib\\nimportlib.import_module('ti' + 'mm')\\n")
         >>> [str(i) for i in imports], [str(d) for d in dynamic]
         (['<source>:1 importlib'], ["<source>:2 importlib.import_module('ti' + 'mm')"])
     """
-    tree = ast.parse(text, filename=filename)
-    parents = parent_map(tree)
-    # from importlib import import_module as load  ->  load(...) is import_module(...)
-    aliases = {alias.asname or alias.name: alias.name for node in ast.walk(tree)
-               if isinstance(node, ast.ImportFrom) and node.module in IMPORT_MODULES for alias in node.names}
-    imports, dynamic = [], []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imports += [Import(filename, node.lineno, alias.name, guarded=guarded(node, parents))
-                        for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            imports.append(Import(filename, node.lineno, node.module or "", tuple(a.name for a in node.names),
-                                  node.level, guarded(node, parents)))
-        elif isinstance(node, ast.Call) and _dynamic_call(node, aliases):
-            name = _dynamic_call(node, aliases)
-            first = node.args[0] if node.args else None
-            target = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
-            if name in IMPORT_BY_NAME and target:
-                stripped = target.lstrip(".")
-                imports.append(Import(filename, node.lineno, stripped, level=len(target) - len(stripped),
-                                      guarded=guarded(node, parents), dynamic=True))
-                continue
-            reason = ("loads code from a file path, which is inside the zip on the device"
-                      if name in LOAD_FROM_PATH else "the module name is computed at run time")
-            call = ast.unparse(node)
-            dynamic.append(DynamicImport(filename, node.lineno, call if len(call) <= 70 else call[:67] + "...",
-                                         reason))
-    key = lambda item: (item.line, str(item))  # noqa: E731 -- ast.walk is breadth-first; report in file order
-    return sorted(imports, key=key), sorted(dynamic, key=key)
+    tree = ast.parse(text, filename=filename)  # parsed once, read twice
+    written, dynamic = scan_as_code(tree, filename)
+    return sorted(scan_statements(tree, filename) + written, key=in_file_order), dynamic
 
 
 def scan_folder(folder):
-    """``Scan`` of every ``.py`` file under ``folder`` (a package's root), naming files relative to it."""
+    """``Scan`` of every ``.py`` file under ``folder`` (a package's root), naming files relative to it.
+
+    Args:
+        folder: the package's root.
+
+    Example:
+        >>> scan = scan_folder("build/solution")  # doctest: +SKIP
+        >>> scan.unparsable  # doctest: +SKIP
+        ['helpers/broken.py: invalid syntax']
+    """
     folder = Path(folder)
     result = Scan(files=sorted(folder.rglob("*.py")))
     for path in result.files:
         relative = path.relative_to(folder).as_posix()
         try:
             imports, dynamic = scan_source(path.read_text(encoding="utf-8", errors="replace"), relative)
-        except SyntaxError as error:
-            result.unparsable.append("{}: {}".format(relative, error.msg))
+        except (SyntaxError, ValueError) as error:  # ValueError: a null byte, on some Pythons
+            result.unparsable.append("{}: {}".format(relative, getattr(error, "msg", error)))
             continue
         result.imports += imports
         result.dynamic += dynamic

@@ -3,8 +3,8 @@ the device's torch/torchvision/numpy/Pillow/imageio API (``lowpower.ship.device_
 
 Each check adds rows to a ``report.Report``; the rules themselves (the device's packages,
 Python 3.6's standard library, the vermin flags, the import scan) live in ``lowpower.ship.pyz`` and
-``evaluation.contract``; imports written as code (exec, eval, __import__, importlib) are read by
-``lowpower.ship.presubmit.dynamic``.
+``evaluation.contract``; the scan takes imports written as code (exec, eval, __import__, importlib)
+from ``lowpower.ship.imports_as_code``.
 
 Example:
     >>> report = Report()  # doctest: +SKIP
@@ -21,7 +21,6 @@ from lowpower.ship.device_api import DeviceApiError
 from lowpower.ship.device_api.check import CheckError, check_paths
 from lowpower.ship.device_api.fetch import DEFAULT_CACHE
 from lowpower.ship.device_api.index import load_index
-from lowpower.ship.presubmit.dynamic import scan_dynamic_folder
 from lowpower.ship.presubmit.report import mib
 from lowpower.ship.pyz import device_has, own_modules, scan_folder, vermin_check
 
@@ -110,10 +109,10 @@ def _import_shown(item):
 def check_imports(folder, report):
     """Every import must exist on the device or in the archive; what cannot be resolved is a WARN.
 
-    The import statements come from ``lowpower.ship.pyz.scan_folder``; imports written as code
-    (``exec("import x")``, ``__import__("x")``, ``importlib.import_module("x")``, their aliases and
-    the builtins they hide behind) from ``dynamic.scan_dynamic_folder``, which resolves constant
-    names and code strings: those are judged like import statements. An import guarded by
+    Every import comes from one scan, ``lowpower.ship.pyz.scan_folder``: the import statements and
+    the imports written as code (``exec("import x")``, ``__import__("x")``,
+    ``importlib.import_module("x")``, their aliases and the builtins they hide behind) whose constant
+    names and code strings it resolves: those are judged like import statements. An import guarded by
     ``try/except ImportError`` is only a WARN (the fallback runs on the device). A file that does
     not parse is a FAIL: its imports could not be checked.
 
@@ -123,10 +122,9 @@ def check_imports(folder, report):
         ('imports', 'PASS')
     """
     scan = scan_folder(folder)
-    written, dynamic = scan_dynamic_folder(folder)
     own = own_modules(folder)
     missing, optional = [], []
-    for item in [item for item in scan.imports if not item.dynamic] + written:
+    for item in scan.imports:
         if item.level or device_has(item.module) or item.top in own:
             continue
         (optional if item.guarded else missing).append(item)
@@ -147,10 +145,10 @@ def check_imports(folder, report):
     if optional:
         report.add("optional imports", "WARN", "guarded by try/except, absent on the device: {}".format(
             _listed(map(_import_shown, optional))), "make sure the fallback path is the one you tested")
-    if dynamic:
+    if scan.dynamic:
         report.add("dynamic imports", "WARN", "{} cannot be checked before the run: {}".format(
-            len(dynamic), "; ".join("{} ({})".format(item, item.reason) for item in dynamic[:SHOWN])
-            + (" ..." if len(dynamic) > SHOWN else "")),
+            len(scan.dynamic), "; ".join("{} ({})".format(item, item.reason) for item in scan.dynamic[:SHOWN])
+            + (" ..." if len(scan.dynamic) > SHOWN else "")),
             "import by name (import x) or pass a constant name, so the check can see it, or make sure "
             "every module it may load is in the archive or on the device")
 
