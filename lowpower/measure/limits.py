@@ -17,14 +17,9 @@ Example:
     argparse.ArgumentTypeError: 10000 is over 2048: ...
 """
 from evaluation.contract import REFEREE_TIMEOUT
-from lowpower.safe.bounds import bounded, bounded_list
 
-MIN_SIDE, MAX_SIDE = 8, 2048
-SIDE_WHY = ("an input side from %d pixels to %d: one forward pass at 2048x2048 already takes 0.3 GB "
-            "(lraspp_mbv3_small) to 4 GB (unet_light), memory grows with the side squared, and 10000 took "
-            "23.7 GB before the kernel killed it" % (MIN_SIDE, MAX_SIDE))
-SIDE = bounded(int, MIN_SIDE, MAX_SIDE, SIDE_WHY)
-SIDES = bounded_list(int, MIN_SIDE, MAX_SIDE, SIDE_WHY)
+# The sides are every command's (lowpower.safe.bounds); the bench commands import them from here too.
+from lowpower.safe.bounds import MAX_SIDE, MIN_SIDE, SIDE, SIDES, bounded  # noqa: F401
 
 THREADS = bounded(int, 1, 64, "torch CPU threads: at least one; the referee's Jetson Nano has 4 cores, and "
                   "threads beyond a machine's cores only queue for them")

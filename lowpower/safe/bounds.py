@@ -62,3 +62,16 @@ def bounded_list(kind, low=None, high=None, why=""):
 
     parse.__name__ = kind.__name__
     return parse
+
+
+# ----------------------------------------------------------------------------- limits shared by commands
+
+MIN_SIDE, MAX_SIDE = 8, 2048
+# Measured with `lowpower bench models --size 2048 --repeats 1 --warmup 0 --threads 1` (docs/measuring.md).
+SIDE_WHY = ("an input side from %d pixels to %d: one forward pass at 2048x2048 already takes 0.3 GB "
+            "(lraspp_mbv3_small) to 4 GB (unet_light), memory grows with the side squared, and 10000 took "
+            "23.7 GB before the kernel killed it" % (MIN_SIDE, MAX_SIDE))
+SIDE = bounded(int, MIN_SIDE, MAX_SIDE, SIDE_WHY)
+SIDES = bounded_list(int, MIN_SIDE, MAX_SIDE, SIDE_WHY)
+BATCH = bounded(int, 1, 1024, "images per step: at least one, and 1024 images of 512x512 already hold 3 GB")
+SHARE = bounded(float, 0.0, 1.0, "a share of an image's pixels, from 0 (off) to 1")

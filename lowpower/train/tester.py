@@ -23,6 +23,7 @@ from lowpower.checkpoint import CheckpointError, build_model, kind_of, load_chec
 from lowpower.config import ConfigError
 from lowpower.data import DataError
 from lowpower.data.build import build_dataset, class_names, data_root
+from lowpower.safe.bounds import BATCH, SHARE, SIDE
 from lowpower.train.distributed import pick_device
 from lowpower.train.engine import evaluate, summary_metrics
 from lowpower.train.panels import compose_panel
@@ -39,9 +40,9 @@ def parse_args(argv=None):
     parser.add_argument("--save-predictions", metavar="DIR",
                         help="write each prediction as DIR/NAME.png in the data set's own format: class ids "
                              "(LPCVC), label ids (Cityscapes, what cityscapesscripts' evaluation reads)")
-    parser.add_argument("--input-size", type=int, help="side the model sees (default: as trained)")
-    parser.add_argument("--batch-size", type=int, help="images per step (default eval.batch_size)")
-    parser.add_argument("--min-class-area", type=float, metavar="SHARE",
+    parser.add_argument("--input-size", type=SIDE, help="side the model sees (default: as trained)")
+    parser.add_argument("--batch-size", type=BATCH, help="images per step (default eval.batch_size)")
+    parser.add_argument("--min-class-area", type=SHARE, metavar="SHARE",
                         help="drop classes covering less than this share of an image (default: the "
                              "checkpoint config's eval.min_class_area; 0 disables)")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
