@@ -93,7 +93,7 @@ def validates_on_train(cfg, root=None):
         return False
     if train_dir.resolve() != val_dir.resolve():
         return False
-    if not cfg["data"]["val_on_train"]:
+    if not cfg["data"].get("val_on_train", False):  # .get: a checkpoint's config from before the key
         raise DataError("data.root %s: training and validation would both use the images in %s, so the val score "
                         "would not measure new images; give val images of their own (LPCVC_Val/IMG/val + "
                         "LPCVC_Val/GT/val, or IMG/val + GT/val), or set data.val_on_train=true if that is meant"
