@@ -63,8 +63,8 @@ def marker_line(params):
     """The marker's text: ``train 300 val 50 test 50 seed 0 size 512`` (the format markers always had).
 
     Example:
-        >>> marker_line(dict(train=8, val=2, test=2, seed=0, size=64))
-        'train 8 val 2 test 2 seed 0 size 64\n'
+        >>> marker_line(dict(train=8, val=2, test=2, seed=0, size=64)).strip()
+        'train 8 val 2 test 2 seed 0 size 64'
     """
     return " ".join("%s %d" % (name, params[name]) for name in PARAMETERS) + "\n"
 
