@@ -249,3 +249,15 @@ def test_data_check_num_classes_is_bounded(tiny_data, capsys):
     with pytest.raises(SystemExit):
         run("data check", [str(tiny_data), "--num-classes", "0"])
     assert "under 1" in capsys.readouterr().err
+
+
+def test_training_names_a_broken_link_too(tiny_data, tmp_path):
+    from lowpower.data.lpcvc import DataError, LPCVCDataset
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    mask = root / "LPCVC_Val/GT/val/val_00000.png"
+    mask.unlink()
+    os.symlink("../../../elsewhere/val_00000.png", mask)
+    with pytest.raises(DataError, match="val_00000.png is a broken link to ../../../elsewhere/val_00000.png"):
+        LPCVCDataset(root, "val")

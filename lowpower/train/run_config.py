@@ -147,10 +147,10 @@ class RunFolder:
         """After a failure before the first checkpoint: remove the run files this run made, the folders
         it created when they are left empty, and move a run ``--force`` moved aside back.
 
-        Files the folder held before are kept, and so is a folder that existed before. Returns the paths
-        removed.
+        Files the folder held before are kept, and so is a folder that existed before; a continued run
+        keeps everything (its checkpoints carry what it did). Returns the paths removed.
         """
-        if not self.claimed or self.has_checkpoint():
+        if not self.claimed or self.continuing or self.has_checkpoint():
             return []
         removed = []
         for name in RUN_FILES:
