@@ -35,6 +35,7 @@ from lowpower.data import DataError
 from lowpower.data.build import build_loaders, class_names, data_root, ensure_synthetic, validates_on_train
 from lowpower.data.check import check_dataset, require_no_problems
 from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lowpower.safe import UserError
 from lowpower.safe.write import add_force_argument
 from lowpower.train import distributed
 from lowpower.train.distill import build_distiller, check_distill_config
@@ -411,6 +412,6 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         return run(args)
-    except (ConfigError, DataError, ckpt.CheckpointError, FileNotFoundError, FloatingPointError) as error:
+    except (ConfigError, DataError, UserError, FileNotFoundError, FloatingPointError) as error:
         print("train.py: error: %s" % error, file=sys.stderr)
         return 2
