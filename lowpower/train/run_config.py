@@ -4,13 +4,16 @@ another network or data set.
 
 A run folder that holds an earlier run is written into only by ``--resume`` (continuing that run) or
 after ``--force`` has moved the earlier run aside to ``OUT.old-<date>-<time>``; a run that fails before
-its first checkpoint removes what it made (:class:`RunFolder`).
+its first checkpoint removes what it made (:class:`RunFolder`), its ``log.txt`` closed first
+(:func:`close_log_file`).
 
 Example:
     >>> config_differences(defaults(), load_config(None, ["train.epochs=3"]))
     ['train.epochs: 100 -> 3']
 """
+import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -243,3 +246,26 @@ def resolve_config(args, resume_state, resume_path):
     if saved is None:
         raise ConfigError("give --cfg FILE (or --resume CKPT to reuse a checkpoint's config)")
     return validate_config(saved, "config of %s" % resume_path, apply_overrides(saved, args.set)), []
+
+
+# ----------------------------------------------------------------------------- the run's log.txt
+
+def setup_logging(log, out, is_main):
+    """Send the run's logger ``log`` to stderr and, on rank 0, to OUT/log.txt; other ranks only report warnings."""
+    log.handlers.clear()
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    log.propagate = False
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(stream)
+    if is_main:
+        handler = logging.FileHandler(out / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        log.addHandler(handler)
+
+
+def close_log_file(log):
+    """Close OUT/log.txt (so a failed run can remove it); stderr keeps logging."""
+    for handler in [h for h in log.handlers if isinstance(h, logging.FileHandler)]:
+        handler.close()
+        log.removeHandler(handler)

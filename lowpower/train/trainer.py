@@ -52,10 +52,12 @@ from lowpower.train.losses import criterion_from_config
 from lowpower.train.plots import plot_curves
 from lowpower.train.run_config import (
     FORCE_HELP,
+    close_log_file,
     plan_run_folder,
     resolve_config,
     resolve_resume,
     run_folder,
+    setup_logging,
     weight_inputs,
 )
 
@@ -106,7 +108,7 @@ def setup(args, cfg, folder):
     if info.rank == 0:
         folder.claim()
     distributed.barrier()
-    setup_logging(out, info.rank == 0)
+    setup_logging(LOG, out, info.rank == 0)
     if folder.moved:
         LOG.info("--force: moved the earlier run in %s aside to %s (nothing deleted)", out, folder.aside)
     if cfg["train"]["threads"]:
@@ -140,20 +142,6 @@ def check_data(cfg, info, progress):
         LOG.info("data check: %s pairs read, no problems; pixel share per class:\n%s",
                  " + ".join("%d %s" % (n, split) for split, n in report.pairs.items()), report.share_table())
     on_rank0(work, info)
-
-
-def setup_logging(out, is_main):
-    """Rank 0 logs to stderr and OUT/log.txt; other ranks only report warnings."""
-    LOG.handlers.clear()
-    LOG.setLevel(logging.INFO if is_main else logging.WARNING)
-    LOG.propagate = False
-    stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(logging.Formatter("%(message)s"))
-    LOG.addHandler(stream)
-    if is_main:
-        handler = logging.FileHandler(out / "log.txt")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        LOG.addHandler(handler)
 
 
 def training_state(cfg, model, optimizer, scheduler, scaler, **counters):
@@ -351,13 +339,6 @@ def write_outputs(out, history, cfg):
     plot_curves(history, out / "curves.png", title="%s on %s" % (cfg["model"]["arch"], cfg["data"]["dataset"]))
 
 
-def close_log_file():
-    """Close OUT/log.txt (so a failed run can remove it); stderr keeps logging."""
-    for handler in [h for h in LOG.handlers if isinstance(h, logging.FileHandler)]:
-        handler.close()
-        LOG.removeHandler(handler)
-
-
 def run(args):
     """Train as ``args`` (from :func:`parse_args`) says; returns the process exit status.
 
@@ -376,7 +357,7 @@ def run(args):
         return train(args, cfg, folder, resume_state, resume_path, changed)
     except BaseException:
         if folder.claimed and not folder.has_checkpoint():
-            close_log_file()
+            close_log_file(LOG)
             folder.undo()
         raise
 
