@@ -244,8 +244,9 @@ def run(args):
         rows.append(row)
         done[key] = row
         write_rows(csv_path, rows)
+        write_reports(rows, keys, out, args.checkpoint)  # after each pair: a killed study keeps its reports
+    if not todo:  # every row was already measured: the reports still show this sweep's
         write_reports(rows, keys, out, args.checkpoint)
-    write_reports(rows, keys, out, args.checkpoint)
     print((out / "study.md").read_text())
     print("outputs: %s, %s, %s" % (csv_path, out / "study.md", out / "study.png"))
     return 0
