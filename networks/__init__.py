@@ -81,15 +81,22 @@ def quantizable(name):
         >>> quantizable('unet')
         (True, '')
     """
-    model_class = _model_class(name)
-    if getattr(model_class, 'quantizable', False):
+    cls = model_class(name)
+    if getattr(cls, 'quantizable', False):
         return True, ''
-    return False, getattr(model_class, 'quantize_reason', '{} does not declare quantize support'.format(name))
+    return False, getattr(cls, 'quantize_reason', '{} does not declare quantize support'.format(name))
 
 
 @functools.lru_cache(maxsize=None)
-def _model_class(name):
-    # The attribute lives on the model class and builders are functions, so build one (once).
+def model_class(name):
+    """The class of the network registered as ``name`` (its class attributes say what it supports).
+
+    Builders are functions, so one model is built, once per name.
+
+    Example:
+        >>> model_class('unet').__name__
+        'UNet'
+    """
     return type(get_builder(name)())
 
 

@@ -222,6 +222,25 @@ def check_consistency(cfg, where, sources=None):
                              len(weights), data["num_classes"]))
 
 
+def check_aux_weights(cfg, where, sources=None):
+    """``loss.aux_weights`` names heads that ``model.arch`` has, with weights >= 0."""
+    weights = cfg["loss"]["aux_weights"]
+    if not weights:
+        return
+    arch = cfg["model"]["arch"]
+    heads = [name for name, _ in getattr(networks.model_class(arch), "aux_heads", ())]
+    unknown = sorted(str(name) for name in set(weights) - set(heads))
+    if unknown:
+        raise ConfigError("%s: loss.aux_weights names %s, which %s does not return; its auxiliary outputs: %s"
+                          % (_blame(where, sources, "loss.aux_weights"), ", ".join(unknown), arch,
+                             ", ".join(heads) or "none (set loss.aux_weights={})"))
+    bad = sorted(str(name) for name, weight in weights.items()
+                 if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0)
+    if bad:
+        raise ConfigError("%s: loss.aux_weights of %s must be numbers >= 0"
+                          % (_blame(where, sources, "loss.aux_weights"), ", ".join(bad)))
+
+
 def apply_overrides(cfg, overrides):
     """Apply ``section.key=value`` strings in order; returns ``{section.key: '--set TEXT'}``.
 
@@ -238,6 +257,7 @@ def validate(cfg, where, sources=None):
     """Check the model arguments and the value rules of a resolved config (see above)."""
     check_model_kwargs(cfg, where, sources)
     check_consistency(cfg, where, sources)
+    check_aux_weights(cfg, where, sources)
     return cfg
 
 

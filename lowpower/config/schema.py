@@ -31,7 +31,9 @@ SCHEMA = {
         "kwargs": Key(dict, {}, "builder arguments of that network, e.g. {base_width: 16}"),
         "pretrained": Key((bool, str, OPTIONAL), False,
                           "ImageNet backbone weights to load on the workstation: true (IMAGENET1K_V1), "
-                          "a torchvision weights name, or false to train from scratch"),
+                          "a torchvision weights name, the path of the network's authors' ImageNet file "
+                          "(pidnet_s, ddrnet23_slim, ppliteseg_t, topformer_t; relative to the repository "
+                          "root), or false to train from scratch"),
         "init_from": Key((str, OPTIONAL), None, "checkpoint whose layout and weights start a new run, e.g. a pruned "
                                                 "one (lowpower prune): same arch and kwargs, its width "
                                                 "plan kept; relative to the repository root; null: not used"),
@@ -81,6 +83,12 @@ SCHEMA = {
         "seed": Key(int, 0, "seed of weights, data order and augmentation", low=0, high=MAX_SEED),
         "device": Key(str, "auto", "auto (CUDA when present), cuda or cpu", ["auto", "cuda", "cpu"]),
         "threads": Key((int, OPTIONAL), None, "CPU threads for torch; null keeps torch's default", low=1),
+    },
+    "loss": {
+        "aux_weights": Key(dict, {}, "weight of each auxiliary output the network returns in training, by name "
+                                     "(its class's aux_heads, e.g. {aux: 0.4, boundary: 20} for pidnet_s): "
+                                     "segmentation heads get the run's loss, boundary heads a class-balanced "
+                                     "BCE on the label edges; {} or 0 leaves a head out"),
     },
     "eval": {
         "batch_size": Key(int, 8, "images per step in validation and test.py", low=1),

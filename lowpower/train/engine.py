@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from evaluation.metrics import SegmentationMeter
+from lowpower.train.aux_loss import split_outputs
 from lowpower.train.distributed import all_reduce_arrays, any_process
 from solution.postprocess import segment
 
@@ -100,11 +101,12 @@ def autocast(device, enabled):
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, device, epoch,
                     stop=None, clip_grad=None, amp=False, progress=True, total_steps=None,
-                    channels_last=False, step_offset=0, extra_loss=None):
+                    channels_last=False, step_offset=0, extra_loss=None, aux_loss=None):
     """One pass over ``loader``; stops early (after a whole step) when ``stop`` is requested.
 
     ``extra_loss(images, logits, masks)``, when given, is added to the criterion's loss (the
-    distillation terms of :class:`lowpower.train.distill.Distiller`).
+    distillation terms of :class:`lowpower.train.distill.Distiller`); so is ``aux_loss(aux, masks)``, on
+    the auxiliary outputs the network returns beside its logits (:mod:`lowpower.train.aux_loss`).
 
     Raises:
         FloatingPointError: the loss is NaN or infinite (the message names the epoch and step).
@@ -121,8 +123,10 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         masks = masks.to(device, non_blocking=True)
         with autocast(device, amp):
-            logits = model(images)
+            logits, aux = split_outputs(model(images))
             loss = criterion(logits, masks)
+            if aux_loss is not None:
+                loss = loss + aux_loss(aux, masks)
             if extra_loss is not None:
                 loss = loss + extra_loss(images, logits, masks)
         if not math.isfinite(loss.item()):

@@ -20,6 +20,7 @@ from lowpower import checkpoint as ckpt
 from lowpower.config import ConfigError
 from lowpower.paths import REPO_ROOT
 from lowpower.train.pretrained import load_pretrained_backbone
+from lowpower.train.pretrained_file import load_authors_file, names_a_file
 
 
 def init_path(cfg):
@@ -88,7 +89,9 @@ def model_from_config(cfg, load_pretrained=True, log=None):
     model = networks.create_model(cfg["model"]["arch"], num_classes=cfg["data"]["num_classes"],
                                   **cfg["model"]["kwargs"])
     pretrained = cfg["model"]["pretrained"]
-    if pretrained and load_pretrained:
+    if pretrained and load_pretrained and names_a_file(pretrained):
+        load_authors_file(model, pretrained, log=log)  # the network's authors' ImageNet file, by key name
+    elif pretrained and load_pretrained:
         weights = "IMAGENET1K_V1" if pretrained is True else pretrained
         # hash-checked, read with weights_only; no key matching is an error, the log names the others
         load_pretrained_backbone(model, cfg["model"]["arch"], weights, log=log)

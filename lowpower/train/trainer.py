@@ -38,6 +38,7 @@ from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lowpower.safe import UserError
 from lowpower.safe.write import add_force_argument
 from lowpower.train import distributed
+from lowpower.train.aux_loss import AuxiliaryLoss, unused_heads
 from lowpower.train.distill import build_distiller, check_distill_config
 from lowpower.train.engine import (
     StopFlag,
@@ -207,6 +208,7 @@ class Run:
         self.train_set, self.train_loader, self.val_loader = build_loaders(
             cfg, info.world_size, info.rank, pin_memory=info.device.type == "cuda", progress=self.progress)
         self.criterion = criterion_from_config(cfg, self.train_set, info.device, LOG.info)
+        self.aux_loss = AuxiliaryLoss.from_config(cfg, model, self.criterion)  # sets model.aux_outputs
         self.optimizer = build_optimizer(model, cfg["train"])
         self.distiller = build_distiller(cfg, model, self.optimizer, info.device, LOG.info)  # None: no teacher
         self.steps_per_epoch = len(self.train_loader.sampler) // cfg["train"]["batch_size"]
@@ -270,7 +272,7 @@ class Run:
             self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler, self.scaler,
             self.info.device, epoch, stop, clip_grad=train["clip_grad"], amp=train["amp"], progress=self.progress,
             total_steps=self.steps_per_epoch - skip, channels_last=train["channels_last"], step_offset=skip,
-            extra_loss=self.distiller)
+            extra_loss=self.distiller, aux_loss=self.aux_loss)
         loss_sum = done_sum + (distributed.all_reduce_mean(loss) * steps if steps else 0.0)
         steps += done_steps
         if stopped:  # the running sum goes into last.pt, so the epoch's loss averages all of its steps
@@ -378,7 +380,8 @@ def train(args, cfg, folder, resume_state, resume_path, changed):
             session.resume(resume_state, resume_path)
         if info.distributed:
             session.model = torch.nn.parallel.DistributedDataParallel(
-                session.model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+                session.model, device_ids=[info.local_rank] if info.device.type == "cuda" else None,
+                find_unused_parameters=unused_heads(session.model_without_ddp))  # heads of aux_weights 0
         parameters = sum(p.numel() for p in session.model_without_ddp.parameters())
         LOG.info("run folder %s | %s (%.2f M parameters) | %d train, %d val images | %d process(es) on %s | "
                  "%d steps per epoch, %d epochs", out, cfg["model"]["arch"], parameters / 1e6, len(session.train_set),
