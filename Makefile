@@ -9,13 +9,14 @@ STAMP := $(VENV)/.installed-requirements
 unexport PYTHONDONTWRITEBYTECODE
 DEMO := runs/demo
 
-.PHONY: setup demo test test-fast clean-demo help
+.PHONY: setup demo test test-fast clean-demo help zoo
 
 help:
 	@echo "make setup   create .venv with the pinned requirements (torch $(shell sed -n 's/^torch==//p' requirements.txt), ...)"
 	@echo "make demo    synthetic data -> train on the CPU -> test -> package -> score -> pre-submission check"
 	@echo "make test    the whole test suite (what CI runs)"
 	@echo "make test-fast  the tests not marked slow (no torchrun, run.pbs or full-package checks)"
+	@echo "make zoo     train the zoo's networks with one recipe, int8 each, measure packages (docs/model_zoo.md)"
 
 setup: $(STAMP)
 
@@ -44,6 +45,25 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+# The zoo measured as a team would choose (docs/model_zoo.md): one shared recipe, every network trained,
+# converted to int8 (a refusal is kept as its reason), every package run on the synthetic test split in turns.
+# Reruns continue: a finished run resumes to its end at once, an existing int8.pt is kept.
+ZOO := pidnet_s ddrnet23_slim ppliteseg_t topformer_t bisenetv2 lraspp_mbv3_small fanet_r18_sample unet
+ZOO_DIR := runs/zoo
+zoo: setup
+	for arch in $(ZOO); do \
+	  kwargs='{}'; [ $$arch = unet ] && kwargs='{base_width: 16, depth: 4}'; \
+	  $(PY) train.py --cfg configs/synthetic/zoo.yaml --out $(ZOO_DIR)/$$arch --resume auto --no-progress \
+	    --set model.arch=$$arch "model.kwargs=$$kwargs" || exit 1; \
+	  [ -f $(ZOO_DIR)/$$arch/int8.pt ] || $(PY) -m lowpower quantize ptq $(ZOO_DIR)/$$arch/best.pt \
+	    --out $(ZOO_DIR)/$$arch/int8.pt --no-progress 2> $(ZOO_DIR)/$$arch/int8_refused.txt \
+	    && rm -f $(ZOO_DIR)/$$arch/int8_refused.txt; \
+	done
+	$(PY) -m lowpower bench pareto $$(for a in $(ZOO); do echo $(ZOO_DIR)/$$a/best.pt; \
+	    [ -f $(ZOO_DIR)/$$a/int8.pt ] && echo $(ZOO_DIR)/$$a/int8.pt; done) \
+	  --images data/synthetic/test --out $(ZOO_DIR)/pareto -n 3 --force
+	$(PY) -m lowpower bench zoo $(ZOO_DIR) --md $(ZOO_DIR)/table.md --force
 
 clean-demo:
 	rm -rf $(DEMO) evaluation/test evaluation/output
