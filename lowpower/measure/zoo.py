@@ -23,6 +23,10 @@ import argparse
 import csv
 from pathlib import Path
 
+import torch
+
+from lowpower import checkpoint as ckpt
+from lowpower.measure.flops import count_flops
 from lowpower.safe.write import add_force_argument, atomic_output, check_output
 
 # The networks ``make zoo`` trains, in the order of the table: the four real-time networks of issue 24,
@@ -56,11 +60,6 @@ def deployed_parameters(model):
 
 def run_figures(run):
     """``{val_dice, params, gflops_512, gflops_256}`` of a run folder's ``best.pt``; {} without one."""
-    import torch  # heavy: only when a table is made
-
-    from lowpower import checkpoint as ckpt
-    from lowpower.measure.flops import count_flops
-
     path = Path(run) / "best.pt"
     if not path.is_file():
         return {}
