@@ -86,6 +86,7 @@ def test_key_map_unwrapping_and_what_counts_as_a_file():
     assert mapped == {"stem.0.weight": 1, "other": 3} and ignored == ["fc.bias"]
     assert unwrap_state({"model": {"state_dict": {"module.a": 1}}}) == {"a": 1}
     assert unwrap_state({"a": 1, "module.b": 2}) == {"a": 1, "module.b": 2}  # only a prefix every key has
+    assert unwrap_state({"state_dict": {"a": 1}, "state_dict_ema": {"a": 2}}) == {"a": 2}  # TopFormer's files
     assert [names_a_file(v) for v in (True, False, "IMAGENET1K_V1", "x.pth", "pretrained/x")] == [
         False, False, False, True, True]
 

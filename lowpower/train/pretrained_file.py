@@ -27,8 +27,9 @@ from lowpower.safe.load import WeightsFileError, load_matching, load_weights
 from lowpower.train.pretrained import name_keys
 
 WHAT = "authors' ImageNet file"
-# Top-level entries that training scripts wrap a state dict in (mmcv, timm, the authors' own trainers).
-WRAPPERS = ("state_dict", "model", "net")
+# Top-level entries that training scripts wrap a state dict in (mmcv, timm, the authors' own trainers), in the
+# order they are taken: the EMA weights first, which TopFormer's authors publish beside the raw ones and load.
+WRAPPERS = ("state_dict_ema", "state_dict", "model", "net")
 # Suffixes that make ``model.pretrained`` a file, not a torchvision weights name like IMAGENET1K_V1.
 FILE_SUFFIXES = (".pth", ".pt", ".tar", ".pkl", ".bin")
 
@@ -57,8 +58,8 @@ def pretrained_path(pretrained):
 
 
 def unwrap_state(state):
-    """The state dict inside a training script's checkpoint: its 'state_dict' / 'model' entry, and
-    without DataParallel's 'module.' prefix.
+    """The state dict inside a training script's checkpoint: its 'state_dict_ema', 'state_dict' or 'model'
+    entry, and without DataParallel's 'module.' prefix.
 
     Example:
         >>> unwrap_state({"state_dict": {"module.conv1.weight": 1}, "epoch": 3})
