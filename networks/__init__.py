@@ -15,12 +15,16 @@ import inspect
 
 from networks.bisenetv2 import bisenetv2
 from networks.cunet import cunet
+from networks.ddrnet import ddrnet23_slim
 from networks.deeplabv3 import deeplabv3_r18, deeplabv3_r50, deeplabv3_r101
 from networks.fanet import fanet_r18
 from networks.fanet_sample import fanet_r18_sample
 from networks.fcn import fcn_r50
 from networks.mobilenetv3 import deeplabv3_mbv3, lraspp_mbv3_large, lraspp_mbv3_small
+from networks.pidnet import pidnet_s
+from networks.ppliteseg import ppliteseg_t
 from networks.squeeze_unet import squeeze_unet
+from networks.topformer import topformer_t
 from networks.unet import unet, unet_light, unet_lighter
 from networks.widths import apply_width_plan
 
@@ -40,6 +44,10 @@ MODELS = {
     'lraspp_mbv3_small': lraspp_mbv3_small,
     'fcn_r50': fcn_r50,
     'bisenetv2': bisenetv2,
+    'ppliteseg_t': ppliteseg_t,
+    'topformer_t': topformer_t,
+    'pidnet_s': pidnet_s,
+    'ddrnet23_slim': ddrnet23_slim,
 }
 
 
