@@ -260,6 +260,9 @@ class PIDNet(QuantizableNetwork, nn.Module):
     aux_heads = (('aux', 'segmentation'), ('boundary', 'boundary'))
     # used only for the auxiliary outputs
     aux_modules = ('seghead_p', 'seghead_d')
+    # why lowpower prune refuses it (Torch-Pruning's own error would name an index, not the cause)
+    prune_reason = ("Torch-Pruning takes PagFM's channel-summed gate for an element-wise op and couples "
+                    "its 32-channel embeddings with the 64-channel P features")
     # the ImageNet file's classifier (DDRNet-style down5, last_layer, linear); everything else loads by name
     authors_key_map = ()
     authors_ignored = ('down4.', 'down5.', 'last_layer.', 'linear.')

@@ -285,6 +285,9 @@ class TopFormer(QuantizableNetwork, nn.Module):
 
     aux_heads = ()
     aux_modules = ()
+    # why lowpower prune refuses it (Torch-Pruning's own error would name an index, not the cause)
+    prune_reason = ("Torch-Pruning cannot follow the split of the 208 token channels into the pyramid "
+                    "levels, and pruning q/k/v would break the per-head reshape of the attention")
     # Their ImageNet file holds tpm.* and trans.* under our names and a BN-linear classifier head.*.
     authors_key_map = ()
     authors_ignored = ('head.',)

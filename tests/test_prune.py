@@ -193,3 +193,12 @@ def test_taylor_importance_in_two_steps_with_a_fine_tune_between(synthetic_data,
     # the fine-tune moved weights that pruning alone keeps: some kept conv differs from every slice of the source
     source_stem = load_checkpoint(source)["model"]["stem.0.0.weight"]
     assert not any(torch.equal(w, s) for w in state["model"]["stem.0.0.weight"] for s in source_stem)
+
+
+@pytest.mark.parametrize("arch", [name for name in networks.list_models()
+                                  if getattr(networks.model_class(name), "prune_reason", None)])
+def test_a_network_that_declares_why_it_cannot_be_pruned_is_refused_with_that_reason(arch):
+    model = networks.create_model(arch, num_classes=14).eval()
+    with pytest.raises(PruneError) as error:
+        prune_to_flops(model, torch.randn(1, 3, 32, 32), 0.8, 14)
+    assert networks.model_class(arch).prune_reason in str(error.value) and "\n" not in str(error.value)

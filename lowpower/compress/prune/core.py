@@ -114,6 +114,9 @@ def prune_to_flops(model, example, target_flops, num_classes, importance="l1", s
         raise PruneError("--target-flops is the share of FLOPs to keep, between 0 and 1; got %s" % target_flops)
     if importance == "taylor" and gradients is None:
         raise PruneError("taylor importance needs gradients: give training data")
+    declined = getattr(type(model), "prune_reason", None)  # a network that knows why it cannot be pruned
+    if declined:
+        raise PruneError("%s cannot be pruned: %s" % (type(model).__name__, declined))
     model.eval()
     start = count_flops(model, example)
     flops, pruner = start, make_pruner(model, example, importance, round_to, num_classes)
