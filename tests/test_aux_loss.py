@@ -126,8 +126,12 @@ def test_no_weights_means_no_aux_outputs_and_plain_networks_have_no_heads():
     assert AuxiliaryLoss.from_config({"loss": {"aux_weights": {}}}, model, None) is None
     assert model.aux_outputs == () and isinstance(model(torch.randn(1, 3, 8, 8)), torch.Tensor)
     assert aux_heads(networks.create_model("unet", base_width=4, depth=2)) == {}
-    with pytest.raises(ValueError, match="names other"):
+    with pytest.raises(ConfigError, match="names other"):
         AuxiliaryLoss.from_config({"loss": {"aux_weights": {"other": 1.0}}}, model, None)
+    model.width_plan = {"body.0": {"out_channels": 4}}  # what networks.widths leaves on a pruned network
+    with pytest.raises(ConfigError, match="a pruned network"):
+        AuxiliaryLoss.from_config({"loss": {"aux_weights": {"aux": 1.0}}}, model, None)
+    assert AuxiliaryLoss.from_config({"loss": {"aux_weights": {}}}, model, None) is None
 
 
 def test_the_config_names_an_unknown_head_and_a_negative_weight(monkeypatch):

@@ -17,6 +17,8 @@ Example:
 import torch
 import torch.nn.functional as F
 
+from lowpower.config import ConfigError
+
 KINDS = ("segmentation", "boundary")
 
 
@@ -99,9 +101,13 @@ class AuxiliaryLoss(object):
         kinds = aux_heads(model)
         unknown = sorted(set(weights) - set(kinds))
         if unknown:  # config validation names them first; a network built another way lands here
-            raise ValueError("loss.aux_weights names %s, which %s does not have (its heads: %s)"
+            raise ConfigError("loss.aux_weights names %s, which %s does not have (its heads: %s)"
                              % (", ".join(unknown), type(model).__name__, ", ".join(kinds) or "none"))
         loss = cls(weights, kinds, criterion)
+        if loss.weights and getattr(model, "width_plan", None):
+            # the pruner traced the eval() graph: the heads still read the layers' old widths
+            raise ConfigError("loss.aux_weights: a pruned network (model.init_from) trains without auxiliary "
+                              "outputs, its heads read layers the pruner narrowed; set loss.aux_weights={}")
         if hasattr(model, "aux_outputs"):
             model.aux_outputs = tuple(loss.weights)
         return loss if loss.weights else None
