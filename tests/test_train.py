@@ -107,7 +107,7 @@ def test_a_misspelled_key_fails_naming_it(tiny_args, tiny_data, tmp_path, capsys
     assert "learning_rate" in capsys.readouterr().err
 
 
-def test_a_missing_synthetic_folder_is_generated_saying_so(tiny_args, tmp_path):
+def test_a_missing_synthetic_folder_is_generated_saying_so(tiny_args, tmp_path, capsys):
     root, out = tmp_path / "fresh", tmp_path / "run"
     args = tiny_args(root, out, "train.epochs=1", "data.synthetic_train=4", "data.synthetic_val=2",
                      "data.synthetic_test=1")
@@ -115,6 +115,7 @@ def test_a_missing_synthetic_folder_is_generated_saying_so(tiny_args, tmp_path):
     assert len(list((root / "LPCVC_Train/IMG/train").glob("*.png"))) == 4
     assert len(list((root / "test/GT").glob("*.png"))) == 1
     assert "generat" in (out / "log.txt").read_text().lower()
+    assert "synthetic data:" not in capsys.readouterr().err  # --no-progress: no generator bar either
 
 
 @pytest.mark.slow  # a fresh interpreter that imports torch before it reads its arguments

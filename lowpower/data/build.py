@@ -29,7 +29,7 @@ def data_root(cfg):
     return root if root.is_absolute() else REPO_ROOT / root
 
 
-def ensure_synthetic(cfg, log=print):
+def ensure_synthetic(cfg, log=print, progress=True):
     """Generate the synthetic data set at ``data.root`` when a synthetic config finds it missing.
 
     A finished set (its ``.complete`` marker) is used as it is, whatever its counts. Otherwise the
@@ -57,7 +57,7 @@ def ensure_synthetic(cfg, log=print):
         check_destination(root, params, "data.root", hint=", or set data.dataset to lpcvc to train on its files")
         log("data.root %s has no complete synthetic data set: generating %d train, %d val, %d test "
             "images (seed %d) ..." % (root, params["train"], params["val"], params["test"], params["seed"]))
-        generate(root, **params, what="data.root")
+        generate(root, **params, what="data.root", progress=progress)
     except ForeignFilesError as error:
         raise DataError(str(error)) from None
     return root

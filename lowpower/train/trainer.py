@@ -120,7 +120,7 @@ def setup(args, cfg, folder):
         # saves, and not yet, so anything matching is garbage from an earlier job.
         for path in ckpt.remove_stale_temps(out):
             LOG.info("removed %s, a stale temporary file of a save that was killed", path.name)
-    on_rank0(lambda: ensure_synthetic(cfg, LOG.info), info)
+    on_rank0(lambda: ensure_synthetic(cfg, LOG.info, progress=not args.no_progress), info)
     return info
 
 
