@@ -2,7 +2,8 @@
 
 weights.npz holds plain arrays (the encoder is lowpower/quantize/npz.py): a quantized tensor K is
 K::int8 (its integer values), K::scale (float64), K::zero_point (int64) and K::axis (int64, -1 for
-per-tensor); everything else is the plain tensor. The network is rebuilt from the shipped
+per-tensor); K::none (an empty array) is an entry whose value is None (an int8 conv without bias);
+everything else is the plain tensor. The network is rebuilt from the shipped
 ``networks`` source, given the int8 structure with ``networks.quant.int8_skeleton`` and loaded
 strictly. The manifest's ``quant.engine`` is the engine it was calibrated for; when the torch here
 lacks it, ``networks.quant.select_engine`` picks another and one warning goes to stderr.
@@ -21,6 +22,7 @@ import torch
 
 SEPARATOR = '::'
 PARTS = ('int8', 'scale', 'zero_point', 'axis')
+NONE_PART = 'none'  # K::none: the entry K is None
 INTEGER_DTYPES = (torch.int8, torch.uint8, torch.int32)  # qint8, quint8, qint32
 
 
@@ -33,7 +35,7 @@ def split_key(key):
     name, separator, part = key.rpartition(SEPARATOR)
     if not separator:
         return key, None
-    if part not in PARTS:
+    if part not in PARTS and part != NONE_PART:
         raise Int8WeightsError('weights.npz entry {} has an unknown part {!r} (expected one of {})'.format(
             key, part, ', '.join(PARTS)))
     return name, part
@@ -93,13 +95,14 @@ def decode_state_dict(tensors):
         Int8WeightsError: naming the entry that breaks the layout.
     """
     plain, quantized = group_entries(tensors)
+    nones = sorted(name for name, parts in quantized.items() if list(parts) == [NONE_PART])
     clash = sorted(set(plain) & set(quantized))
     if clash:
         raise Int8WeightsError('weights.npz holds {} both plain and quantized'.format(clash[0]))
     # the float islands' weights are stored in fp16: back to the model's fp32
     state = dict((name, _float32_if_half(torch.as_tensor(value))) for name, value in plain.items())
     for name, parts in quantized.items():
-        state[name] = quantized_tensor(name, parts)
+        state[name] = None if name in nones else quantized_tensor(name, parts)
     return state
 
 

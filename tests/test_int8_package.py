@@ -81,6 +81,30 @@ def test_npz_round_trip_of_quantized_tensors_is_exact():
             assert got.q_per_channel_axis() == tensor.q_per_channel_axis(), key
 
 
+def test_an_int8_conv_without_bias_round_trips_and_runs_the_same():
+    # DDRNet's DAPPM and PIDNet's PAPPM: BN-ReLU then a conv without bias, whose int8 state holds bias None
+    from networks import quant
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(quant.api().QuantStub(), torch.nn.BatchNorm2d(3), torch.nn.ReLU(),
+                                torch.nn.Conv2d(3, 4, 3, bias=False), quant.api().DeQuantStub()).eval()
+    engine, _ = quant.select_engine("x86")
+    model.qconfig = quant.api().get_default_qconfig(engine)
+    prepared = quant.api().prepare(model)
+    prepared(torch.rand(2, 3, 8, 8))
+    int8 = quant.api().convert(prepared)
+    state = int8.state_dict()
+    assert state["3.bias"] is None
+    arrays = encode_state_dict(state)
+    assert arrays["3.bias::none"].size == 0 and "3.bias" not in arrays
+    decoded = decode_state_dict(through_npz(arrays))
+    assert decoded["3.bias"] is None and differences(state, decoded) == []
+    fresh = quant.api().convert(quant.api().prepare(model))
+    fresh.load_state_dict(decoded)
+    images = torch.rand(1, 3, 8, 8)
+    assert torch.equal(fresh(images), int8(images))
+
+
 def test_npz_layout_is_plain_arrays_with_axis():
     arrays = encode_state_dict(quantized_entries())
     assert arrays["w_tensor::int8"].dtype == np.int8 and arrays["act::int8"].dtype == np.uint8

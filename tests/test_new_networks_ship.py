@@ -1,5 +1,6 @@
 """The four real-time networks of issue 24 go the whole way: a 1-epoch synthetic run with every auxiliary
-loss on, ./compress.sh packages it (verified by presubmit), and the package runs under `python -I` alone."""
+loss on, ./compress.sh packages it (verified by presubmit), and the package runs under `python -I` alone;
+so does its int8 conversion (lowpower quantize ptq), packaged the same way."""
 import os
 import subprocess
 import sys
@@ -43,13 +44,28 @@ def test_trains_packages_passes_presubmit_and_runs_isolated(name, synthetic_data
     assert packaged.returncode == 0, packaged.stderr
     assert "presubmit on 2 sample images: passed" in packaged.stdout + packaged.stderr
 
-    images, out = tmp_path / "images", tmp_path / "out"
+    images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
     for index in range(2):
         cv2.imwrite(str(images / ("%d.png" % index)), rng.integers(0, 256, (512, 512, 3), dtype=np.uint8))
-    result = subprocess.run([sys.executable, "-I", str(tmp_path / "s.pyz"), "-i", str(images), "-o", str(out)],
-                            cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    run_isolated(tmp_path / "s.pyz", images, tmp_path / "out", env)
+
+    converted = subprocess.run([sys.executable, "-m", "lowpower", "quantize", "ptq", str(run / "best.pt"), "--out",
+                                str(tmp_path / "int8.pt"), "--calib", "2", "--no-progress"],
+                               cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=600)
+    assert converted.returncode == 0, converted.stderr
+    packaged = subprocess.run([str(REPO_ROOT / "compress.sh"), str(tmp_path / "int8.pt"), "-o", str(tmp_path / "i.pyz"),
+                               "--build-dir", str(tmp_path / "build8"), "--no-verify"],
+                              cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    assert packaged.returncode == 0, packaged.stderr
+    run_isolated(tmp_path / "i.pyz", images, tmp_path / "out8", env)
+
+
+def run_isolated(pyz, images, out, env):
+    """Run a package as the referee does, under `python -I`, and check its two masks."""
+    result = subprocess.run([sys.executable, "-I", str(pyz), "-i", str(images), "-o", str(out)],
+                            cwd=str(out.parent), env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     masks = [cv2.imread(str(out / ("%d.png" % index)), cv2.IMREAD_UNCHANGED) for index in range(2)]
     assert all(mask is not None and mask.shape == (512, 512) and mask.max() < 14 for mask in masks)

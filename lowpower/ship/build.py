@@ -94,7 +94,7 @@ def check_int8_arrays(model, arrays):
         decoded = decode_state_dict(arrays)
     except Int8WeightsError as error:
         raise PackageError("the int8 weights.npz would not load on the device: %s" % error) from None
-    shipped = {key: value.detach().half().float() if not value.is_quantized
+    shipped = {key: value.detach().half().float() if value is not None and not value.is_quantized
                and int8_ships_in_fp16(key, value.detach().numpy()) else value
                for key, value in model.state_dict().items()}
     problems = differences(shipped, decoded)

@@ -8,7 +8,8 @@ A quantized tensor ``K`` becomes four arrays (the decoder is ``solution/int8.py`
     K::axis        int64 scalar: the channel axis, -1 for per-tensor
 
 Every other entry (biases, the scales and zero points modules keep as tensors) is stored as its
-plain array, unchanged.
+plain array, unchanged. An entry that is None (the bias of an int8 conv built without one, e.g. a conv
+after a BN-ReLU, as in DDRNet's DAPPM and PIDNet's PAPPM) is ``K::none``, an empty int8 array.
 
 Example:
     >>> arrays = encode_state_dict(int8_model.state_dict())  # doctest: +SKIP
@@ -20,6 +21,7 @@ import torch
 
 SEPARATOR = "::"
 PARTS = ("int8", "scale", "zero_point", "axis")
+NONE_PART = "none"  # marks an entry whose value is None
 PER_TENSOR_AXIS = -1
 
 
@@ -65,6 +67,9 @@ def encode_state_dict(state_dict):
     for key, value in state_dict.items():
         if SEPARATOR in key:
             raise ValueError("state dict key %r contains %r, which the int8 npz layout reserves" % (key, SEPARATOR))
+        if value is None:  # a quantized conv's missing bias: its module expects the key, with None
+            arrays[key + SEPARATOR + NONE_PART] = np.zeros(0, np.int8)
+            continue
         if not isinstance(value, torch.Tensor):
             raise ValueError("state dict entry %s is a %s, not a tensor; an int8 package ships tensors only"
                              % (key, type(value).__name__))
@@ -77,13 +82,15 @@ def encode_state_dict(state_dict):
 
 
 def tensors_equal(a, b):
-    """Exact equality of two state-dict entries, quantization parameters included.
+    """Exact equality of two state-dict entries, quantization parameters included (None equals None).
 
     Example:
         >>> q = torch.quantize_per_tensor(torch.ones(2), 0.5, 3, torch.quint8)
-        >>> tensors_equal(q, q.clone()), tensors_equal(q, torch.ones(2))
-        (True, False)
+        >>> tensors_equal(q, q.clone()), tensors_equal(q, torch.ones(2)), tensors_equal(None, None)
+        (True, False, True)
     """
+    if a is None or b is None:
+        return a is None and b is None
     if a.is_quantized != b.is_quantized or a.dtype != b.dtype or a.shape != b.shape:
         return False
     if not a.is_quantized:
@@ -98,6 +105,10 @@ def differences(state_dict, decoded):
     missing = sorted(set(state_dict) - set(decoded))
     extra = sorted(set(decoded) - set(state_dict))
     unequal = sorted(key for key in set(state_dict) & set(decoded)
-                     if not tensors_equal(state_dict[key].detach().cpu(), decoded[key]))
+                     if not tensors_equal(_cpu(state_dict[key]), decoded[key]))
     return ["missing %s" % key for key in missing] + ["extra %s" % key for key in extra] + [
         "differs %s" % key for key in unequal]
+
+
+def _cpu(value):
+    return None if value is None else value.detach().cpu()
