@@ -85,6 +85,15 @@ SCHEMA = {
         "threads": Key((int, OPTIONAL), None, "CPU threads for torch; null keeps torch's default", low=1),
     },
     "loss": {
+        "ohem": Key(bool, False, "cross-entropy over the hard pixels only (mmsegmentation's OHEM sampler): those whose "
+                                 "true-class probability is under loss.ohem_thresh, at least loss.ohem_min_kept"),
+        "ohem_thresh": Key(float, 0.7, "OHEM: pixels whose true-class probability is below this always count",
+                           above=0, high=1),
+        "ohem_min_kept": Key(int, 100000, "OHEM: the threshold rises until about this many pixels per batch count",
+                             low=1),
+        "focal": Key(float, 0.0, "focal loss exponent gamma: each pixel's cross-entropy times (1 - p)^gamma "
+                                 "(0: plain cross-entropy; 2 in Lin et al. 2017); adds to the Dice term as before",
+                     low=0),
         "aux_weights": Key(dict, {}, "weight of each auxiliary output the network returns in training, by name "
                                      "(its class's aux_heads, e.g. {aux: 0.4, boundary: 20} for pidnet_s): "
                                      "segmentation heads get the run's loss, boundary heads a class-balanced "

@@ -1,4 +1,5 @@
-"""Training losses: cross-entropy with an ignore index and class weights, plus an optional soft Dice.
+"""Training losses: cross-entropy with an ignore index and class weights (or its OHEM / focal forms,
+:mod:`lowpower.train.hard_pixels`), plus an optional soft Dice.
 
 The referee averages Dice over the classes present in each image, so rare classes weigh as much
 as background; class weights and a Dice term are the usual ways to tell the loss so.
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from evaluation.contract import IGNORE_INDEX
+from lowpower.train.hard_pixels import hard_pixel_loss
 
 
 def inverse_sqrt_weights(pixel_counts):
@@ -78,9 +80,12 @@ class SegmentationLoss(torch.nn.Module):
         class_weights: None or C weights.
         dice_weight: weight of the soft Dice term; 0 disables it.
         ignore_index: label id that does not count.
+        focal_gamma: focal exponent of the cross-entropy term; 0 keeps plain cross-entropy.
+        ohem: None, or ``(thresh, min_kept)``: the cross-entropy term over the hard pixels only.
     """
 
-    def __init__(self, num_classes, class_weights=None, dice_weight=0.0, ignore_index=IGNORE_INDEX):
+    def __init__(self, num_classes, class_weights=None, dice_weight=0.0, ignore_index=IGNORE_INDEX,
+                 focal_gamma=0.0, ohem=None):
         super().__init__()
         weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         if weight is not None and weight.numel() != num_classes:
@@ -88,9 +93,14 @@ class SegmentationLoss(torch.nn.Module):
         self.register_buffer("weight", weight)
         self.dice_weight = float(dice_weight)
         self.ignore_index = ignore_index
+        self.focal_gamma = float(focal_gamma)
+        self.ohem = None if ohem is None else (float(ohem[0]), int(ohem[1]))
 
     def forward(self, logits, target):
-        loss = F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index)
+        if self.focal_gamma or self.ohem is not None:
+            loss = hard_pixel_loss(logits, target, self.weight, self.ignore_index, self.focal_gamma, self.ohem)
+        else:
+            loss = F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index)
         if self.dice_weight > 0:
             loss = loss + self.dice_weight * soft_dice_loss(logits, target, self.ignore_index)
         return loss
@@ -115,4 +125,7 @@ def criterion_from_config(cfg, train_set, device, log=None):
         weights = inverse_sqrt_weights(mask_pixel_counts(train_set, cfg["data"]["num_classes"])).tolist()
         if log:
             log("class weights (inverse sqrt of pixel share): %s" % " ".join("%.2f" % w for w in weights))
-    return SegmentationLoss(cfg["data"]["num_classes"], weights, cfg["train"]["dice_weight"]).to(device)
+    loss = cfg.get("loss", {})
+    ohem = (loss["ohem_thresh"], loss["ohem_min_kept"]) if loss.get("ohem") else None
+    return SegmentationLoss(cfg["data"]["num_classes"], weights, cfg["train"]["dice_weight"],
+                            focal_gamma=loss.get("focal", 0.0), ohem=ohem).to(device)
