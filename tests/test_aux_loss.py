@@ -144,8 +144,8 @@ def test_the_config_names_an_unknown_head_and_a_negative_weight(monkeypatch):
         load_config(None, ["model.arch=two_head_net", "loss.aux_weights={aux: -1}"])
     with pytest.raises(ConfigError, match="unet does not return; its auxiliary outputs: none"):
         load_config(None, ["loss.aux_weights={aux: 0.4}"])
-    assert load_config(None, ["model.arch=two_head_net", "loss.aux_weights={boundary: 20}"])["loss"] == {
-        "aux_weights": {"boundary": 20}}
+    assert load_config(None, ["model.arch=two_head_net", "loss.aux_weights={boundary: 20}"])["loss"][
+        "aux_weights"] == {"boundary": 20}
 
 
 def test_a_training_run_with_aux_weights_trains_and_logs_the_same_checkpoint_layout(
