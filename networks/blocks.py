@@ -158,3 +158,33 @@ class TransposedFire(nn.Module):
     def forward(self, x):
         x = self.squeeze(x)
         return self.merge.cat([self.expand1x1(x), self.expand2x2(x)], dim=1)
+
+
+def bn_relu_conv(in_channels, out_channels, kernel_size=1, groups=1, pool=None):
+    """Pre-activation unit of DDRNet's DAPPM and PIDNet's PAPPM: [pool ->] BN -> ReLU -> conv (no bias).
+
+    Example:
+        >>> bn_relu_conv(8, 4, 3, pool=nn.AvgPool2d(2))(torch.zeros(1, 8, 8, 8)).shape
+        torch.Size([1, 4, 4, 4])
+    """
+    layers = [] if pool is None else [pool]
+    layers += [nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
+               nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=False)]
+    return nn.Sequential(*layers)
+
+
+def add_pyramid_scales(module, inplanes, branch_planes):
+    """Give ``module`` the five branches DAPPM and PAPPM share, under the authors' names: ``scale1``-``scale3``
+    average-pool with kernels 5/9/17 and strides 2/4/8 (padding half the kernel, so a 1x1 map pools to
+    1x1), ``scale4`` pools globally, ``scale0`` does not pool; each then runs :func:`bn_relu_conv` (1x1).
+
+    Example:
+        >>> holder = nn.Module(); add_pyramid_scales(holder, 8, 4); holder.scale3[0].kernel_size
+        17
+    """
+    pools = ((5, 2), (9, 4), (17, 8))
+    for index, (kernel, stride) in enumerate(pools, 1):
+        pool = nn.AvgPool2d(kernel, stride=stride, padding=kernel // 2)
+        setattr(module, 'scale%d' % index, bn_relu_conv(inplanes, branch_planes, pool=pool))
+    module.scale4 = bn_relu_conv(inplanes, branch_planes, pool=nn.AdaptiveAvgPool2d((1, 1)))
+    module.scale0 = bn_relu_conv(inplanes, branch_planes)

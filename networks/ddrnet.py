@@ -43,7 +43,7 @@ Device-side code: Python 3.6 syntax and the torch 1.10 API only.
 import torch  # noqa: F401 -- the docstring examples use it
 import torch.nn as nn
 
-from networks.blocks import resize_to
+from networks.blocks import add_pyramid_scales, bn_relu_conv, resize_to
 from networks.fusion import QuantizableNetwork, float_functional
 
 
@@ -130,14 +130,6 @@ def make_layer(block, inplanes, planes, blocks, stride=1):
     return nn.Sequential(*layers)
 
 
-def bn_relu_conv(in_channels, out_channels, kernel_size=1, pool=None):
-    """Pre-activation unit of DAPPM: [pool ->] BN -> ReLU -> conv (no bias)."""
-    layers = [pool] if pool is not None else []
-    layers += [nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
-               nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)]
-    return nn.Sequential(*layers)
-
-
 class DAPPM(nn.Module):
     """Deep Aggregation Pyramid Pooling Module (paper Fig. 5), the authors' layout.
 
@@ -151,11 +143,7 @@ class DAPPM(nn.Module):
 
     def __init__(self, inplanes, branch_planes, outplanes):
         super(DAPPM, self).__init__()
-        self.scale1 = bn_relu_conv(inplanes, branch_planes, pool=nn.AvgPool2d(5, stride=2, padding=2))
-        self.scale2 = bn_relu_conv(inplanes, branch_planes, pool=nn.AvgPool2d(9, stride=4, padding=4))
-        self.scale3 = bn_relu_conv(inplanes, branch_planes, pool=nn.AvgPool2d(17, stride=8, padding=8))
-        self.scale4 = bn_relu_conv(inplanes, branch_planes, pool=nn.AdaptiveAvgPool2d((1, 1)))
-        self.scale0 = bn_relu_conv(inplanes, branch_planes)
+        add_pyramid_scales(self, inplanes, branch_planes)
         self.process1 = bn_relu_conv(branch_planes, branch_planes, 3)
         self.process2 = bn_relu_conv(branch_planes, branch_planes, 3)
         self.process3 = bn_relu_conv(branch_planes, branch_planes, 3)

@@ -49,7 +49,7 @@ Device-side code: Python 3.6 syntax and the torch 1.10 API only.
 import torch
 import torch.nn as nn
 
-from networks.blocks import resize_to
+from networks.blocks import add_pyramid_scales, bn_relu_conv, resize_to
 from networks.fusion import QuantizableNetwork, float_functional
 from networks.quant import api
 
@@ -58,14 +58,6 @@ def conv_bn(in_channels, out_channels, kernel_size=1, bias=False):
     """The reference's Conv2d (padding keeps the size) + BatchNorm2d pair, no activation."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias),
                          nn.BatchNorm2d(out_channels))
-
-
-def bn_relu_conv(in_channels, out_channels, kernel_size=1, groups=1, pool=None):
-    """Pre-activation unit of the pyramid pooling module: [pool], BN, ReLU, conv (no bias)."""
-    layers = [] if pool is None else [pool]
-    layers += [nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
-               nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=False)]
-    return nn.Sequential(*layers)
 
 
 class BasicBlock(nn.Module):
@@ -157,11 +149,7 @@ class PAPPM(nn.Module):
 
     def __init__(self, inplanes, branch_planes, outplanes):
         super(PAPPM, self).__init__()
-        self.scale1 = bn_relu_conv(inplanes, branch_planes, pool=nn.AvgPool2d(5, stride=2, padding=2))
-        self.scale2 = bn_relu_conv(inplanes, branch_planes, pool=nn.AvgPool2d(9, stride=4, padding=4))
-        self.scale3 = bn_relu_conv(inplanes, branch_planes, pool=nn.AvgPool2d(17, stride=8, padding=8))
-        self.scale4 = bn_relu_conv(inplanes, branch_planes, pool=nn.AdaptiveAvgPool2d((1, 1)))
-        self.scale0 = bn_relu_conv(inplanes, branch_planes)
+        add_pyramid_scales(self, inplanes, branch_planes)
         self.scale_process = bn_relu_conv(branch_planes * 4, branch_planes * 4, 3, groups=4)
         self.compression = bn_relu_conv(branch_planes * 5, outplanes)
         self.shortcut = bn_relu_conv(inplanes, outplanes)
