@@ -122,3 +122,13 @@ def all_gather_objects(value):
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def wrap_ddp(model, info, find_unused=False):
+    """``model`` in DistributedDataParallel for the process ``info`` describes (its GPU, or the CPU).
+
+    Args:
+        find_unused: let DDP look for parameters without a gradient in a step (heads left out).
+    """
+    device_ids = [info.local_rank] if info.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused)

@@ -379,9 +379,8 @@ def train(args, cfg, folder, resume_state, resume_path, changed):
                 LOG.info("--override-config: continuing %s with %s", resume_path, "; ".join(changed))
             session.resume(resume_state, resume_path)
         if info.distributed:
-            session.model = torch.nn.parallel.DistributedDataParallel(
-                session.model, device_ids=[info.local_rank] if info.device.type == "cuda" else None,
-                find_unused_parameters=unused_heads(session.model_without_ddp))  # heads of aux_weights 0
+            # heads of weight 0 in loss.aux_weights get no gradient
+            session.model = distributed.wrap_ddp(session.model, info, unused_heads(session.model_without_ddp))
         parameters = sum(p.numel() for p in session.model_without_ddp.parameters())
         LOG.info("run folder %s | %s (%.2f M parameters) | %d train, %d val images | %d process(es) on %s | "
                  "%d steps per epoch, %d epochs", out, cfg["model"]["arch"], parameters / 1e6, len(session.train_set),
