@@ -16,6 +16,8 @@ A checkpoint is a dict saved with ``torch.save``::
     rng                    per-process random states (python, numpy, torch, CUDA) for exact resume
     distill                distillation adapters and the epoch's term sums (lowpower.train.distill), or None;
                            never packaged
+    ema                    under train.ema, the weight average (lowpower.train.ema), or None; last.pt's
+                           ``model`` is then the raw weights, best.pt's the average; never packaged
 
 Writes are atomic (``lowpower.safe.write``: a temporary file in the same folder, then ``os.replace``)
 so a job killed mid-save never leaves a truncated ``last.pt``; reads go through the safe loader

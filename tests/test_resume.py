@@ -55,10 +55,14 @@ def stop_after_steps(monkeypatch, steps):
     monkeypatch.setattr(train_module, "train_one_epoch", wrapped)
 
 
-@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: DataLoader worker processes
-def test_mid_epoch_resume_with_augmentation_is_bit_exact(tiny_args, tiny_data, tmp_path, monkeypatch, workers,
+EMA = ("train.ema=true", "train.ema_decay=0.9", "train.ema_warmup=3")
+
+
+@pytest.mark.parametrize("workers, more", [(0, ()), pytest.param(2, (), marks=pytest.mark.slow),  # 2: worker processes
+                                           (0, EMA)], ids=["main-process", "2-workers", "ema"])
+def test_mid_epoch_resume_with_augmentation_is_bit_exact(tiny_args, tiny_data, tmp_path, monkeypatch, workers, more,
                                                          restore_signal_handlers):
-    extra = ("train.epochs=2", "data.workers=%d" % workers)
+    extra = ("train.epochs=2", "data.workers=%d" % workers, *more)
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train_main(tiny_args(tiny_data, straight, *extra)) == 0
     with monkeypatch.context() as patch:
@@ -71,6 +75,9 @@ def test_mid_epoch_resume_with_augmentation_is_bit_exact(tiny_args, tiny_data, t
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), "%s differs by %g" % (
             name, (tensor.double() - b["model"][name].double()).abs().max())
+    if more:  # the weight average continues bit for bit too
+        assert int(a["ema"]["n_averaged"]) == 8 and a["ema"].keys() == b["ema"].keys()
+        assert all(torch.equal(tensor, b["ema"][name]) for name, tensor in a["ema"].items())
     for key, value in a["optimizer"]["state"].items():
         assert all(torch.equal(value[k], b["optimizer"]["state"][key][k]) for k in value if torch.is_tensor(value[k]))
     # the resumed epoch's loss averages all 4 of its steps, not the 2 after the restart

@@ -220,6 +220,11 @@ def check_consistency(cfg, where, sources=None):
         raise ConfigError("%s: train.class_weights has %d values for %d classes (data.num_classes)"
                           % (_blame(where, sources, "train.class_weights", "data.num_classes"),
                              len(weights), data["num_classes"]))
+    if train["ema"] and cfg["quant"]["qat"]:
+        # An average of fake-quant observers' scales is no range any of them saw; QAT's best_int8.pt
+        # is converted from the raw weights' observers.
+        raise ConfigError("%s: train.ema and quant.qat do not combine; set train.ema=false for a QAT run"
+                          % _blame(where, sources, "train.ema", "quant.qat"))
 
 
 def check_aux_weights(cfg, where, sources=None):

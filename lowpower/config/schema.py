@@ -80,6 +80,12 @@ SCHEMA = {
         "clip_grad": Key((float, OPTIONAL), None, "clip the gradient norm to this value; null disables", above=0),
         "val_every": Key(int, 1, "validate every N epochs (and always after the last)", low=1),
         "sync_bn": Key(bool, False, "SyncBatchNorm across processes under torchrun"),
+        "ema": Key(bool, False, "validate and save as best.pt an exponential moving average of the weights "
+                                "(last.pt keeps the raw weights and the average, so resume stays exact)"),
+        "ema_decay": Key(float, 0.999, "train.ema: the average's decay per optimiser step once warmed up",
+                         low=0, high=1),
+        "ema_warmup": Key(int, 100, "train.ema: steps over which the decay rises as decay * (1 - exp(-step / "
+                                    "ema_warmup)), so the average forgets the initial weights; 0: none", low=0),
         "seed": Key(int, 0, "seed of weights, data order and augmentation", low=0, high=MAX_SEED),
         "device": Key(str, "auto", "auto (CUDA when present), cuda or cpu", ["auto", "cuda", "cpu"]),
         "threads": Key((int, OPTIONAL), None, "CPU threads for torch; null keeps torch's default", low=1),

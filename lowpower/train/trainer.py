@@ -30,16 +30,16 @@ import torch
 from evaluation.metrics import format_table
 from lowpower import checkpoint as ckpt
 from lowpower.compress.quantize import qat
-from lowpower.config import ConfigError, save_config
+from lowpower.config import ConfigError
 from lowpower.data import DataError
-from lowpower.data.build import build_loaders, class_names, data_root, ensure_synthetic, validates_on_train
-from lowpower.data.check import check_dataset, require_no_problems
+from lowpower.data.build import build_loaders, class_names
 from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lowpower.safe import UserError
 from lowpower.safe.write import add_force_argument
 from lowpower.train import distributed
 from lowpower.train.aux_loss import AuxiliaryLoss, unused_heads
 from lowpower.train.distill import build_distiller, check_distill_config
+from lowpower.train.ema import WeightAverage
 from lowpower.train.engine import (
     StopFlag,
     build_optimizer,
@@ -58,9 +58,9 @@ from lowpower.train.run_config import (
     resolve_config,
     resolve_resume,
     run_folder,
-    setup_logging,
     weight_inputs,
 )
+from lowpower.train.run_start import check_data, setup
 
 LOG = logging.getLogger("lowpower.train.trainer")
 EXIT_STOPPED = 143  # 128 + SIGTERM: the job ended early but saved last.pt
@@ -84,65 +84,6 @@ def parse_args(argv=None):
                              "the checkpoint's (without it train.py refuses and lists the keys that differ)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     return parser.parse_args(argv)
-
-
-def on_rank0(work, info):
-    """Run ``work()`` on rank 0 alone; if it fails, every rank raises (none waits at a barrier)."""
-    error = None
-    if info.rank == 0:
-        try:
-            work()
-        except (ConfigError, DataError) as caught:
-            error = caught
-    if distributed.any_process(error is not None):
-        raise error or DataError("rank 0 stopped the run; see its log")
-
-
-def setup(args, cfg, folder):
-    """Processes, run folder, logging, threads, config.yaml, stale temp files, synthetic data.
-
-    Every process has planned ``folder`` (a :class:`~lowpower.train.run_config.RunFolder`) before
-    the process group forms, so rank 0 alone claims it (moving an earlier run aside under --force).
-    """
-    info = distributed.init_distributed_mode(cfg["train"]["device"])
-    out = folder.out
-    if info.rank == 0:
-        folder.claim()
-    distributed.barrier()
-    setup_logging(LOG, out, info.rank == 0)
-    if folder.moved:
-        LOG.info("--force: moved the earlier run in %s aside to %s (nothing deleted)", out, folder.aside)
-    if cfg["train"]["threads"]:
-        torch.set_num_threads(cfg["train"]["threads"])
-    if info.rank == 0:
-        save_config(cfg, out / "config.yaml")
-        # A save killed between its write and its rename leaves NAME.pt.<random>.tmp; only rank 0
-        # saves, and not yet, so anything matching is garbage from an earlier job.
-        for path in ckpt.remove_stale_temps(out):
-            LOG.info("removed %s, a stale temporary file of a save that was killed", path.name)
-    on_rank0(lambda: ensure_synthetic(cfg, LOG.info, progress=not args.no_progress), info)
-    return info
-
-
-def check_data(cfg, info, progress):
-    """Without the cache no file is read before it is needed, so a corrupt validation image would
-    surface only after a whole epoch: read every train and val file once now, and list every problem.
-    With ``data.cache`` the caching reads every file at start-up anyway. First of all, validation
-    on the training images is refused unless ``data.val_on_train``."""
-
-    def work():
-        root = data_root(cfg)
-        if validates_on_train(cfg, root):  # refused unless data.val_on_train says it is meant
-            LOG.warning("data.val_on_train: validating on the training images of %s; the val score will not "
-                        "measure new images", root)
-        if cfg["data"]["cache"]:  # caching reads every file at start-up anyway
-            return
-        report = check_dataset(root, cfg["data"]["dataset"], cfg["data"]["num_classes"],
-                               splits=("train", "val"), progress=progress)
-        require_no_problems(report)
-        LOG.info("data check: %s pairs read, no problems; pixel share per class:\n%s",
-                 " + ".join("%d %s" % (n, split) for split, n in report.pairs.items()), report.share_table())
-    on_rank0(work, info)
 
 
 def training_state(cfg, model, optimizer, scheduler, scaler, **counters):
@@ -210,6 +151,9 @@ class Run:
         self.criterion = criterion_from_config(cfg, self.train_set, info.device, LOG.info)
         self.aux_loss = AuxiliaryLoss.from_config(cfg, model, self.criterion)  # sets model.aux_outputs
         self.optimizer = build_optimizer(model, cfg["train"])
+        self.ema = WeightAverage.from_config(cfg, model)  # None: train.ema off
+        if self.ema is not None:
+            self.ema.follow(self.optimizer)
         self.distiller = build_distiller(cfg, model, self.optimizer, info.device, LOG.info)  # None: no teacher
         self.steps_per_epoch = len(self.train_loader.sampler) // cfg["train"]["batch_size"]
         total_steps = self.steps_per_epoch * cfg["train"]["epochs"]
@@ -232,6 +176,10 @@ class Run:
                               % (path, detail[-1][:200] if detail else type(error).__name__)) from None
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        elif self.ema is not None:  # train.ema turned on with --override-config: the average starts now
+            LOG.info("train.ema: %s holds no average; it starts from the resumed weights", path)
         self.start_epoch, self.start_step = state["epoch"], state.get("step_in_epoch", 0)
         self.best, self.metrics = state.get("best_mean_dice", -1.0), state.get("metrics", {})
         self.history = list(state.get("history", []))
@@ -246,15 +194,24 @@ class Run:
         LOG.info("resumed from %s: %d epochs done%s", path, self.start_epoch,
                  " and %d steps of the next" % self.start_step if self.start_step else "")
 
+    @property
+    def scored_model(self):
+        """The weights that validation scores and ``best.pt`` holds: the EMA's under train.ema."""
+        return self.model_without_ddp if self.ema is None else self.ema.module
+
     def save(self, name, epoch, step, epoch_loss=(0.0, 0)):
-        """Every rank's random states, then rank 0 writes ``OUT/name`` (all ranks must call it)."""
+        """Every rank's random states, then rank 0 writes ``OUT/name`` (all ranks must call it).
+
+        ``last.pt`` holds the raw weights and the EMA beside them; ``best.pt`` the scored weights."""
         rng = distributed.all_gather_objects(ckpt.capture_rng_state())
         distill = self.distiller.state_dict() if self.distiller is not None else None  # a collective: all ranks
         if self.is_main:
+            model = self.scored_model if name == "best.pt" else self.model_without_ddp
             state = training_state(
-                self.cfg, self.model_without_ddp, self.optimizer, self.scheduler, self.scaler, epoch=epoch,
+                self.cfg, model, self.optimizer, self.scheduler, self.scaler, epoch=epoch,
                 step_in_epoch=step, epoch_loss=[float(epoch_loss[0]), int(epoch_loss[1])], rng=rng,
-                best_mean_dice=self.best, metrics=self.metrics, history=self.history, distill=distill)
+                best_mean_dice=self.best, metrics=self.metrics, history=self.history, distill=distill,
+                ema=self.ema.state_dict() if self.ema is not None else None)
             ckpt.save_checkpoint(state, self.out / name)
 
     def train_epoch(self, epoch, stop):
@@ -287,7 +244,7 @@ class Run:
         self.summary = None
         if (epoch + 1) % cfg["train"]["val_every"] == 0 or epoch + 1 == epochs:
             with qat.observers_paused(self.model_without_ddp):  # val images must not move int8 ranges
-                self.summary = validate_ranks(self.model_without_ddp, self.val_loader, self.info.device, cfg,
+                self.summary = validate_ranks(self.scored_model, self.val_loader, self.info.device, cfg,
                                               self.info.distributed, self.progress)
             self.metrics = summary_metrics(self.summary)
             record.update(mean_dice=self.metrics["mean_dice"], miou=self.metrics["miou"])
