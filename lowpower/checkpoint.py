@@ -13,6 +13,7 @@ A checkpoint is a dict saved with ``torch.save``::
     history                per-epoch records (loss, mean_dice, miou) for the curves
     classes, mean, std, input_size   what the packager writes into the manifest
     step_in_epoch, epoch_loss  mid-epoch position and the epoch's running loss sum / step count
+    epoch_terms            mid-epoch: the running sums of each loss term (lowpower.train.engine), or {}
     rng                    per-process random states (python, numpy, torch, CUDA) for exact resume
     distill                distillation adapters and the epoch's term sums (lowpower.train.distill), or None;
                            never packaged

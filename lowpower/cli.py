@@ -51,6 +51,7 @@ COMMANDS = [
         ("bench sweep", "lowpower.measure.sweep:main", "one checkpoint at several input sizes: Dice, time, score"),
         ("bench pareto", "lowpower.measure.pareto:main", "packages' Dice against time, and the Pareto front"),
         ("bench zoo", "lowpower.measure.zoo:main", "one table from make zoo: Dice, ms/img fp32 and int8, GFLOPs"),
+        ("bench recipes", "lowpower.measure.recipes:main", "arms x seeds of a recipe study: val Dice vs the baseline"),
         ("bench variants", "lowpower.measure.variants:main", "precision variants of one checkpoint: Dice and time"),
         ("bench pipeline", "lowpower.measure.pipeline:main", "the steps of a compression pipeline side by side"),
         ("bench solution", "lowpower.measure.solution:main", "where a package's time goes: start-up, model, writes"),

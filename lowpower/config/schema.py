@@ -89,6 +89,9 @@ SCHEMA = {
         "seed": Key(int, 0, "seed of weights, data order and augmentation", low=0, high=MAX_SEED),
         "device": Key(str, "auto", "auto (CUDA when present), cuda or cpu", ["auto", "cuda", "cpu"]),
         "threads": Key((int, OPTIONAL), None, "CPU threads for torch; null keeps torch's default", low=1),
+        "tensorboard": Key(bool, False, "TensorBoard log in OUT/tensorboard: scalars (the loss and each of its terms, "
+                                        "lr, val metrics) every epoch and prediction panels at every validation; "
+                                        "view with tensorboard --logdir OUT/tensorboard"),
     },
     "loss": {
         "ohem": Key(bool, False, "cross-entropy over the hard pixels only (mmsegmentation's OHEM sampler): those whose "

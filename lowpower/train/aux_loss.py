@@ -92,6 +92,7 @@ class AuxiliaryLoss(object):
         self.weights = {name: float(weight) for name, weight in weights.items() if weight > 0}
         self.kinds = {name: kinds[name] for name in self.weights}
         self.criterion = criterion
+        self.terms = {}  # the last call's weighted terms, see __call__
 
     @classmethod
     def from_config(cls, cfg, model, criterion):
@@ -112,20 +113,35 @@ class AuxiliaryLoss(object):
             model.aux_outputs = tuple(loss.weights)
         return loss if loss.weights else None
 
-    def terms(self, aux, masks):
-        """``{name: unweighted loss}`` of each auxiliary output against ``masks`` (N x H x W ids)."""
-        values = {}
+    def head_losses(self, aux, masks):
+        """``{name: unweighted loss}`` of each auxiliary output against ``masks`` (N x H x W ids).
+
+        The criterion's own ``terms`` (those of the main logits) are put back after the segmentation
+        heads' calls, so they still describe the main output afterwards.
+        """
+        values, main_terms = {}, getattr(self.criterion, "terms", None)
         for name, kind in self.kinds.items():
             output = F.interpolate(aux[name].float(), size=masks.shape[-2:], mode="bilinear", align_corners=False)
             if kind == "boundary":
                 values[name] = boundary_loss(output, boundary_target(masks))
             else:
                 values[name] = self.criterion(output, masks)
+        if main_terms is not None:
+            self.criterion.terms = main_terms
         return values
 
     def __call__(self, aux, masks):
-        terms = self.terms(aux, masks)
-        return sum(self.weights[name] * value for name, value in terms.items())
+        """The weighted sum; ``self.terms`` then holds ``{"aux/<name>": weight * loss}`` (detached 0-d
+        tensors that sum to it) until the next call.
+
+        Example:
+            >>> aux_loss = AuxiliaryLoss({"aux": 0.4}, {"aux": "segmentation"}, criterion)  # doctest: +SKIP
+            >>> value = aux_loss({"aux": aux_logits}, masks); sorted(aux_loss.terms)  # doctest: +SKIP
+            ['aux/aux']
+        """
+        weighted = {name: self.weights[name] * value for name, value in self.head_losses(aux, masks).items()}
+        self.terms = {"aux/%s" % name: value.detach() for name, value in weighted.items()}
+        return sum(weighted.values())
 
 
 def unused_heads(model):

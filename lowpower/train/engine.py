@@ -101,12 +101,17 @@ def autocast(device, enabled):
 
 def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, device, epoch,
                     stop=None, clip_grad=None, amp=False, progress=True, total_steps=None,
-                    channels_last=False, step_offset=0, extra_loss=None, aux_loss=None):
+                    channels_last=False, step_offset=0, extra_loss=None, aux_loss=None, terms=None):
     """One pass over ``loader``; stops early (after a whole step) when ``stop`` is requested.
 
     ``extra_loss(images, logits, masks)``, when given, is added to the criterion's loss (the
     distillation terms of :class:`lowpower.train.distill.Distiller`); so is ``aux_loss(aux, masks)``, on
     the auxiliary outputs the network returns beside its logits (:mod:`lowpower.train.aux_loss`).
+
+    ``terms``, when a dict, gets each step's loss terms added to running sums under their names (the
+    criterion's and the aux loss's ``terms``: "ce", "dice", "aux/<head>" ...) and "steps" counted up,
+    for :func:`lowpower.train.tensorboard_log.epoch_term_means`. The distillation terms stay in the
+    Distiller's own sums (``Distiller.epoch_record``).
 
     Raises:
         FloatingPointError: the loss is NaN or infinite (the message names the epoch and step).
@@ -125,8 +130,10 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
         with autocast(device, amp):
             logits, aux = split_outputs(model(images))
             loss = criterion(logits, masks)
+            step_terms = dict(getattr(criterion, "terms", {}))  # read now: the aux heads call the criterion too
             if aux_loss is not None:
                 loss = loss + aux_loss(aux, masks)
+                step_terms.update(getattr(aux_loss, "terms", {}))
             if extra_loss is not None:
                 loss = loss + extra_loss(images, logits, masks)
         if not math.isfinite(loss.item()):
@@ -143,12 +150,27 @@ def train_one_epoch(model, loader, criterion, optimizer, scheduler, scaler, devi
         scheduler.step()
         loss_sum += loss.item()
         steps += 1
+        if terms is not None:
+            add_terms(terms, step_terms)
         bar.set_postfix(loss="%.4f" % (loss_sum / steps), lr="%.2e" % optimizer.param_groups[0]["lr"])
         if any_process(stop is not None and stop.requested):
             bar.close()
             return loss_sum / steps, steps, True
     bar.close()
     return (loss_sum / steps if steps else float("nan")), steps, False
+
+
+def add_terms(sums, step_terms):
+    """Add one step's ``{name: 0-d tensor}`` into the running ``sums`` and count the step.
+
+    Example:
+        >>> sums = {}; add_terms(sums, {"ce": torch.tensor(0.5)}); add_terms(sums, {"ce": torch.tensor(0.25)})
+        >>> sums
+        {'ce': 0.75, 'steps': 2}
+    """
+    for name, value in step_terms.items():
+        sums[name] = sums.get(name, 0.0) + float(value)
+    sums["steps"] = sums.get("steps", 0) + 1
 
 
 def predict_masks(logits, size, min_class_area=0.0):

@@ -95,14 +95,34 @@ class SegmentationLoss(torch.nn.Module):
         self.ignore_index = ignore_index
         self.focal_gamma = float(focal_gamma)
         self.ohem = None if ohem is None else (float(ohem[0]), int(ohem[1]))
+        self.terms = {}  # the last call's weighted terms, see forward
+
+    def term_name(self):
+        """Name of the pixel term: 'ce', 'ohem', 'focal' or 'ohem_focal' (both options on).
+
+        Example:
+            >>> SegmentationLoss(3, focal_gamma=2.0).term_name()
+            'focal'
+        """
+        names = [name for name, on in (("ohem", self.ohem is not None), ("focal", bool(self.focal_gamma))) if on]
+        return "_".join(names) or "ce"
 
     def forward(self, logits, target):
+        """The loss; its weighted terms, detached, are left in ``self.terms`` until the next call.
+
+        ``self.terms`` is ``{pixel term name: value, "dice": dice_weight * soft Dice}`` ("dice" only when
+        ``dice_weight`` > 0) as 0-d tensors that sum to the returned loss, so a log of the terms adds up.
+        """
         if self.focal_gamma or self.ohem is not None:
             loss = hard_pixel_loss(logits, target, self.weight, self.ignore_index, self.focal_gamma, self.ohem)
         else:
             loss = F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index)
+        terms = {self.term_name(): loss.detach()}
         if self.dice_weight > 0:
-            loss = loss + self.dice_weight * soft_dice_loss(logits, target, self.ignore_index)
+            dice = self.dice_weight * soft_dice_loss(logits, target, self.ignore_index)
+            terms["dice"] = dice.detach()
+            loss = loss + dice
+        self.terms = terms
         return loss
 
 

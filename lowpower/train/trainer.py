@@ -61,6 +61,7 @@ from lowpower.train.run_config import (
     weight_inputs,
 )
 from lowpower.train.run_start import check_data, setup
+from lowpower.train.tensorboard_log import TensorBoardLog, epoch_term_means
 
 LOG = logging.getLogger("lowpower.train.trainer")
 EXIT_STOPPED = 143  # 128 + SIGTERM: the job ended early but saved last.pt
@@ -128,7 +129,7 @@ class Run:
         self.cfg, self.out, self.info, self.progress = cfg, out, info, progress
         self.is_main = info.rank == 0
         self.start_epoch, self.start_step, self.best, self.history, self.metrics = 0, 0, -1.0, [], {}
-        self.rng, self.epoch_loss = None, (0.0, 0)
+        self.rng, self.epoch_loss, self.terms, self.tensorboard = None, (0.0, 0), {}, None
         self.started = time.time()
 
     def build(self, fresh=True):
@@ -184,6 +185,7 @@ class Run:
         self.best, self.metrics = state.get("best_mean_dice", -1.0), state.get("metrics", {})
         self.history = list(state.get("history", []))
         self.epoch_loss = tuple(state.get("epoch_loss", (0.0, 0)))
+        self.terms = dict(state.get("epoch_terms") or {})  # the stopped epoch's loss-term sums
         rng = state.get("rng") or []
         if len(rng) == self.info.world_size:
             self.rng = rng[self.info.rank]
@@ -211,6 +213,7 @@ class Run:
                 self.cfg, model, self.optimizer, self.scheduler, self.scaler, epoch=epoch,
                 step_in_epoch=step, epoch_loss=[float(epoch_loss[0]), int(epoch_loss[1])], rng=rng,
                 best_mean_dice=self.best, metrics=self.metrics, history=self.history, distill=distill,
+                epoch_terms=dict(self.terms) if step else {},
                 ema=self.ema.state_dict() if self.ema is not None else None)
             ckpt.save_checkpoint(state, self.out / name)
 
@@ -225,11 +228,12 @@ class Run:
             torch.manual_seed(train["seed"] * 100003 + epoch * 1009 + self.info.rank)
         qat.start_epoch(self.model_without_ddp, self.cfg, epoch, LOG.info)  # freezes observers / BN when due
         done_sum, done_steps = self.epoch_loss if skip else (0.0, 0)
+        self.terms = self.terms if skip else {}
         loss, steps, stopped = train_one_epoch(
             self.model, self.train_loader, self.criterion, self.optimizer, self.scheduler, self.scaler,
             self.info.device, epoch, stop, clip_grad=train["clip_grad"], amp=train["amp"], progress=self.progress,
             total_steps=self.steps_per_epoch - skip, channels_last=train["channels_last"], step_offset=skip,
-            extra_loss=self.distiller, aux_loss=self.aux_loss)
+            extra_loss=self.distiller, aux_loss=self.aux_loss, terms=self.terms)
         loss_sum = done_sum + (distributed.all_reduce_mean(loss) * steps if steps else 0.0)
         steps += done_steps
         if stopped:  # the running sum goes into last.pt, so the epoch's loss averages all of its steps
@@ -241,6 +245,7 @@ class Run:
         cfg, epochs = self.cfg, self.cfg["train"]["epochs"]
         record = {"epoch": epoch + 1, "loss": loss, "seconds": round(time.time() - self.started, 1)}
         record.update(self.distiller.epoch_record(loss) if self.distiller is not None else {})
+        record.update(epoch_term_means(self.terms))  # a collective: all ranks
         self.summary = None
         if (epoch + 1) % cfg["train"]["val_every"] == 0 or epoch + 1 == epochs:
             with qat.observers_paused(self.model_without_ddp):  # val images must not move int8 ranges
@@ -262,13 +267,34 @@ class Run:
         else:
             self.history.append(record)
             LOG.info("epoch %d/%d  loss %.4f  (%.0f s)", epoch + 1, epochs, loss, time.time() - self.started)
+        self.log_tensorboard(epoch, record)
         self.save("last.pt", epoch + 1, 0)
         if self.is_main:
             write_outputs(self.out, self.history, cfg)
 
+    def log_tensorboard(self, epoch, record):
+        """Scalars every epoch and, after a validation, panels of the scored model (rank 0 alone)."""
+        if self.tensorboard is None:
+            return
+        validated = self.summary is not None
+        self.tensorboard.log_epoch(epoch + 1, record, self.optimizer.param_groups[0]["lr"],
+                                   metrics=self.metrics if validated else None)
+        if validated:  # the bare model: a DDP wrapper's forward would wait for the other ranks
+            with qat.observers_paused(self.model_without_ddp):
+                self.tensorboard.log_panels(epoch + 1, self.scored_model, self.val_loader, self.info.device, self.cfg)
+
     def loop(self):
         """The epochs from the resume point on; returns the exit status (0, or EXIT_STOPPED)."""
         stop, last_summary, epochs = StopFlag().install(), None, self.cfg["train"]["epochs"]
+        self.tensorboard = TensorBoardLog.from_config(self.cfg, self.out, self.is_main, start_epoch=self.start_epoch)
+        try:
+            return self.epochs(stop, last_summary, epochs)
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+
+    def epochs(self, stop, last_summary, epochs):
+        """The body of :meth:`loop`."""
         for epoch in range(self.start_epoch, epochs):
             loss, stopped = self.train_epoch(epoch, stop)
             if stopped:
