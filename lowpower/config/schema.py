@@ -48,6 +48,8 @@ SCHEMA = {
         "scale_max": Key(float, 2.0, "largest random scale factor of the training resize", above=0),
         "hflip": Key(float, 0.5, "probability of a horizontal flip", low=0, high=1),
         "jitter": Key(float, 0.2, "brightness/contrast/saturation jitter strength (0 disables)", low=0),
+        "photometric": Key(bool, False, "mmsegmentation's photometric distortion: brightness ±32, contrast and "
+                                        "saturation x0.5-1.5, hue ±18 (OpenCV units), each with probability 0.5"),
         "cache": Key(bool, False, "decode and downsize every image once, into memory (small data sets)"),
         "workers": Key(int, 4, "data loader processes per training process (0 loads in the main process)", low=0),
         "synthetic_train": Key(int, 300, "synthetic data: training images generated when data.root is missing",
@@ -79,7 +81,8 @@ SCHEMA = {
                                           "CPUs and tensor-core GPUs)"),
         "clip_grad": Key((float, OPTIONAL), None, "clip the gradient norm to this value; null disables", above=0),
         "val_every": Key(int, 1, "validate every N epochs (and always after the last)", low=1),
-        "sync_bn": Key(bool, False, "SyncBatchNorm across processes under torchrun"),
+        "sync_bn": Key(bool, False, "BatchNorm statistics over all processes' batches under torchrun: torch's "
+                                     "SyncBatchNorm on CUDA, lowpower's CpuSyncBatchNorm on the CPU (gloo)"),
         "ema": Key(bool, False, "validate and save as best.pt an exponential moving average of the weights "
                                 "(last.pt keeps the raw weights and the average, so resume stays exact)"),
         "ema_decay": Key(float, 0.999, "train.ema: the average's decay per optimiser step once warmed up",

@@ -177,7 +177,7 @@ def split_transforms(cfg, train):
     if train:
         return train_transforms(data["input_size"], crop_size=data["crop_size"],
                                 scale=(data["scale_min"], data["scale_max"]),
-                                hflip=data["hflip"], jitter=data["jitter"])
+                                hflip=data["hflip"], jitter=data["jitter"], photometric=data["photometric"])
     return eval_transforms(data["input_size"], mask_size=cfg["eval"]["output_size"])
 
 

@@ -27,6 +27,7 @@ from torchvision.transforms.v2 import functional as F
 
 from evaluation.contract import IGNORE_INDEX
 from evaluation.metrics import referee_prepare
+from lowpower.data.photometric import PhotometricDistortion
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -134,6 +135,7 @@ def train_transforms(
     std: Sequence[float] = IMAGENET_STD,
     ignore_index: int = IGNORE_INDEX,
     hue: Optional[float] = None,
+    photometric: bool = False,
 ):
     """Training augmentation: square resize with scale jitter, crop, flip, colour jitter, normalise.
 
@@ -151,6 +153,9 @@ def train_transforms(
         ignore_index: mask value for padded pixels.
         hue: hue jitter strength; default ``jitter / 10``, kept small because hue carries class
             meaning (fire, lava, water).
+        photometric: add mmsegmentation's photometric distortion (``PhotometricDistortion``,
+            uint8 in and out) right after the flip. It is independent of ``jitter``: with both,
+            both apply (photometric first); set ``jitter=0`` for mmseg's recipe alone.
 
     Returns:
         A callable ``(image, mask) -> (float32 3xCxC, int64 CxC)`` with ``C = crop_size``.
@@ -174,6 +179,8 @@ def train_transforms(
     ]
     if hflip > 0:
         steps.append(v2.RandomHorizontalFlip(p=hflip))
+    if photometric:
+        steps.append(PhotometricDistortion())
     if jitter > 0 or hue > 0:
         steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=hue))
     steps += _normalise_steps(mean, std)
