@@ -36,7 +36,7 @@ from lowpower.data.build import build_loaders, class_names
 from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lowpower.safe import UserError
 from lowpower.safe.write import add_force_argument
-from lowpower.train import distributed
+from lowpower.train import distributed, sync_bn
 from lowpower.train.aux_loss import AuxiliaryLoss, unused_heads
 from lowpower.train.distill import build_distiller, check_distill_config
 from lowpower.train.ema import WeightAverage
@@ -141,11 +141,10 @@ class Run:
         model = qat.prepare_model(model, cfg, fresh, LOG.info).to(info.device)  # fake-quant under quant.qat
         if cfg["train"]["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
-        if info.distributed and cfg["train"]["sync_bn"]:
-            if info.device.type == "cuda":
-                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            else:  # SyncBatchNorm has no CPU kernel: it would fail on the first training step
-                LOG.warning("train.sync_bn ignored on CPU: each process keeps its own BatchNorm statistics")
+        if info.distributed and cfg["train"]["sync_bn"]:  # torch's SyncBatchNorm on CUDA, ours on the CPU
+            model = sync_bn.convert_sync_batchnorm(model, info.device)
+            LOG.info("train.sync_bn: %d BatchNorm layers synchronised across %d processes",
+                     sync_bn.count_synchronised(model), info.world_size)
         self.model = self.model_without_ddp = model
         self.train_set, self.train_loader, self.val_loader = build_loaders(
             cfg, info.world_size, info.rank, pin_memory=info.device.type == "cuda", progress=self.progress)
