@@ -14,8 +14,34 @@ Two branches run side by side on the image:
 The bilateral guided aggregation layer lets each branch gate the other
 (sigmoid attention at both 1/8 and 1/32) and the segmentation head (3x3
 conv to ``head_channels``, 1x1 classifier) works at 1/8; its logits are
-upsampled bilinearly to the input size. The auxiliary heads of the paper's
-booster training are not built: the model returns only the main logits.
+upsampled bilinearly to the input size.
+
+Booster training (paper section 3.4, Fig. 3): four auxiliary segmentation
+heads on the semantic branch, built always but run only in ``train()`` when
+the trainer asks for them (``aux_outputs``, set from ``loss.aux_weights``);
+``eval()`` returns the main logits alone. Their names are the authors'
+(CoinCheung/BiSeNet ``lib/models/bisenetv2.py``: ``aux2``, ``aux3``,
+``aux4``, ``aux5_4``), each on one stage's output, returned at that stage's
+resolution (the loss resizes them):
+
+- ``aux2``: the stem (S1-S2), 16 channels, stride 4;
+- ``aux3``: S3, 32 channels, stride 8;
+- ``aux4``: S4, 64 channels, stride 16;
+- ``aux5_4``: S5 before the context embedding, 128 channels, stride 32.
+
+Each head is the main head's layers (3x3 conv-BN-ReLU to a mid width,
+dropout 0.1, 1x1 classifier with bias), mid widths ``aux_channels`` =
+16 / 64 / 256 / 1024, the ``channels`` of mmsegmentation's four
+``auxiliary_head`` FCNHeads in ``configs/_base_/models/bisenetv2.py``.
+Differences: mmsegmentation's aux FCNHeads have two 3x3 convs
+(``num_convs=2``), here one, as the paper's head (Fig. 3: 3x3 conv-BN-ReLU
+to C_t, 1x1 conv); the authors' own code uses mid width 128 for all four
+and a x2 upsample with a second conv-BN-ReLU before the classifier.
+
+A state dict without any key of an auxiliary head (a checkpoint written
+before the heads existed) loads with ``strict=True``: that head keeps its
+fresh initialisation (``_load_from_state_dict`` below). A state dict with
+some but not all of a head's keys is still an error.
 
 Upsampling is to the exact size of the other branch rather than by a fixed
 factor, so sizes that are not multiples of 32 work. Batch norm after the
@@ -31,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from networks.blocks import ConvBNReLU, resize_to
-from networks.fusion import QuantizableNetwork, float_functional
+from networks.fusion import QuantizableNetwork, float_functional, keep_missing_heads
 
 
 def conv_bn(in_channels, out_channels, kernel_size=3, stride=1, groups=1):
@@ -121,7 +147,20 @@ class ContextEmbedding(nn.Module):
 
 
 class SemanticBranch(nn.Sequential):
-    """Stem (S1-S2), GE layers (S3-S5) and the context embedding block; output stride 32."""
+    """Stem (S1-S2), GE layers (S3-S5) and the context embedding block; output stride 32.
+
+    Children (their indices are the state-dict keys): 0 the stem, 1-2 S3, 3-4 S4, 5-8 S5's GE
+    layers, 9 the context embedding. ``forward`` runs them all; :meth:`forward_stages` also
+    returns the stage outputs the booster heads read.
+
+    Example:
+        >>> out, stages = SemanticBranch().forward_stages(torch.zeros(2, 3, 64, 64))
+        >>> [tuple(f.shape[1:]) for f in stages]
+        [(16, 16, 16), (32, 8, 8), (64, 4, 4), (128, 2, 2)]
+    """
+
+    # index of the last child of the stem, S3, S4 and S5's GE layers
+    stage_ends = (0, 2, 4, 8)
 
     def __init__(self, in_channels=3):
         super(SemanticBranch, self).__init__(
@@ -132,6 +171,15 @@ class SemanticBranch(nn.Sequential):
             GatherExpansion(128, 128), GatherExpansion(128, 128),
             ContextEmbedding(128),
         )
+
+    def forward_stages(self, x):
+        """``(output, [stem, S3, S4, S5 before the context embedding])``: the same output as ``forward``."""
+        stages = []
+        for index, module in enumerate(self):
+            x = module(x)
+            if index in self.stage_ends:
+                stages.append(x)
+        return x, stages
 
 
 class GuidedAggregation(nn.Module):
@@ -171,6 +219,20 @@ class GuidedAggregation(nn.Module):
         return self.fuse(self.merge.add(high, resize_to(low, size)))
 
 
+def seg_head(in_channels, mid_channels, num_classes):
+    """3x3 conv-BN-ReLU to ``mid_channels``, dropout 0.1, 1x1 classifier (with bias).
+
+    Example:
+        >>> seg_head(16, 16, 14)(torch.zeros(2, 16, 8, 8)).shape
+        torch.Size([2, 14, 8, 8])
+    """
+    return nn.Sequential(
+        ConvBNReLU(in_channels, mid_channels, 3),
+        nn.Dropout(0.1),
+        nn.Conv2d(mid_channels, num_classes, kernel_size=1),
+    )
+
+
 class BiSeNetV2(QuantizableNetwork, nn.Module):
     """BiSeNet V2 returning logits at the input resolution.
 
@@ -179,35 +241,60 @@ class BiSeNetV2(QuantizableNetwork, nn.Module):
         in_channels: input image channels.
         head_channels: channels of the segmentation head's 3x3 conv (1024 in
             the paper's Cityscapes model; the head holds most of the FLOPs).
+        aux_channels: mid widths of the booster heads ``aux2``, ``aux3``,
+            ``aux4``, ``aux5_4`` (mmsegmentation's 16, 64, 256, 1024).
 
     Example:
         >>> BiSeNetV2(14, head_channels=128)(torch.zeros(2, 3, 64, 64)).shape
         torch.Size([2, 14, 64, 64])
     """
 
-    def __init__(self, num_classes=14, in_channels=3, head_channels=1024):
+    # (name, kind) of each auxiliary output: the booster heads, strides 4, 8, 16, 32
+    aux_heads = (('aux2', 'segmentation'), ('aux3', 'segmentation'), ('aux4', 'segmentation'),
+                 ('aux5_4', 'segmentation'))
+    # submodules used only to make auxiliary outputs (excluded from the deployed parameter count)
+    aux_modules = ('aux2', 'aux3', 'aux4', 'aux5_4')
+
+    def __init__(self, num_classes=14, in_channels=3, head_channels=1024, aux_channels=(16, 64, 256, 1024)):
         super(BiSeNetV2, self).__init__()
         self.detail = DetailBranch(in_channels)
         self.semantic = SemanticBranch(in_channels)
         self.aggregation = GuidedAggregation(128)
-        self.head = nn.Sequential(
-            ConvBNReLU(128, head_channels, 3),
-            nn.Dropout(0.1),
-            nn.Conv2d(head_channels, num_classes, kernel_size=1),
-        )
+        self.head = seg_head(128, head_channels, num_classes)
+        # registered after the main modules: the earlier keys and their order are unchanged
+        for name, stage_channels, mid in zip(self.aux_modules, (16, 32, 64, 128), aux_channels):
+            setattr(self, name, seg_head(stage_channels, mid, num_classes))
+        self.aux_outputs = ()
         self.add_quant_stubs()
 
     def forward(self, x):
         x_int8 = self.quant(x)
-        features = self.aggregation(self.detail(x_int8), self.semantic(x_int8))
-        return self.dequant(resize_to(self.head(features), x.shape[-2:]))
+        wanted = [name for name in self.aux_modules if name in self.aux_outputs] if self.training else []
+        if wanted:
+            semantic, stages = self.semantic.forward_stages(x_int8)
+        else:
+            semantic = self.semantic(x_int8)
+        features = self.aggregation(self.detail(x_int8), semantic)
+        logits = self.dequant(resize_to(self.head(features), x.shape[-2:]))
+        if not wanted:
+            return logits
+        outputs = {'out': logits}
+        for name, stage in zip(self.aux_modules, stages):
+            if name in wanted:
+                outputs[name] = self.dequant(getattr(self, name)(stage))
+        return outputs
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        keep_missing_heads(self, state_dict, prefix)
+        super(BiSeNetV2, self)._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def bisenetv2(num_classes=14, in_channels=3, head_channels=1024):
+def bisenetv2(num_classes=14, in_channels=3, head_channels=1024, aux_channels=(16, 64, 256, 1024)):
     """Build a :class:`BiSeNetV2`; the registry entry ``bisenetv2``.
 
     Example:
         >>> bisenetv2(14).eval()(torch.zeros(1, 3, 64, 64)).shape
         torch.Size([1, 14, 64, 64])
     """
-    return BiSeNetV2(num_classes=num_classes, in_channels=in_channels, head_channels=head_channels)
+    return BiSeNetV2(num_classes=num_classes, in_channels=in_channels, head_channels=head_channels,
+                     aux_channels=tuple(aux_channels))

@@ -11,12 +11,26 @@ downloaded here: the workstation loads ImageNet weights into
 Quantizable in eager mode: the ResNet blocks are the quantizable ones of
 ``networks.resnet`` (residual add through ``FloatFunctional.add_relu``) and
 the ASPP concatenation goes through ``FloatFunctional``.
+
+Auxiliary output ``aux`` (``loss.aux_weights: {aux: 0.5}``: torchvision's
+reference training weights it 0.5, mmsegmentation's configs 0.4): torchvision's
+``FCNHead`` (``networks.fcn.fcn_head``: 3x3 conv to a quarter of the
+channels, BN, ReLU, dropout 0.1, 1x1 classifier) on ``layer3``, stride 16
+(8 at ``output_stride=8``), returned at that resolution in ``train()`` when
+asked. The module is torchvision's ``aux_classifier`` (same keys, registered
+after ``head`` as torchvision registers it after ``classifier``), so
+torchvision's ``deeplabv3_resnet50(aux_loss=True)`` state dict loads with
+only ``classifier.`` renamed to ``head.``. A state dict with no
+``aux_classifier.`` key (written before the head existed, or torchvision's
+``aux_loss=False``) still loads with ``strict=True``: the head keeps its
+fresh initialisation.
 """
 import torch  # noqa: F401 -- the docstring examples use it
 import torch.nn as nn
 
 from networks.blocks import resize_to
-from networks.fusion import QuantizableNetwork, float_functional
+from networks.fcn import fcn_head
+from networks.fusion import QuantizableNetwork, float_functional, keep_missing_heads
 from networks.resnet import IntermediateLayerGetter, QuantizableBasicBlock, QuantizableBottleneck, resnet_trunk
 
 RESNET_SPECS = {
@@ -118,7 +132,9 @@ class DeepLabV3(QuantizableNetwork, nn.Module):
 
     ``backbone`` holds the torchvision-named ResNet layers (conv1, bn1,
     layer1..layer4) so an ImageNet ResNet state dict loads into it with
-    ``strict=False``. ``forward`` returns a plain logits tensor.
+    ``strict=False``. ``forward`` returns a plain logits tensor, or in
+    ``train()`` with ``aux_outputs = ('aux',)`` the dict ``{'out': logits,
+    'aux': layer3 logits}`` (``aux_classifier``, not resized).
 
     Args:
         depth: ResNet depth, one of 18, 50, 101.
@@ -130,6 +146,10 @@ class DeepLabV3(QuantizableNetwork, nn.Module):
         torch.Size([2, 14, 64, 64])
     """
 
+    aux_heads = (('aux', 'segmentation'),)
+    # submodules used only to make auxiliary outputs (excluded from the deployed parameter count)
+    aux_modules = ('aux_classifier',)
+
     def __init__(self, depth, num_classes=14, output_stride=16):
         super(DeepLabV3, self).__init__()
         if depth not in RESNET_SPECS:
@@ -140,11 +160,28 @@ class DeepLabV3(QuantizableNetwork, nn.Module):
         self.backbone = IntermediateLayerGetter(resnet_trunk(block, layers, output_stride),
                                                 return_layers={'layer4': 'out'})
         self.head = deeplab_head(512 * block.expansion, num_classes)
+        self.aux_classifier = fcn_head(256 * block.expansion, num_classes)
+        self.aux_outputs = ()
         self.add_quant_stubs()
 
     def forward(self, x):
-        features = self.backbone(self.quant(x))['out']
-        return self.dequant(resize_to(self.head(features), x.shape[-2:]))
+        wants_aux = self.training and 'aux' in self.aux_outputs
+        if wants_aux:  # the getter's children in its order (as its forward), keeping layer3's output
+            features = self.quant(x)
+            for name, module in self.backbone.items():
+                features = module(features)
+                if name == 'layer3':
+                    low = features
+        else:
+            features = self.backbone(self.quant(x))['out']
+        logits = self.dequant(resize_to(self.head(features), x.shape[-2:]))
+        if not wants_aux:
+            return logits
+        return {'out': logits, 'aux': self.dequant(self.aux_classifier(low))}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        keep_missing_heads(self, state_dict, prefix)
+        super(DeepLabV3, self)._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def deeplabv3_r18(num_classes=14, output_stride=16):

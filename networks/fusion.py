@@ -123,6 +123,16 @@ def float_functional():
     return quant.nnq().FloatFunctional()
 
 
+def keep_missing_heads(network, state_dict, prefix):
+    """Put into ``state_dict`` (in place) the current tensors of each module in the class's
+    ``aux_modules`` that ``state_dict`` has no key of, so a checkpoint written before the
+    auxiliary heads existed loads with ``strict=True`` and those heads keep their weights."""
+    for name in type(network).aux_modules:
+        head = prefix + name + '.'
+        if not any(key.startswith(head) for key in state_dict):
+            state_dict.update(getattr(network, name).state_dict(prefix=head))
+
+
 class QuantizableNetwork(object):
     """Mixin of the quantizable zoo networks: the flag, the stubs and ``fuse_model``.
 

@@ -168,9 +168,11 @@ def test_deeplabv3_r50_is_torchvisions_network():
     # The whole network against torchvision's builder (output stride 8, as torchvision dilates).
     torch.manual_seed(0)
     reference = tv_segmentation.deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=NUM_CLASSES,
-                                                   aux_loss=False).eval()
+                                                   aux_loss=True).eval()
     randomize_batchnorm(reference, 3)
-    state = {key.replace("classifier.", "head.", 1): value for key, value in reference.state_dict().items()}
+    # torchvision's aux_classifier is ours too (the FCN aux head on layer3); only its main head is renamed
+    state = {"head." + key[len("classifier."):] if key.startswith("classifier.") else key: value
+             for key, value in reference.state_dict().items()}
     ours = networks.create_model("deeplabv3_r50", num_classes=NUM_CLASSES, output_stride=8).eval()
     assert list(ours.state_dict()) == list(state)
     ours.load_state_dict(state, strict=True)
