@@ -9,6 +9,7 @@ prints where every output is.
 import argparse
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,13 @@ import yaml
 from evaluation.metrics import SegmentationMeter, format_number
 from lowpower.data.build import class_names, data_root, raw_dataset
 from lowpower.data.synthetic.colour_baseline import fit_class_means, predict_by_colour
+
+# The demo before 2026-12-03 (configs/synthetic/demo_unet.yaml, packaged fp32), run on the same 50
+# test images in turns with today's demo package on this 2-core CPU:
+#   lowpower bench compare runs/demo_unet/solution.pyz runs/demo/solution.pyz --images data/synthetic/test -n 5
+# (docs/results.md, "The demo"). A figure, not a run: the old demo would double the demo's time.
+PREVIOUS_DEMO = {"what": "UNet 128 fp32 (configs/synthetic/demo_unet.yaml)", "date": "2026-12-03",
+                 "mean_dice": 0.7381, "ms_per_image": 29.7}
 
 
 def colour_baseline(cfg, fit_images=100):
@@ -36,6 +44,30 @@ def colour_baseline(cfg, fit_images=100):
     return meter.summary()["mean_dice"]
 
 
+def package_description(pyz):
+    """'int8 (x86 engine), input 128, timer model' from a package's manifest, or '' without one."""
+    if not pyz.is_file():
+        return ""
+    with zipfile.ZipFile(pyz) as archive:
+        manifest = json.loads(archive.read("solution/manifest.json").decode("utf-8"))
+    engine = (manifest.get("quant") or {}).get("engine")
+    return "%s%s, input %s, timer %s" % (manifest.get("precision"), " (%s engine)" % engine if engine else "",
+                                         manifest.get("input_size"), manifest.get("timer"))
+
+
+def previous_demo_line(evaluation, previous=PREVIOUS_DEMO):
+    """The previous demo's recorded score beside this package's, and their ratio.
+
+    Example:
+        >>> previous_demo_line({"score": 50.0}, {"what": "UNet", "date": "d", "mean_dice": 0.75, "ms_per_image": 30.0})
+        '  previous demo, UNet, recorded d on this CPU: mean Dice 0.7500, 30.0 ms/image, score 25.00; this one 2.00x'
+    """
+    score = previous["mean_dice"] / (previous["ms_per_image"] / 1000.0)
+    return ("  previous demo, %s, recorded %s on this CPU: mean Dice %.4f, %.1f ms/image, score %.2f; this one %.2fx"
+            % (previous["what"], previous["date"], previous["mean_dice"], previous["ms_per_image"], score,
+               evaluation.get("score", float("nan")) / score))
+
+
 def summary_text(run, val, evaluation, baseline, names):
     lines = ["", "=" * 72, "lowpower demo summary", "=" * 72]
     lines.append("validation split (%d images), model input %s:" % (val["images"], val.get("input_size", "?")))
@@ -48,11 +80,13 @@ def summary_text(run, val, evaluation, baseline, names):
         lines.append("  %-28s %7s %7s" % (name, format_number(dice), format_number(iou)))
     if evaluation:
         if evaluation.get("status") == "scored":
+            lines.append("packaged solution %s" % package_description(run / "solution.pyz"))
             lines.append("packaged solution on the test split (evaluate.bash): %d images, mean Dice %s, "
                          "%.1f ms/image reported, score %s (mean Dice / reported s per image, on this CPU)"
                          % (evaluation.get("images", 0), format_number(evaluation.get("mean_dice", float("nan"))),
                             1000 * evaluation.get("reported_seconds", 0) / max(1, evaluation.get("images", 1)),
                             format_number(evaluation.get("score", float("nan")), 2)))
+            lines.append(previous_demo_line(evaluation))
         else:
             lines.append("packaged solution: %s (%s)" % (evaluation.get("status"), evaluation.get("reason")))
     lines.append("outputs:")
