@@ -30,6 +30,7 @@ def test_the_recorded_previous_demo_is_filled_in():
     previous = demo.PREVIOUS_DEMO
     assert 0.7 <= previous["mean_dice"] <= 1 and previous["ms_per_image"] > 0
     assert demo.previous_demo_line({"score": 1.0}).startswith("  previous demo, UNet 128 fp32")
+    assert "run in turns on the same images: %.2fx" % previous["ratio_in_turns"] in demo.previous_demo_line({})
 
 
 def test_the_summary_holds_both_lines(tmp_path):
