@@ -241,3 +241,20 @@ def test_docstring_examples_run():
     # conftest.py runs the examples of a few listed modules only; this keeps these ones honest too.
     result = doctest.testmod(photometric)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_the_cityscapes_pipeline_takes_the_key_too():
+    from lowpower.config import load_config
+    from lowpower.data import cityscapes
+
+    image = np.random.default_rng(3).integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    mask = np.random.default_rng(4).integers(0, 19, (32, 64), dtype=np.uint8)
+    outputs = {}
+    for on in (False, True):
+        data = load_config(None, ["data.dataset=cityscapes", "data.num_classes=19", "data.input_size=32",
+                                  "data.jitter=0", "data.hflip=0", "data.scale_min=1", "data.scale_max=1",
+                                  "data.photometric=%s" % str(on).lower()])["data"]
+        torch.manual_seed(0)
+        outputs[on] = cityscapes.split_transforms(data, train=True)(image, mask)
+    assert torch.equal(outputs[False][1], outputs[True][1])  # the mask is not distorted
+    assert not torch.equal(outputs[False][0], outputs[True][0])

@@ -31,6 +31,7 @@ from torchvision.transforms import v2
 from evaluation.contract import IGNORE_INDEX
 from evaluation.metrics import confusion_matrix, nanmean, safe_ratio
 from lowpower.data.lpcvc import DataError, read_rgb
+from lowpower.data.photometric import PhotometricDistortion
 from lowpower.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PairTransform, as_image
 
 SPLITS = ("train", "val", "test")
@@ -173,12 +174,12 @@ def _normalise(mean, std):
 
 
 def train_transforms(input_size, crop_size=None, scale=(0.5, 2.0), hflip=0.5, jitter=0.2,
-                     mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD, photometric=False):
     """Training augmentation that keeps the 1:2 aspect ratio (no square squash).
 
     The short side is resized to ``input_size`` times a factor uniform in ``scale``, then a random
-    ``crop_size`` square is cut (padded with 0 / 255 where the image is smaller), flipped and
-    colour-jittered.
+    ``crop_size`` square is cut (padded with 0 / 255 where the image is smaller), flipped, given
+    mmsegmentation's photometric distortion when ``photometric`` and colour-jittered.
 
     Example:
         >>> img, mask = train_transforms(64, 48)(np.zeros((64, 128, 3), np.uint8), np.zeros((64, 128), np.uint8))
@@ -192,6 +193,8 @@ def train_transforms(input_size, crop_size=None, scale=(0.5, 2.0), hflip=0.5, ji
                            fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX})]
     if hflip > 0:
         steps.append(v2.RandomHorizontalFlip(p=hflip))
+    if photometric:
+        steps.append(PhotometricDistortion())
     if jitter > 0:
         steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=jitter / 10))
     return PairTransform(v2.Compose(steps + _normalise(mean, std)))
@@ -222,7 +225,7 @@ def split_transforms(data_cfg, train):
     if train:
         return train_transforms(data_cfg["input_size"], data_cfg["crop_size"],
                                 (data_cfg["scale_min"], data_cfg["scale_max"]),
-                                data_cfg["hflip"], data_cfg["jitter"])
+                                data_cfg["hflip"], data_cfg["jitter"], photometric=data_cfg["photometric"])
     return EvalTransform(data_cfg["input_size"])
 
 
