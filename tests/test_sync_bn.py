@@ -183,10 +183,14 @@ def test_torchrun_on_the_cpu_trains_with_synchronised_batchnorm(synthetic_data, 
     from tests.test_distributed import ROOT, tiny_overrides, torchrun
 
     out = tmp_path / "run"
-    overrides = tiny_overrides(synthetic_data(train=16, val=5, test=0, seed=3)) + ["train.sync_bn=true"]
+    # train.ema too: the weight average under torchrun, in the same two processes
+    overrides = tiny_overrides(synthetic_data(train=16, val=5, test=0, seed=3)) + ["train.sync_bn=true",
+                                                                                  "train.ema=true"]
     done = subprocess.run(torchrun(out, overrides), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     log = (out / "log.txt").read_text()
     assert "BatchNorm layers synchronised" in log and "ignored on CPU" not in log, log
     state = load_checkpoint(out / "best.pt")
     networks.create_model(state["arch"], **state["arch_kwargs"]).load_state_dict(state["model"], strict=True)
+    last = load_checkpoint(out / "last.pt")  # best.pt holds the average that last.pt keeps beside the weights
+    assert all(torch.equal(value, last["ema"]["module." + name]) for name, value in state["model"].items())
