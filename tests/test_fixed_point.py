@@ -158,3 +158,29 @@ def test_study_names_a_missing_checkpoint(tmp_path, capsys):
     assert study.main([str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]) == 2
     error = capsys.readouterr().err
     assert "nope.pt" in error and error.count("\n") == 1
+
+
+def three_convs():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(5, 2, 1))
+
+
+def test_edge_bits_widen_the_first_and_last_layers_only():
+    model = three_convs()
+    sizes = [sum(p.numel() for p in layer.parameters()) for layer in (model[0], model[2], model[4])]
+    quantized = fxp.FixedPointModel(model, 4, 6, edge_bits=8)
+    assert quantized.weight_memory_bits() == 8 * sizes[0] + 4 * sizes[1] + 8 * sizes[2]
+    assert fxp.FixedPointModel(model, 4, 6).weight_memory_bits() == 4 * sum(sizes)
+    # activations of one 2x2 image: the image (3x4) and conv0's output (4x4) touch the first layer;
+    # the last reads relu1's output (5x4) and writes 2x4; relu0's output and conv2's (4x4, 5x4) are
+    # inner. The weights as the layers see them (the quantizers' outputs) are no activations.
+    assert quantized.activation_memory_bits((3, 2, 2)) == 8 * (12 + 16) + 8 * (20 + 8) + 6 * (16 + 20)
+    assert quantized.activation_elements((3, 2, 2)) == fxp.activation_elements(model, (3, 2, 2)) == 92
+    quantized.calibrate([torch.rand(2, 3, 2, 2)])
+    assert quantized.quantizers[0].bits == 8 and quantized.quantizers[2].bits == 6
+
+
+def test_an_unknown_scheme_is_refused_naming_the_schemes():
+    with pytest.raises(ValueError, match="range, paper, lsq"):
+        fxp.FixedPointModel(three_convs(), 4, 6, scheme="log")

@@ -127,9 +127,14 @@ def fixed_point(values, bits, max_abs=None, signed=None):
 
 
 class WeightQuantizer(nn.Module):
-    """A parametrization: the weight as the network sees it is its fixed-point version."""
+    """A parametrization: the weight as the network sees it is its fixed-point version (the range scheme).
 
-    def __init__(self, bits):
+    Args:
+        bits: total width.
+        weight: the tensor it will quantize (unused: the range follows the weight on every forward).
+    """
+
+    def __init__(self, bits, weight=None):
         super().__init__()
         self.bits = bits
 
@@ -187,46 +192,79 @@ def fold_batchnorm(model):
 
 
 @torch.no_grad()
-def activation_elements(model, input_shape):
+def activation_elements(model, input_shape, edges=(), edge_bits=None, act_bits=1):
     """Elements of the distinct activation tensors one image of ``input_shape`` (C, H, W) creates.
 
     Counted: the outputs of every leaf module and the inputs of every weighted layer (the image,
     and results of interpolate / cat / add that feed a layer). Each storage counts once, so an
     in-place ReLU does not count its input again; all tensors are kept alive while counting, so a
-    freed address reused by a later tensor cannot hide it.
+    freed address reused by a later tensor cannot hide it. With ``edges``, each element counts
+    ``act_bits``, or ``edge_bits`` for a tensor an edge module reads or writes: the sum is then bits.
 
     Example:
         >>> activation_elements(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(inplace=True)), (3, 2, 2))
         28
     """
-    seen = {}
+    seen, wide = {}, set()
 
-    def keep(values):
+    def keep(values, module):
         if torch.is_tensor(values) and values.is_floating_point():
             seen.setdefault(values.data_ptr(), values)
+            if module in edges:
+                wide.add(values.data_ptr())
 
     handles = []
     for _, module in leaf_modules(model):
-        handles.append(module.register_forward_hook(lambda module, inputs, output: keep(output)))
+        handles.append(module.register_forward_hook(lambda module, inputs, output: keep(output, module)))
         if isinstance(module, WEIGHTED):
-            handles.append(module.register_forward_pre_hook(lambda module, inputs: keep(inputs[0])))
+            handles.append(module.register_forward_pre_hook(lambda module, inputs: keep(inputs[0], module)))
     training = model.training
     try:
         model.eval()
         device = next(iter(model.parameters()), torch.zeros(())).device
         model(torch.zeros((1,) + tuple(input_shape), device=device))
-        return sum(values[0].numel() for values in seen.values())
+        if not edges:
+            return sum(values[0].numel() for values in seen.values())
+        return sum(values[0].numel() * (edge_bits if address in wide else act_bits) for address, values in seen.items())
     finally:
         for handle in handles:
             handle.remove()
         model.train(training)
 
 
+SCHEMES = ("range", "paper", "lsq")
+
+
+def scheme_quantizers(scheme):
+    """(weight quantizer class, activation quantizer class) of a scheme; see the module docstrings.
+
+    range: this module's rule, the split from each tensor's range; paper: the authors' quantizer and
+    splits (``paper_scheme``); lsq: learned step sizes (``lsq``, Esser et al. 2020).
+
+    Example:
+        >>> scheme_quantizers("range") == (WeightQuantizer, ActivationQuantizer)
+        True
+    """
+    if scheme == "range":
+        return WeightQuantizer, ActivationQuantizer
+    if scheme == "paper":
+        # imported when chosen: paper_scheme imports this module's rounding
+        from lowpower.compress.quantize import paper_scheme
+        return paper_scheme.PaperWeightQuantizer, paper_scheme.PaperActivationQuantizer
+    if scheme == "lsq":
+        # imported when chosen, as paper_scheme
+        from lowpower.compress.quantize import lsq
+        return lsq.LsqWeightQuantizer, lsq.LsqActivationQuantizer
+    raise ValueError("unknown fixed-point scheme %r; choose one of %s" % (scheme, ", ".join(SCHEMES)))
+
+
 def leaf_modules(model):
     """(name, module) of every module without children (its weight parametrizations aside) that
     produces a new activation."""
+    # A weight's quantizer (module.parametrizations.weight.0) is a leaf too, but what it makes is the
+    # weight as the layer sees it, not an activation.
     return [(name, module) for name, module in model.named_modules()
-            if name and not isinstance(module, PASS_THROUGH)
+            if name and not isinstance(module, PASS_THROUGH) and "parametrizations" not in name.split(".")
             and all(child == "parametrizations" for child, _ in module.named_children())]
 
 
@@ -242,6 +280,10 @@ class FixedPointModel:
         model: a float network (left untouched).
         weight_bits, act_bits: total widths.
         fold_bn: fold conv-BatchNorm pairs first (see :func:`fold_batchnorm`).
+        scheme: the quantizers, one of :data:`SCHEMES` (see :func:`scheme_quantizers`).
+        edge_bits: when given, the first and the last weighted layer (in registration order: the
+            stem and the classifier of the zoo's networks) use this width for their weights, their
+            inputs and their outputs, as low-bit networks usually keep them.
 
     Example:
         >>> fp = FixedPointModel(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), 4, 6)
@@ -249,22 +291,32 @@ class FixedPointModel:
         torch.Size([1, 4, 6, 6])
     """
 
-    def __init__(self, model, weight_bits, act_bits, fold_bn=True):
+    def __init__(self, model, weight_bits, act_bits, fold_bn=True, scheme="range", edge_bits=None):
         self.model = copy.deepcopy(model).eval()
-        self.weight_bits, self.act_bits = weight_bits, act_bits
+        self.weight_bits, self.act_bits, self.scheme, self.edge_bits = weight_bits, act_bits, scheme, edge_bits
         self.folded = fold_batchnorm(self.model) if fold_bn else 0
         self.quantizers = nn.ModuleList()
         self.calibrating = False
         self.enabled = True
+        self.weight_quantizer, self.activation_quantizer = scheme_quantizers(scheme)
+        self.edges = self._edge_modules()
+        self.param_bits = []  # (elements, bits) of every parameter, for the memory figures
         for _, module in leaf_modules(self.model):
-            for name, _ in list(module.named_parameters(recurse=False)):
-                parametrize.register_parametrization(module, name, WeightQuantizer(weight_bits))
+            bits, act = (edge_bits, edge_bits) if module in self.edges else (weight_bits, act_bits)
+            for name, param in list(module.named_parameters(recurse=False)):
+                self.param_bits.append((param.numel(), bits))
+                parametrize.register_parametrization(module, name, self.weight_quantizer(bits, param.detach()))
             if isinstance(module, WEIGHTED):
-                module.register_forward_pre_hook(self._input_hook(self._new_quantizer()))
-            module.register_forward_hook(self._output_hook(self._new_quantizer()))
+                module.register_forward_pre_hook(self._input_hook(self._new_quantizer(act)))
+            module.register_forward_hook(self._output_hook(self._new_quantizer(act)))
 
-    def _new_quantizer(self):
-        self.quantizers.append(ActivationQuantizer(self.act_bits))
+    def _edge_modules(self):
+        """The first and last weighted leaf modules when ``edge_bits`` is set, else none."""
+        weighted = [module for _, module in leaf_modules(self.model) if isinstance(module, WEIGHTED)]
+        return [weighted[0], weighted[-1]] if self.edge_bits and weighted else []
+
+    def _new_quantizer(self, bits):
+        self.quantizers.append(self.activation_quantizer(bits))
         return self.quantizers[-1]
 
     def _quantize(self, quantizer, module, values):
@@ -296,8 +348,9 @@ class FixedPointModel:
             self.calibrating = False
 
     def weight_memory_bits(self):
-        """Bits to store every parameter: ``weight_bits`` x the number of parameters."""
-        return self.weight_bits * sum(p.numel() for p in self.model.parameters())
+        """Bits to store every parameter: its layer's width (``weight_bits``, or ``edge_bits``) x its elements.
+        A learned scheme's own parameters (step sizes) are not counted: one number per tensor or channel."""
+        return sum(elements * bits for elements, bits in self.param_bits)
 
     def activation_elements(self, input_shape):
         """Elements of the activations of one image of ``input_shape`` (C, H, W), see
@@ -309,5 +362,10 @@ class FixedPointModel:
             self.enabled = True
 
     def activation_memory_bits(self, input_shape):
-        """Bits to hold every activation of one image: ``act_bits`` x :meth:`activation_elements`."""
-        return self.act_bits * self.activation_elements(input_shape)
+        """Bits to hold every activation of one image: each tensor's elements x the width it is stored
+        at (``edge_bits`` for the inputs and outputs of the edge layers, ``act_bits`` otherwise)."""
+        self.enabled = False
+        try:
+            return activation_elements(self.model, input_shape, self.edges, self.edge_bits, self.act_bits)
+        finally:
+            self.enabled = True
