@@ -119,7 +119,7 @@ def test_activation_elements_counts_each_storage_once():
 
 def table_rows(markdown):
     """The body rows of study.md's table."""
-    return [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| weight")]
+    return [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| scheme")]
 
 
 def test_study_writes_rows_memory_and_plot_and_skips_done_rows(float_checkpoint, tmp_path, capsys):
@@ -141,7 +141,7 @@ def test_study_writes_rows_memory_and_plot_and_skips_done_rows(float_checkpoint,
     assert all(0.0 <= float(r["val_mean_dice"]) <= 1.0 for r in rows)
     assert float(fp32["dice_drop"]) == 0.0
     table = (out / "study.md").read_text()
-    assert len(table_rows(table)) == 3 and "| 4 | 6 | 0 |" in table
+    assert len(table_rows(table)) == 3 and "| range | 4 | 6 | - | 0 |" in table
     assert (out / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     capsys.readouterr()
@@ -151,7 +151,7 @@ def test_study_writes_rows_memory_and_plot_and_skips_done_rows(float_checkpoint,
         keys = [(r["weight_bits"], r["act_bits"], r["qat_epochs"]) for r in csv.DictReader(handle)]
     assert keys == [("32", "32", "0"), ("4", "6", "0"), ("4", "8", "0"), ("4", "6", "1"), ("4", "8", "1")]
     table = (out / "study.md").read_text()  # every row of the CSV, the earlier run's too
-    assert len(table_rows(table)) == 5 and "| 4 | 6 | 0 |" in table and "| 4 | 6 | 1 |" in table
+    assert len(table_rows(table)) == 5 and "| range | 4 | 6 | - | 0 |" in table and "| range | 4 | 6 | - | 1 |" in table
 
 
 def test_study_names_a_missing_checkpoint(tmp_path, capsys):
@@ -184,3 +184,35 @@ def test_edge_bits_widen_the_first_and_last_layers_only():
 def test_an_unknown_scheme_is_refused_naming_the_schemes():
     with pytest.raises(ValueError, match="range, paper, lsq"):
         fxp.FixedPointModel(three_convs(), 4, 6, scheme="log")
+
+
+def test_a_study_csv_from_before_the_schemes_is_continued_as_range_rows(tmp_path):
+    from lowpower.compress.quantize import study_files
+
+    path = tmp_path / "study.csv"
+    row = {name: "1" for name in study_files.BEFORE_SCHEMES}
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=study_files.BEFORE_SCHEMES)
+        writer.writeheader()
+        writer.writerow(row)
+    assert study_files.csv_format(path) == "study"
+    (read,) = study_files.read_rows(path)
+    assert (read["scheme"], read["edge_bits"]) == ("range", "")
+    study_files.write_rows(path, [read])
+    assert study_files.csv_format(path) == "study" and study_files.read_rows(path) == [read]
+
+
+def test_the_study_keys_rows_by_scheme_and_edge_bits(float_checkpoint, tmp_path):
+    out = tmp_path / "study"
+    argv = [str(float_checkpoint), "--weight-bits", "4", "--act-bits", "6", "--calib-batches", "1",
+            "--out", str(out), "--no-progress"]
+    assert study.main(argv) == 0 and study.main(argv + ["--edge-bits", "8"]) == 0
+    with open(out / "study.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["weight_bits"], r["scheme"], r["edge_bits"]) for r in rows] == [
+        ("32", "range", ""), ("4", "range", ""), ("4", "range", "8")]
+    plain, edges = rows[1], rows[2]
+    # the stem's and the classifier's weights at 8 bits: more memory than all at 4, less than all at 8
+    assert float(plain["weight_memory_kib"]) < float(edges["weight_memory_kib"]) < 2 * float(
+        plain["weight_memory_kib"])
+    assert float(edges["act_memory_kib_per_image"]) > float(plain["act_memory_kib_per_image"])

@@ -112,7 +112,7 @@ def test_study_of_a_second_checkpoint_into_the_same_out_measures_its_own_rows(ch
     assert {r["checkpoint_sha256"] for r in second} == {sha256_of(other_checkpoint)}
     assert [r["val_mean_dice"] for r in second] != [r["val_mean_dice"] for r in first]
     assert float(second[0]["dice_drop"]) == 0.0  # each checkpoint is compared with its own fp32 row
-    assert "b.pt" in (out / "study.md").read_text() and "| 4 | 8 | 0 |" in (out / "study.md").read_text()
+    assert "b.pt" in (out / "study.md").read_text() and "| range | 4 | 8 | - | 0 |" in (out / "study.md").read_text()
 
     assert study(checkpoint, out) == 0  # the first again: its rows are found among the others
     assert "2 of 2 rows already in" in capsys.readouterr().err

@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from lowpower.checkpoint import CheckpointError, build_model, kind_of, load_checkpoint
-from lowpower.compress.quantize.fixed_point import FLOAT_BITS, FixedPointModel
+from lowpower.compress.quantize.fixed_point import FLOAT_BITS, SCHEMES, FixedPointModel
 from lowpower.compress.quantize.study_files import check_outputs, read_rows, row_key, write_reports, write_rows
 from lowpower.config import ConfigError
 from lowpower.data import DataError
@@ -72,6 +72,14 @@ def parse_args(argv=None):
                         type=bounded(int, 1, 64, "the batches are held in memory together: 64 batches of 8 "
                                      "images at 512x512 take 1.6 GB"),
                         help="training batches that set the activation ranges, 1..64 (default 4)")
+    parser.add_argument("--scheme", default="range", choices=SCHEMES,
+                        help="the quantizers: range (the split of each tensor from its range, the default), paper "
+                             "(the authors' quantizer and splits, arXiv 1908.01073), lsq (learned step sizes, "
+                             "Esser et al. 2020; per-channel weight steps)")
+    parser.add_argument("--edge-bits", default=None, type=bounded(int, 2, FLOAT_BITS - 1, "an edge width is a "
+                        "fixed-point width below float"),
+                        help="width of the first and last layers' weights and activations (e.g. 8); default: "
+                             "the same as every layer")
     parser.add_argument("--no-fold-bn", action="store_true",
                         help="keep BatchNorm layers (quantizing their parameters) instead of folding them")
     parser.add_argument("--data", default=None, help="data folder (default: the checkpoint config's data.root)")
@@ -168,7 +176,8 @@ class Study:
         return {"checkpoint_sha256": self.sha256, "data": self.data, "fold_bn": str(int(not self.args.no_fold_bn)),
                 "calib_batches": str(self.args.calib_batches) if quantized else "", "qat_epochs": str(qat_epochs),
                 "lr": repr(self.fine_tune_lr()) if qat_epochs else "", "weight_bits": str(weight_bits),
-                "act_bits": str(act_bits)}
+                "act_bits": str(act_bits), "scheme": self.args.scheme if quantized else "range",
+                "edge_bits": str(self.args.edge_bits) if quantized and self.args.edge_bits else ""}
 
     def fine_tune(self, model):
         """``--qat-epochs`` epochs of the trainer's loop on the fake-quantized ``model``."""
@@ -193,9 +202,10 @@ class Study:
         started = time.time()
         qat_epochs = 0
         if weight_bits >= FLOAT_BITS and act_bits >= FLOAT_BITS:
-            model = self.model
+            model, quantized = self.model, None
         else:
-            quantized = FixedPointModel(self.model, weight_bits, act_bits, fold_bn=not self.args.no_fold_bn)
+            quantized = FixedPointModel(self.model, weight_bits, act_bits, fold_bn=not self.args.no_fold_bn,
+                                        scheme=self.args.scheme, edge_bits=self.args.edge_bits)
             quantized.calibrate(self.calibration_batches())
             if self.args.qat_epochs:
                 self.fine_tune(quantized.model)
@@ -207,12 +217,21 @@ class Study:
         return {
             **settings, "checkpoint": str(self.args.checkpoint),
             "val_mean_dice": "%.5f" % summary["mean_dice"], "val_miou": "%.5f" % summary["miou"],
-            "weight_memory_kib": "%.2f" % (weight_bits * self.params / 8192),
-            "weight_memory_ratio": "%.3f" % (FLOAT_BITS / weight_bits),
-            "act_memory_kib_per_image": "%.2f" % (act_bits * self.act_elements / 8192),
-            "act_memory_ratio": "%.3f" % (FLOAT_BITS / act_bits),
+            **self.memory(weight_bits, act_bits, quantized),
             "seconds": "%.1f" % (time.time() - started),
         }
+
+
+    def memory(self, weight_bits, act_bits, quantized):
+        """The memory columns of a row: the fp32 row's from the counts, a quantized row's from its model
+        (edge layers at their own width)."""
+        side = self.cfg["data"]["input_size"]
+        weight = quantized.weight_memory_bits() if quantized else weight_bits * self.params
+        act = quantized.activation_memory_bits((3, side, side)) if quantized else act_bits * self.act_elements
+        return {"weight_memory_kib": "%.2f" % (weight / 8192),
+                "weight_memory_ratio": "%.3f" % (FLOAT_BITS * self.params / weight),
+                "act_memory_kib_per_image": "%.2f" % (act / 8192),
+                "act_memory_ratio": "%.3f" % (FLOAT_BITS * self.act_elements / act)}
 
 
 def sweep_keys(study, args):

@@ -19,10 +19,15 @@ from lowpower.safe.write import OutputError, atomic_output, check_output, same_f
 # A row's key: the checkpoint's bytes and every setting that changes the row's numbers. Settings that
 # do not apply to a row are empty (lr and calib_batches of the fp32 row), so the fp32 row of one
 # checkpoint is shared by every run of the study on it.
-SETTINGS = ["checkpoint_sha256", "data", "fold_bn", "calib_batches", "qat_epochs", "lr", "weight_bits", "act_bits"]
+SETTINGS = ["checkpoint_sha256", "data", "fold_bn", "calib_batches", "qat_epochs", "lr", "weight_bits", "act_bits",
+            "scheme", "edge_bits"]
+# Settings a study.csv written before they existed lacks, and the value its rows were measured with.
+ADDED_SETTINGS = {"scheme": "range", "edge_bits": ""}
 RESULTS = ["val_mean_dice", "val_miou", "dice_drop", "weight_memory_kib", "weight_memory_ratio",
            "act_memory_kib_per_image", "act_memory_ratio", "seconds"]
 FIELDS = SETTINGS + ["checkpoint"] + RESULTS
+# The header before the scheme and edge bits were settings: its rows are this study's, with their defaults.
+BEFORE_SCHEMES = [name for name in FIELDS if name not in ADDED_SETTINGS]
 # The header of the study.csv lowpower wrote before rows were keyed by checkpoint: its rows cannot be
 # told apart by checkpoint, so they are never reused.
 OLD_FIELDS = ["weight_bits", "act_bits", "qat_epochs"] + RESULTS
@@ -47,7 +52,8 @@ def csv_format(path):
             header = next(csv.reader([handle.readline(4096)]), None)  # a bounded read: any file may be here
     except (OSError, UnicodeDecodeError, csv.Error):
         return "foreign"
-    return {tuple(FIELDS): "study", tuple(OLD_FIELDS): "old"}.get(tuple(header or ()), "foreign")
+    return {tuple(FIELDS): "study", tuple(BEFORE_SCHEMES): "study", tuple(OLD_FIELDS): "old"}.get(
+        tuple(header or ()), "foreign")
 
 
 def check_outputs(args, out):
@@ -104,7 +110,7 @@ def read_rows(path):
     if not path.is_file():
         return []
     with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+        return [dict(ADDED_SETTINGS, **row) for row in csv.DictReader(handle)]
 
 
 def write_rows(path, rows):
@@ -120,21 +126,23 @@ def write_rows(path, rows):
 
 def write_markdown(rows, path, heading):
     """``study.md``: ``heading``, then the rows as a table, fp32 first."""
-    lines = [heading, "", "| weight bits | act bits | QAT epochs | QAT lr | calib batches | val mean Dice "
-             "| Dice - fp32 | weight memory KiB (x less) | activation memory KiB/image (x less) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [heading, "", "| scheme | weight bits | act bits | edge bits | QAT epochs | QAT lr | calib batches "
+             "| val mean Dice | Dice - fp32 | weight memory KiB (x less) | activation memory KiB/image (x less) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append("| %s | %s | %s | %s | %s | %.4f | %+.4f | %.1f (%.1fx) | %.1f (%.1fx) |" % (
-            row["weight_bits"], row["act_bits"], row["qat_epochs"], row["lr"] or "-", row["calib_batches"] or "-",
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %.4f | %+.4f | %.1f (%.1fx) | %.1f (%.1fx) |" % (
+            row["scheme"], row["weight_bits"], row["act_bits"], row["edge_bits"] or "-", row["qat_epochs"],
+            row["lr"] or "-", row["calib_batches"] or "-",
             float(row["val_mean_dice"]), 0.0 - float(row["dice_drop"]), float(row["weight_memory_kib"]),
             float(row["weight_memory_ratio"]), float(row["act_memory_kib_per_image"]), float(row["act_memory_ratio"])))
     with atomic_output(path) as temp:
         temp.write_text("\n".join(lines) + "\n")
 
 
-def line_label(act, qat, lr, calib):
+def line_label(act, qat, lr, calib, scheme="range", edge=""):
     """The legend of one line of the plot."""
-    return "activations %s bit, QAT %s epochs%s, calib %s" % (act, qat, " lr %s" % lr if lr else "", calib)
+    return "%s, activations %s bit%s, QAT %s epochs%s, calib %s" % (
+        scheme, act, ", edges %s bit" % edge if edge else "", qat, " lr %s" % lr if lr else "", calib)
 
 
 def plot_rows(rows, path, title):
@@ -145,13 +153,13 @@ def plot_rows(rows, path, title):
     quantized = [r for r in rows if int(r["weight_bits"]) < FLOAT_BITS or int(r["act_bits"]) < FLOAT_BITS]
     # One line per activation width and fine-tune (a CSV may hold rows of several runs).
     def settings(row):
-        return int(row["act_bits"]), int(row["qat_epochs"]), row["lr"], row["calib_batches"]
+        return int(row["act_bits"]), int(row["qat_epochs"]), row["lr"], row["calib_batches"], row["scheme"], \
+            row["edge_bits"]
 
-    for act, qat, lr, calib in sorted({settings(r) for r in quantized}):
-        line = sorted((int(r["weight_bits"]), float(r["val_mean_dice"])) for r in quantized
-                      if settings(r) == (act, qat, lr, calib))
+    for key in sorted({settings(r) for r in quantized}):
+        line = sorted((int(r["weight_bits"]), float(r["val_mean_dice"])) for r in quantized if settings(r) == key)
         axes.plot([w for w, _ in line], [d for _, d in line], marker="o",
-                  linestyle="-" if qat else ":", label=line_label(act, qat, lr, calib))
+                  linestyle="-" if key[1] else ":", label=line_label(*key))
     for row in rows:
         if row not in quantized:
             axes.axhline(float(row["val_mean_dice"]), color="black", linestyle="--", label="fp32")
