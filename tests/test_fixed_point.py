@@ -216,3 +216,18 @@ def test_the_study_keys_rows_by_scheme_and_edge_bits(float_checkpoint, tmp_path)
     assert float(plain["weight_memory_kib"]) < float(edges["weight_memory_kib"]) < 2 * float(
         plain["weight_memory_kib"])
     assert float(edges["act_memory_kib_per_image"]) > float(plain["act_memory_kib_per_image"])
+
+
+@pytest.mark.parametrize("scheme", ["range", "lsq"])
+def test_activation_quantizers_live_in_the_network(scheme):
+    quantized = fxp.FixedPointModel(three_convs(), 4, 6, scheme=scheme)
+    quantized.calibrate([torch.rand(2, 3, 4, 4)])
+    keys = quantized.model.state_dict()
+    assert "0.fixed_point_input.%s" % ("max_abs" if scheme == "range" else "step") in keys
+    assert "4.fixed_point_output.%s" % ("max_abs" if scheme == "range" else "step") in keys
+    own = {id(p) for q in quantized.quantizers for p in q.parameters()}
+    assert own <= {id(p) for p in quantized.model.parameters()}  # an optimizer of the model trains them
+    assert bool(own) == (scheme == "lsq")
+    again = fxp.FixedPointModel(three_convs(), 4, 6, scheme=scheme)
+    again.model.load_state_dict(keys)  # the steps and ranges resume with the weights
+    torch.testing.assert_close(again.model(torch.ones(1, 3, 4, 4)), quantized.model(torch.ones(1, 3, 4, 4)))

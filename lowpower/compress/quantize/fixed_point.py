@@ -39,6 +39,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 FLOAT_BITS = 32
+# The attributes of a layer that hold the quantizers of its input and output: children of the layer, so
+# that a learned step trains, saves, loads and moves with the network, its key beside the layer's own.
+QUANTIZER_NAMES = ("fixed_point_input", "fixed_point_output")
+NOT_LAYERS = ("parametrizations",) + QUANTIZER_NAMES
 # Modules whose outputs are not new activations (they pass their input on, or hold no data).
 PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten)
 # Modules that multiply their input by weights: their inputs are quantized too, which covers the
@@ -262,10 +266,10 @@ def leaf_modules(model):
     """(name, module) of every module without children (its weight parametrizations aside) that
     produces a new activation."""
     # A weight's quantizer (module.parametrizations.weight.0) is a leaf too, but what it makes is the
-    # weight as the layer sees it, not an activation.
+    # weight as the layer sees it, not an activation; an activation quantizer is not a layer either.
     return [(name, module) for name, module in model.named_modules()
-            if name and not isinstance(module, PASS_THROUGH) and "parametrizations" not in name.split(".")
-            and all(child == "parametrizations" for child, _ in module.named_children())]
+            if name and not isinstance(module, PASS_THROUGH) and not set(name.split(".")) & set(NOT_LAYERS)
+            and all(child in NOT_LAYERS for child, _ in module.named_children())]
 
 
 class FixedPointModel:
@@ -307,8 +311,10 @@ class FixedPointModel:
                 self.param_bits.append((param.numel(), bits))
                 parametrize.register_parametrization(module, name, self.weight_quantizer(bits, param.detach()))
             if isinstance(module, WEIGHTED):
-                module.register_forward_pre_hook(self._input_hook(self._new_quantizer(act)))
-            module.register_forward_hook(self._output_hook(self._new_quantizer(act)))
+                module.fixed_point_input = self._new_quantizer(act)
+                module.register_forward_pre_hook(self._input_hook(module.fixed_point_input))
+            module.fixed_point_output = self._new_quantizer(act)
+            module.register_forward_hook(self._output_hook(module.fixed_point_output))
 
     def _edge_modules(self):
         """The first and last weighted leaf modules when ``edge_bits`` is set, else none."""
@@ -364,6 +370,8 @@ class FixedPointModel:
     def activation_memory_bits(self, input_shape):
         """Bits to hold every activation of one image: each tensor's elements x the width it is stored
         at (``edge_bits`` for the inputs and outputs of the edge layers, ``act_bits`` otherwise)."""
+        if not self.edges:
+            return self.act_bits * self.activation_elements(input_shape)
         self.enabled = False
         try:
             return activation_elements(self.model, input_shape, self.edges, self.edge_bits, self.act_bits)
