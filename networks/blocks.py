@@ -2,6 +2,8 @@
 
 Device-side code: Python 3.6 syntax and the torch 1.10 API only.
 """
+import copy
+
 import torch  # noqa: F401 -- the docstring examples use it
 import torch.nn as nn
 import torch.nn.functional as F
@@ -49,17 +51,20 @@ class DepthwiseSeparableConv(nn.Sequential):
         out_channels: output channels.
         stride: stride of the depthwise conv.
         dilation: dilation of the depthwise conv.
+        activation: as in :class:`ConvBNReLU`, for both convs (an ``nn.Module`` is copied for the
+            second, so each conv has its own).
 
     Example:
         >>> DepthwiseSeparableConv(16, 32)(torch.zeros(1, 16, 64, 64)).shape
         torch.Size([1, 32, 64, 64])
     """
 
-    def __init__(self, in_channels, out_channels, stride=1, dilation=1):
+    def __init__(self, in_channels, out_channels, stride=1, dilation=1, activation=True):
+        second = copy.deepcopy(activation) if isinstance(activation, nn.Module) else activation
         super(DepthwiseSeparableConv, self).__init__(
             ConvBNReLU(in_channels, in_channels, 3, stride=stride,
-                       dilation=dilation, groups=in_channels),
-            ConvBNReLU(in_channels, out_channels, 1),
+                       dilation=dilation, groups=in_channels, activation=activation),
+            ConvBNReLU(in_channels, out_channels, 1, activation=second),
         )
 
 

@@ -3,8 +3,10 @@ Quantization for Medical Image Segmentation" (arXiv 1908.01073).
 
 The paper's quantizer represents a value by its sign, an integer part and a fractional part:
 the magnitude is rounded to the nearest multiple of 2**-f (f fractional bits) and clamped to what
-i integer bits hold, and the backward pass is the straight-through estimator (gradient 1 where the
-value lies inside the clamp range, 0 where it was clipped). Every weight and every activation goes
+i integer bits hold. This module's "range" scheme does that, with the straight-through estimator
+clipped (gradient 1 where the value lies inside the clamp range, 0 where it was clipped); the
+authors' own code (``paper_scheme``, the "paper" scheme) also rounds weights to a power of two
+first and passes the gradient everywhere. Every weight and every activation goes
 through it during evaluation and fine-tuning (fake quantization: float tensors on the fixed-point
 grid).
 
