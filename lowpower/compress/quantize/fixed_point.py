@@ -40,6 +40,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from lowpower.compress.quantize import lsq, paper_scheme
+
 FLOAT_BITS = 32
 # The attributes of a layer that hold the quantizers of its input and output: children of the layer, so
 # that a learned step trains, saves, loads and moves with the network, its key beside the layer's own.
@@ -254,12 +256,8 @@ def scheme_quantizers(scheme):
     if scheme == "range":
         return WeightQuantizer, ActivationQuantizer
     if scheme == "paper":
-        # imported when chosen: paper_scheme imports this module's rounding
-        from lowpower.compress.quantize import paper_scheme
         return paper_scheme.PaperWeightQuantizer, paper_scheme.PaperActivationQuantizer
     if scheme == "lsq":
-        # imported when chosen, as paper_scheme
-        from lowpower.compress.quantize import lsq
         return lsq.LsqWeightQuantizer, lsq.LsqActivationQuantizer
     raise ValueError("unknown fixed-point scheme %r; choose one of %s" % (scheme, ", ".join(SCHEMES)))
 
