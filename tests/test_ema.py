@@ -110,15 +110,12 @@ def average_on_a_rank(rank, port, results):
 
 @pytest.mark.slow  # two spawned gloo processes
 def test_the_averages_of_two_ranks_stay_equal():
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from tests.test_distributed import _free_port  # here: the spawned ranks need neither module
+
     results = mp.Manager().dict()
-    mp.spawn(average_on_a_rank, args=(port, results), nprocs=2)
+    mp.spawn(average_on_a_rank, args=(_free_port(), results), nprocs=2)
     first, second = results[0], results[1]
     assert all(torch.equal(first[name], second[name]) for name in first)
     assert not torch.equal(first["0.weight"], small_model()[0].weight)  # it did move
