@@ -26,8 +26,9 @@ from pathlib import Path
 
 import yaml
 
+from lowpower.measure.report import add_markdown_output, print_table
 from lowpower.safe import UserError
-from lowpower.safe.write import add_force_argument, atomic_output, check_output
+from lowpower.safe.write import check_output
 
 SEED = re.compile(r"^seed(\d+)$")
 HEADER = ("| arm | seeds | val mean Dice (final), mean ± std | difference to baseline by seed "
@@ -167,8 +168,7 @@ def parse_args(argv=None):
     parser.add_argument("--baseline", default="baseline", help="the arm the others are compared to (default baseline)")
     parser.add_argument("--order", help="comma-separated arms in the order of the rows after the baseline "
                         "(default: by name; arms not named follow by name)")
-    parser.add_argument("--md", help="also write the table to this file")
-    add_force_argument(parser, help="replace an existing --md file")
+    add_markdown_output(parser)
     return parser.parse_args(argv)
 
 
@@ -181,8 +181,5 @@ def main(argv=None):
     text = table(results, baseline=args.baseline, order=order)
     for warning in warnings:
         print("warning: " + warning, file=sys.stderr)
-    print(text, end="")
-    if args.md:
-        with atomic_output(args.md) as tmp:
-            Path(tmp).write_text(text)
+    print_table(text, args.md)
     return 0

@@ -14,7 +14,7 @@ import os
 import platform
 from pathlib import Path
 
-from lowpower.safe.write import OutputError, atomic_output, check_output, same_file
+from lowpower.safe.write import OutputError, add_force_argument, atomic_output, check_output, same_file
 
 
 def cpu_name():
@@ -35,6 +35,21 @@ def load_average():
         return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     except OSError:
         return "n/a"
+
+
+def add_markdown_output(parser):
+    """``--md FILE`` and ``--force`` of a command that prints a Markdown table (see :func:`print_table`)."""
+    parser.add_argument("--md", help="also write the table to this file")
+    add_force_argument(parser, help="replace an existing --md file")
+
+
+def print_table(text, path=None):
+    """Print ``text`` and, when ``path`` is given, write it there atomically (``check_output`` it first,
+    before the work that makes the table)."""
+    print(text, end="")
+    if path:
+        with atomic_output(path) as temp:
+            Path(temp).write_text(text)
 
 
 def write_csv(path, rows, fields):

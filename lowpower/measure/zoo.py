@@ -27,7 +27,8 @@ import torch
 
 from lowpower import checkpoint as ckpt
 from lowpower.measure.flops import count_flops
-from lowpower.safe.write import add_force_argument, atomic_output, check_output
+from lowpower.measure.report import add_markdown_output, print_table
+from lowpower.safe.write import check_output
 
 # The networks ``make zoo`` trains, in the order of the table: the four real-time networks of issue 24,
 # then the ones a team had before them.
@@ -130,8 +131,7 @@ def parse_args(argv=None):
         prog="lowpower bench zoo", description=__doc__.split("Example:")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", nargs="?", default="runs/zoo", help="the folder make zoo wrote (default runs/zoo)")
-    parser.add_argument("--md", help="also write the table to this file")
-    add_force_argument(parser, help="replace an existing --md file")
+    add_markdown_output(parser)
     return parser.parse_args(argv)
 
 
@@ -140,8 +140,5 @@ def main(argv=None):
     if args.md:
         check_output(args.md, force=args.force, what="--md")
     text = markdown(zoo_rows(args.root))
-    print(text, end="")
-    if args.md:
-        with atomic_output(args.md) as tmp:
-            Path(tmp).write_text(text)
+    print_table(text, args.md)
     return 0
