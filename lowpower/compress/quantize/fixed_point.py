@@ -199,19 +199,29 @@ def fold_batchnorm(model):
     return folded
 
 
-@torch.no_grad()
-def activation_elements(model, input_shape, edges=(), edge_bits=None, act_bits=1):
+def activation_elements(model, input_shape):
     """Elements of the distinct activation tensors one image of ``input_shape`` (C, H, W) creates.
-
-    Counted: the outputs of every leaf module and the inputs of every weighted layer (the image,
-    and results of interpolate / cat / add that feed a layer). Each storage counts once, so an
-    in-place ReLU does not count its input again; all tensors are kept alive while counting, so a
-    freed address reused by a later tensor cannot hide it. With ``edges``, each element counts
-    ``act_bits``, or ``edge_bits`` for a tensor an edge module reads or writes: the sum is then bits.
 
     Example:
         >>> activation_elements(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(inplace=True)), (3, 2, 2))
         28
+    """
+    return sum(elements for elements, _ in activation_tensors(model, input_shape))
+
+
+@torch.no_grad()
+def activation_tensors(model, input_shape, edges=()):
+    """(elements, whether a module of ``edges`` reads or writes it) of each distinct activation tensor
+    one image of ``input_shape`` (C, H, W) creates.
+
+    Counted: the outputs of every leaf module and the inputs of every weighted layer (the image,
+    and results of interpolate / cat / add that feed a layer). Each storage counts once, so an
+    in-place ReLU does not count its input again; all tensors are kept alive while counting, so a
+    freed address reused by a later tensor cannot hide it.
+
+    Example:
+        >>> activation_tensors(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(inplace=True)), (3, 2, 2))
+        [(12, False), (16, False)]
     """
     seen, wide = {}, set()
 
@@ -231,9 +241,7 @@ def activation_elements(model, input_shape, edges=(), edge_bits=None, act_bits=1
         model.eval()
         device = next(iter(model.parameters()), torch.zeros(())).device
         model(torch.zeros((1,) + tuple(input_shape), device=device))
-        if not edges:
-            return sum(values[0].numel() for values in seen.values())
-        return sum(values[0].numel() * (edge_bits if address in wide else act_bits) for address, values in seen.items())
+        return [(values.numel(), address in wide) for address, values in seen.items()]
     finally:
         for handle in handles:
             handle.remove()
@@ -370,10 +378,9 @@ class FixedPointModel:
     def activation_memory_bits(self, input_shape):
         """Bits to hold every activation of one image: each tensor's elements x the width it is stored
         at (``edge_bits`` for the inputs and outputs of the edge layers, ``act_bits`` otherwise)."""
-        if not self.edges:
-            return self.act_bits * self.activation_elements(input_shape)
         self.enabled = False
         try:
-            return activation_elements(self.model, input_shape, self.edges, self.edge_bits, self.act_bits)
+            tensors = activation_tensors(self.model, input_shape, self.edges)
         finally:
             self.enabled = True
+        return sum(elements * (self.edge_bits if wide else self.act_bits) for elements, wide in tensors)
