@@ -26,12 +26,13 @@ so a job killed mid-save never leaves a truncated ``last.pt``; reads go through 
 
 Kinds. Every checkpoint is of one kind, a row of :data:`TABLE`: ``int8`` (a top-level ``quant``
 record: ``lowpower quantize ptq`` or a converted QAT run), ``qat`` (a ``quant.qat`` run's fake-quant
-training state), ``pruned`` (``arch_kwargs["width_plan"]``) and ``float``. ``kind_of(state)`` returns
+training state), ``fixed_point`` (a ``quant.fixed_point`` run's fake fixed-point training state),
+``pruned`` (``arch_kwargs["width_plan"]``) and ``float``. ``kind_of(state)`` returns
 the kind object, which recognises its checkpoints, rebuilds their model, describes one in a line and
 says what the packager ships (precisions, extra modules, manifest fields); code elsewhere asks the
 kind instead of testing those keys. Each kind lives with the method that makes it
 (``lowpower.compress.kinds``: the ``Kind`` base, float and pruned; ``lowpower.compress.quantize.kinds``:
-int8 and qat); those modules never import this one, so the table imports them without a circle.
+int8, qat and fixed_point); those modules never import this one, so the table imports them without a circle.
 Building a training run's model and writing its checkpoint dict are training code:
 ``lowpower.train.init_from.model_from_config`` and ``lowpower.train.trainer.training_state``.
 """
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 
 from lowpower.compress.kinds import FLOAT, PRUNED
-from lowpower.compress.quantize.kinds import INT8, QAT
+from lowpower.compress.quantize.kinds import FIXED_POINT, INT8, QAT
 from lowpower.safe import UserError
 from lowpower.safe.load import WeightsFileError, load_weights
 from lowpower.safe.write import atomic_output
@@ -155,7 +156,7 @@ def restore_rng_state(state):
 # Every kind, in the order kind_of tries them: the first whose recognise() is true wins, so the more
 # specific come first (an int8 checkpoint of a pruned network is int8; float takes the rest). A new
 # kind is a Kind subclass in the package of the method that makes it, and a row here.
-TABLE = (INT8, QAT, PRUNED, FLOAT)  # fixed point is next: FIXED_POINT from lowpower.compress.quantize.kinds
+TABLE = (INT8, QAT, FIXED_POINT, PRUNED, FLOAT)
 KINDS = {kind.name: kind for kind in TABLE}
 
 

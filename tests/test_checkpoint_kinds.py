@@ -8,7 +8,7 @@ import torch
 import networks
 from lowpower import checkpoint as ckpt
 from lowpower.compress import kinds as base_kinds
-from lowpower.compress.quantize import kinds
+from lowpower.compress.quantize import fixed_point_train, kinds
 from networks import quant
 from tests.conftest import randomize_batchnorm
 
@@ -19,6 +19,7 @@ KWARGS = {"num_classes": 3, "base_width": 4, "depth": 2}
 # Narrows the stem's first conv from 4 to 2 output channels (and what reads them): 3 layers.
 PLAN = {"stem.0.0": {"in_channels": 3, "out_channels": 2, "groups": 1}, "stem.0.1": {"num_features": 2},
         "stem.1.0": {"in_channels": 2, "out_channels": 4, "groups": 1}}
+FIXED_POINT = {"fixed_point": "lsq", "weight_bits": 4, "act_bits": 6, "edge_bits": 8}
 IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
@@ -54,6 +55,12 @@ def make(name, engine):
             model(IMAGES)  # observers see data: the ranges the rebuilt model must load
         model.eval().apply(quant.api().disable_observer)
         return state_of(model, dict(KWARGS), config={"quant": {"qat": True, "engine": engine}}), model
+    if name == "fixed_point":
+        quant_cfg = {"qat": False, "engine": engine, **FIXED_POINT}
+        model = fixed_point_train.quantize(float_model(), fixed_point_train.settings_of({"quant": quant_cfg})).model
+        with torch.no_grad():
+            model.train()(IMAGES)  # LSQ's steps start from the data, the range scheme's maxima would too
+        return state_of(model.eval(), dict(KWARGS), config={"quant": quant_cfg}), model
     if name == "int8":
         model = int8_model(float_model(), engine)
         record = {"engine": engine, "mode": "ptq", "per_channel": quant.per_channel(engine), "calib_images": 2}
@@ -79,11 +86,12 @@ def saved(engine, tmp_path_factory):
 
 
 def test_every_kind_is_a_row_of_the_table_once():
-    assert len(NAMES) == len(set(NAMES)) == 4 and set(ckpt.KINDS) == set(NAMES)
+    assert len(NAMES) == len(set(NAMES)) == 5 and set(ckpt.KINDS) == set(NAMES)
     assert NAMES[-1] == "float", "float takes whatever no other kind recognises: it must be tried last"
     for name in NAMES:
         assert ckpt.KINDS[name].name == name and ckpt.KINDS[name].title
-    assert (kinds.INT8, kinds.QAT) == (ckpt.KINDS["int8"], ckpt.KINDS["qat"])
+    assert (kinds.INT8, kinds.QAT, kinds.FIXED_POINT) == (ckpt.KINDS["int8"], ckpt.KINDS["qat"],
+                                                          ckpt.KINDS["fixed_point"])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -111,6 +119,7 @@ def test_describes_itself_in_one_line(name, saved, engine):
     assert isinstance(line, str) and line.strip() == line and "\n" not in line and "unet" in line
     expected = {"float": "float unet", "pruned": "pruned unet (width plan of 3 layers)",
                 "qat": "QAT training state (fake-quant, engine %s) of float unet" % engine,
+                "fixed_point": "fixed-point training state (lsq w4/a6, first and last layers 8 bits) of float unet",
                 "int8": "int8 (%s, %s, ptq) of float unet" % (
                     engine, "per-channel" if quant.per_channel(engine) else "per-tensor")}
     assert line == expected[name]
@@ -124,12 +133,14 @@ def test_what_it_packages_as(name, saved):
         "float": (("fp32", "fp16"), (), set()),
         "pruned": (("fp32", "fp16"), ("networks.widths",), set()),
         "qat": ((), None, None),
+        "fixed_point": ((), None, None),
         "int8": (("int8",), ("networks.quant",), {"quant"}),
     }
     precisions, modules, fields = exports[name]
     assert kind.precisions == precisions
-    if not precisions:  # the QAT training state: its int8 form is what ships
-        with pytest.raises(base_kinds.KindError, match="best_int8.pt --precision int8"):
+    if not precisions:  # training states: QAT's int8 form is what ships; fixed point has no runtime
+        refusal = {"qat": "best_int8.pt --precision int8", "fixed_point": "no fixed-point runtime"}[name]
+        with pytest.raises(base_kinds.KindError, match=refusal):
             kind.package_precision(state, None, "runs/x/best.pt")
         return
     assert kind.package_precision(state, None, "c.pt") == precisions[0] == kind.default_precision

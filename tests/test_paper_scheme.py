@@ -135,11 +135,15 @@ def test_the_splits_are_the_authors_configs():
         assert weight_bits in ps.PAPER_SPLITS["weight"] and act_bits in ps.PAPER_SPLITS["activation"]
 
 
-def test_a_width_they_never_ran_names_the_available_ones():
-    with pytest.raises(ValueError, match=r"no 6-bit weights.*2, 4, 8, 16"):
-        ps.PaperWeightQuantizer(6, torch.zeros(3))
-    with pytest.raises(ValueError, match=r"no 5-bit activations.*2, 4, 6, 8, 16"):
-        ps.PaperActivationQuantizer(5)
+def test_a_width_they_never_ran_follows_their_pattern_up_to_8_bits():
+    weight, act = ps.PaperWeightQuantizer(6, torch.zeros(3)), ps.PaperActivationQuantizer(5)
+    assert (weight.int_bits, weight.frac_bits, act.int_bits, act.frac_bits) == (0, 6, 5, 0)
+    assert "their pattern" in repr(weight) and "their pattern" in repr(act)
+    assert "their pattern" not in repr(ps.PaperWeightQuantizer(4, torch.zeros(3)))
+    with pytest.raises(ValueError, match=r"no 12-bit weights.*2, 4, 8, 16"):
+        ps.PaperWeightQuantizer(12, torch.zeros(3))
+    with pytest.raises(ValueError, match=r"no 10-bit activations.*2, 4, 6, 8, 16"):
+        ps.PaperActivationQuantizer(10)
 
 
 @pytest.mark.parametrize("classes", [(ps.PaperWeightQuantizer, ps.PaperActivationQuantizer, ps.pow2_fixed_point),

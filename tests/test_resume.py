@@ -56,10 +56,15 @@ def stop_after_steps(monkeypatch, steps):
 
 
 EMA = ("train.ema=true", "train.ema_decay=0.9", "train.ema_warmup=3")
+# Fixed-point training: LSQ's learned steps and the range scheme's running maxima must continue exactly too.
+FIXED_LSQ = ("train.amp=false", "quant.fixed_point=lsq", "quant.weight_bits=4", "quant.act_bits=6",
+             "quant.edge_bits=8", "quant.calib_batches=2")
+FIXED_RANGE = ("train.amp=false", "quant.fixed_point=range", "quant.weight_bits=4", "quant.act_bits=6")
 
 
 @pytest.mark.parametrize("workers, more", [(0, ()), pytest.param(2, (), marks=pytest.mark.slow),  # 2: worker processes
-                                           (0, EMA)], ids=["main-process", "2-workers", "ema"])
+                                           (0, EMA), (0, FIXED_LSQ), (0, FIXED_RANGE)],
+                         ids=["main-process", "2-workers", "ema", "fixed-point-lsq", "fixed-point-range"])
 def test_mid_epoch_resume_with_augmentation_is_bit_exact(tiny_args, tiny_data, tmp_path, monkeypatch, workers, more,
                                                          restore_signal_handlers):
     extra = ("train.epochs=2", "data.workers=%d" % workers, *more)
@@ -75,7 +80,11 @@ def test_mid_epoch_resume_with_augmentation_is_bit_exact(tiny_args, tiny_data, t
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), "%s differs by %g" % (
             name, (tensor.double() - b["model"][name].double()).abs().max())
-    if more:  # the weight average continues bit for bit too
+    if more == FIXED_LSQ:  # the quantizers are in the state dict, so the loop above compared them
+        assert any(name.endswith("fixed_point_output.step") for name in a["model"])
+    if more == FIXED_RANGE:
+        assert any(name.endswith("fixed_point_output.max_abs") for name in a["model"])
+    if more == EMA:  # the weight average continues bit for bit too
         assert int(a["ema"]["n_averaged"]) == 8 and a["ema"].keys() == b["ema"].keys()
         assert all(torch.equal(tensor, b["ema"][name]) for name, tensor in a["ema"].items())
     for key, value in a["optimizer"]["state"].items():

@@ -225,6 +225,22 @@ def check_consistency(cfg, where, sources=None):
         # is converted from the raw weights' observers.
         raise ConfigError("%s: train.ema and quant.qat do not combine; set train.ema=false for a QAT run"
                           % _blame(where, sources, "train.ema", "quant.qat"))
+    check_fixed_point(cfg, where, sources)
+
+
+def check_fixed_point(cfg, where, sources=None):
+    """``quant.fixed_point`` trains alone: not with int8 QAT, not in mixed precision, not with an EMA."""
+    if not cfg["quant"]["fixed_point"]:
+        return
+    if cfg["quant"]["qat"]:
+        raise ConfigError("%s: quant.fixed_point and quant.qat are two fake quantizations; set one of them"
+                          % _blame(where, sources, "quant.fixed_point", "quant.qat"))
+    if cfg["train"]["amp"]:  # bf16/fp16 autocast would round the fixed-point grid away
+        raise ConfigError("%s: quant.fixed_point trains in fp32; set train.amp=false"
+                          % _blame(where, sources, "train.amp", "quant.fixed_point"))
+    if cfg["train"]["ema"]:  # an average of learned steps and ranges is no grid the weights were trained on
+        raise ConfigError("%s: train.ema and quant.fixed_point do not combine; set train.ema=false"
+                          % _blame(where, sources, "train.ema", "quant.fixed_point"))
 
 
 def check_aux_weights(cfg, where, sources=None):

@@ -130,6 +130,18 @@ SCHEMA = {
                                                       "epochs, then stay fixed; null: never frozen", low=0),
         "init_from": Key((str, OPTIONAL), None, "float checkpoint (best.pt of a float run) whose weights start a "
                                                 "new QAT run; null starts from model.pretrained / scratch"),
+        "fixed_point": Key((str, OPTIONAL), None, "train with fixed-point fake quantization in place (arXiv "
+                                                  "1908.01073): the scheme, range (ours), paper (the authors' "
+                                                  "quantizer) or lsq (learned step sizes); null: off. Conv and "
+                                                  "linear weights and every activation are quantized; biases "
+                                                  "and BatchNorm stay float. Start from a float run with "
+                                                  "model.init_from", ["range", "paper", "lsq"]),
+        "weight_bits": Key(int, 4, "quant.fixed_point: width of the weights, sign included", low=2, high=16),
+        "act_bits": Key(int, 6, "quant.fixed_point: width of the activations, sign included", low=2, high=16),
+        "edge_bits": Key((int, OPTIONAL), None, "quant.fixed_point: width of the first and last layers' weights "
+                                                "and activations (e.g. 8); null: as every layer", low=2, high=16),
+        "calib_batches": Key(int, 4, "quant.fixed_point: training batches that set the activation ranges (and "
+                                     "LSQ's first steps) before a new run's first step", low=1, high=64),
     },
     "distill": {
         "teacher": Key((str, OPTIONAL), None, "checkpoint of a trained teacher (built from its own arch and kwargs, "

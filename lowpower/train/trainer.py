@@ -29,7 +29,7 @@ import torch
 
 from evaluation.metrics import format_table
 from lowpower import checkpoint as ckpt
-from lowpower.compress.quantize import qat
+from lowpower.compress.quantize import fixed_point_train, qat
 from lowpower.config import ConfigError
 from lowpower.data import DataError
 from lowpower.data.build import build_loaders, class_names
@@ -138,7 +138,9 @@ class Run:
         torch.manual_seed(cfg["train"]["seed"])
         # Under torchrun only rank 0 reads pretrained weights: DDP copies rank 0's weights to every process.
         model = model_from_config(cfg, load_pretrained=self.is_main, log=LOG.info)
-        model = qat.prepare_model(model, cfg, fresh, LOG.info).to(info.device)  # fake-quant under quant.qat
+        model = qat.prepare_model(model, cfg, fresh, LOG.info)  # fake-quant int8 under quant.qat
+        self.fixed_point = fixed_point_train.wrap(model, cfg, LOG.info)  # None unless quant.fixed_point
+        model = (self.fixed_point.model if self.fixed_point else model).to(info.device)
         if cfg["train"]["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         if info.distributed and cfg["train"]["sync_bn"]:  # torch's SyncBatchNorm on CUDA, ours on the CPU
@@ -148,6 +150,8 @@ class Run:
         self.model = self.model_without_ddp = model
         self.train_set, self.train_loader, self.val_loader = build_loaders(
             cfg, info.world_size, info.rank, pin_memory=info.device.type == "cuda", progress=self.progress)
+        if fresh and self.fixed_point:  # a resumed run's ranges and steps come from its checkpoint
+            fixed_point_train.calibrate(self.fixed_point, self.train_loader, cfg, info.device, LOG.info)
         self.criterion = criterion_from_config(cfg, self.train_set, info.device, LOG.info)
         self.aux_loss = AuxiliaryLoss.from_config(cfg, model, self.criterion)  # sets model.aux_outputs
         self.optimizer = build_optimizer(model, cfg["train"])

@@ -41,18 +41,15 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from lowpower.compress.quantize import lsq, paper_scheme
+from lowpower.compress.quantize.fixed_point_layers import (  # noqa: F401 (activation_elements: part of this API)
+    NOT_LAYERS,
+    WEIGHTED,
+    activation_elements,
+    activation_tensors,
+    leaf_modules,
+)
 
 FLOAT_BITS = 32
-# The attributes of a layer that hold the quantizers of its input and output: children of the layer, so
-# that a learned step trains, saves, loads and moves with the network, its key beside the layer's own.
-QUANTIZER_NAMES = ("fixed_point_input", "fixed_point_output")
-NOT_LAYERS = ("parametrizations",) + QUANTIZER_NAMES
-# Modules whose outputs are not new activations (they pass their input on, or hold no data).
-PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten)
-# Modules that multiply their input by weights: their inputs are quantized too, which covers the
-# image and every functional result (interpolate, cat, add) that feeds a layer.
-WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
-
 
 def round_half_up(values):
     """Round to the nearest integer, ties away from zero for the non-negative magnitudes used here.
@@ -199,55 +196,6 @@ def fold_batchnorm(model):
     return folded
 
 
-def activation_elements(model, input_shape):
-    """Elements of the distinct activation tensors one image of ``input_shape`` (C, H, W) creates.
-
-    Example:
-        >>> activation_elements(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(inplace=True)), (3, 2, 2))
-        28
-    """
-    return sum(elements for elements, _ in activation_tensors(model, input_shape))
-
-
-@torch.no_grad()
-def activation_tensors(model, input_shape, edges=()):
-    """(elements, whether a module of ``edges`` reads or writes it) of each distinct activation tensor
-    one image of ``input_shape`` (C, H, W) creates.
-
-    Counted: the outputs of every leaf module and the inputs of every weighted layer (the image,
-    and results of interpolate / cat / add that feed a layer). Each storage counts once, so an
-    in-place ReLU does not count its input again; all tensors are kept alive while counting, so a
-    freed address reused by a later tensor cannot hide it.
-
-    Example:
-        >>> activation_tensors(nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(inplace=True)), (3, 2, 2))
-        [(12, False), (16, False)]
-    """
-    seen, wide = {}, set()
-
-    def keep(values, module):
-        if torch.is_tensor(values) and values.is_floating_point():
-            seen.setdefault(values.data_ptr(), values)
-            if module in edges:
-                wide.add(values.data_ptr())
-
-    handles = []
-    for _, module in leaf_modules(model):
-        handles.append(module.register_forward_hook(lambda module, inputs, output: keep(output, module)))
-        if isinstance(module, WEIGHTED):
-            handles.append(module.register_forward_pre_hook(lambda module, inputs: keep(inputs[0], module)))
-    training = model.training
-    try:
-        model.eval()
-        device = next(iter(model.parameters()), torch.zeros(())).device
-        model(torch.zeros((1,) + tuple(input_shape), device=device))
-        return [(values.numel(), address in wide) for address, values in seen.items()]
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(training)
-
-
 SCHEMES = ("range", "paper", "lsq")
 
 
@@ -270,16 +218,6 @@ def scheme_quantizers(scheme):
     raise ValueError("unknown fixed-point scheme %r; choose one of %s" % (scheme, ", ".join(SCHEMES)))
 
 
-def leaf_modules(model):
-    """(name, module) of every module without children (its weight parametrizations aside) that
-    produces a new activation."""
-    # A weight's quantizer (module.parametrizations.weight.0) is a leaf too, but what it makes is the
-    # weight as the layer sees it, not an activation; an activation quantizer is not a layer either.
-    return [(name, module) for name, module in model.named_modules()
-            if name and not isinstance(module, PASS_THROUGH) and not set(name.split(".")) & set(NOT_LAYERS)
-            and all(child in NOT_LAYERS for child, _ in module.named_children())]
-
-
 class FixedPointModel:
     """A deep copy of ``model`` with fixed-point weights and activations (the float model is kept).
 
@@ -296,6 +234,10 @@ class FixedPointModel:
         edge_bits: when given, the first and the last weighted layer (in registration order: the
             stem and the classifier of the zoo's networks) use this width for their weights, their
             inputs and their outputs, as low-bit networks usually keep them.
+        weights_only: quantize only the weights of the weighted layers (:data:`WEIGHTED`); biases and
+            normalisation parameters stay float and count 32 bits in the memory figures (as the
+            authors and LSQ train; a training run keeps BatchNorm, which cannot be folded while its
+            statistics still move).
 
     Example:
         >>> fp = FixedPointModel(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), 4, 6)
@@ -303,7 +245,8 @@ class FixedPointModel:
         torch.Size([1, 4, 6, 6])
     """
 
-    def __init__(self, model, weight_bits, act_bits, fold_bn=True, scheme="range", edge_bits=None):
+    def __init__(self, model, weight_bits, act_bits, fold_bn=True, scheme="range", edge_bits=None,
+                 weights_only=False):
         self.model = copy.deepcopy(model).eval()
         self.weight_bits, self.act_bits, self.scheme, self.edge_bits = weight_bits, act_bits, scheme, edge_bits
         self.folded = fold_batchnorm(self.model) if fold_bn else 0
@@ -316,13 +259,16 @@ class FixedPointModel:
         for _, module in leaf_modules(self.model):
             bits, act = (edge_bits, edge_bits) if module in self.edges else (weight_bits, act_bits)
             for name, param in list(module.named_parameters(recurse=False)):
+                if weights_only and not (isinstance(module, WEIGHTED) and name == "weight"):
+                    self.param_bits.append((param.numel(), FLOAT_BITS))  # a bias or a norm's scale: float
+                    continue
                 self.param_bits.append((param.numel(), bits))
                 parametrize.register_parametrization(module, name, self.weight_quantizer(bits, param.detach()))
             if isinstance(module, WEIGHTED):
                 module.fixed_point_input = self._new_quantizer(act)
-                module.register_forward_pre_hook(self._input_hook(module.fixed_point_input))
+                module.register_forward_pre_hook(self._input_hook)
             module.fixed_point_output = self._new_quantizer(act)
-            module.register_forward_hook(self._output_hook(module.fixed_point_output))
+            module.register_forward_hook(self._output_hook)
 
     def _edge_modules(self):
         """The first and last weighted leaf modules when ``edge_bits`` is set, else none."""
@@ -340,15 +286,13 @@ class FixedPointModel:
             return values
         return quantizer(values, observe=self.calibrating or module.training)
 
-    def _input_hook(self, quantizer):
-        def hook(module, inputs):
-            return (self._quantize(quantizer, module, inputs[0]),) + tuple(inputs[1:])
-        return hook
+    # The hooks find their quantizer on the module they run for, so that a copy of the network
+    # (copy.deepcopy) quantizes with its own quantizers, not the original's.
+    def _input_hook(self, module, inputs):
+        return (self._quantize(module.fixed_point_input, module, inputs[0]),) + tuple(inputs[1:])
 
-    def _output_hook(self, quantizer):
-        def hook(module, inputs, output):
-            return self._quantize(quantizer, module, output)
-        return hook
+    def _output_hook(self, module, inputs, output):
+        return self._quantize(module.fixed_point_output, module, output)
 
     @torch.no_grad()
     def calibrate(self, batches):
@@ -362,7 +306,8 @@ class FixedPointModel:
             self.calibrating = False
 
     def weight_memory_bits(self):
-        """Bits to store every parameter: its layer's width (``weight_bits``, or ``edge_bits``) x its elements.
+        """Bits to store every parameter: its layer's width (``weight_bits``, or ``edge_bits``) x its elements,
+        32 for a parameter left float (``weights_only``).
         A learned scheme's own parameters (step sizes) are not counted: one number per tensor or channel."""
         return sum(elements * bits for elements, bits in self.param_bits)
 

@@ -1,8 +1,10 @@
 """The quantized checkpoint kinds, rows of ``lowpower.checkpoint.TABLE``: ``int8`` (a top-level
 ``quant`` record: ``lowpower quantize ptq`` or a converted QAT run)
-and ``qat`` (a ``quant.qat: true`` run's best.pt / last.pt: fake-quant training state).
+``qat`` (a ``quant.qat: true`` run's best.pt / last.pt: fake-quant training state), and
+``fixed_point`` (a ``quant.fixed_point`` run's: fake fixed-point training state).
 
-Both rebuild their model with ``networks.quant``, the int8 machinery the device uses too.
+The first two rebuild their model with ``networks.quant``, the int8 machinery the device uses too;
+the third with ``fixed_point_train.quantize``, the construction its run trained.
 
 Example:
     >>> from lowpower.checkpoint import kind_of
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import networks
 from lowpower.compress.kinds import Kind, KindError, layout_of
+from lowpower.compress.quantize import fixed_point_train
 from networks import quant
 
 
@@ -108,5 +111,41 @@ class QatKind(Kind):
                         % (path, self.title, Path(path).with_name("best_int8.pt")))
 
 
-INT8, QAT = Int8Kind(), QatKind()
-# FIXED_POINT = FixedPointKind()  # next: a FixedPointModel checkpoint (fixed_point.py), a row of the TABLE
+class FixedPointKind(Kind):
+    """A ``quant.fixed_point`` run's training state (``fixed_point_train``): the network with its
+    fixed-point weight parametrizations and activation quantizers (no ``quant`` record).
+
+    Its model is that fake-quantized network in eval mode, what validation scored: test.py and the
+    study score it. Training continues from it (``--resume``). It is not packaged: the device runs
+    float and int8 networks, and no runtime of it computes in 4 or 6 bits.
+    """
+
+    name = "fixed_point"
+    title = "a fixed-point training checkpoint"
+    precisions = ()
+    float_weights = False
+    trainable = False
+
+    def recognise(self, state):
+        return not state.get("quant") and fixed_point_train.enabled(state.get("config") or {})
+
+    def build_model(self, state):
+        model = networks.create_model(state["arch"], **state["arch_kwargs"])
+        model = fixed_point_train.quantize(model, fixed_point_train.settings_of(state["config"])).model
+        model.load_state_dict(state["model"], strict=True)
+        return model.eval()
+
+    def describe(self, state):
+        return "fixed-point training state (%s) of %s" % (self.settings(state), layout_of(state).describe(state))
+
+    def package_precision(self, state, precision, path):
+        raise KindError("%s is %s (fake-quantized %s): the device has no fixed-point runtime. Package the float "
+                        "run it started from, or train for int8 with quant.qat"
+                        % (path, self.title, self.settings(state)))
+
+    def settings(self, state):
+        """Its quantizer settings in a line, e.g. 'lsq w4/a6'."""
+        return fixed_point_train.describe(fixed_point_train.settings_of(state["config"]))
+
+
+INT8, QAT, FIXED_POINT = Int8Kind(), QatKind(), FixedPointKind()

@@ -53,7 +53,8 @@ its abstract only gives w4/a6):
   (layers.py L91 passes ``self.bias``), BatchNorm is neither folded nor quantized, and only the
   BatchNorm outputs are quantized (not the input, pooling, upsampling or the logits);
 - weight init: ``uniform(-1, 1)`` (layers.py L70 with ``H=1``, models.py L29), not Glorot;
-- pairs: w4/a6 and w8/a8 ran; w4/a8 and w6/a6 never did (no 6-bit weights at all).
+- pairs: w4/a6 and w8/a8 ran; w4/a8 and w6/a6 never did (no 6-bit weights at all: ``paper_split``
+  extends their pattern to them).
 Training (for the docs): from scratch with the quantizer in place (operation_mode "normal" loads no
 checkpoint: EM em_unet.py L133-142, GM gmchallenge_unet.py L98-103, NIH nih_unet.py L86-87), Adam at
 config lr (L3: 1e-3; NIH a8_8_w8_8 2.5e-3; GM 2_0_0_2 1e-4 for 400 epochs; GM *_with_drop_out
@@ -77,15 +78,33 @@ PAPER_PAIRS = {(2, 2): ("GM",), (2, 4): ("EM", "GM", "NIH"), (2, 6): ("EM",), (4
 def paper_split(kind, bits):
     """(integer bits, fractional bits) the authors used for a ``bits``-wide ``kind`` ('weight' or 'activation').
 
+    A width up to 8 that they never ran (6-bit weights, 5-bit activations) follows the pattern of the
+    ones they did (:func:`follows_their_pattern`): weights all fractional, activations all integer.
+
     Example:
-        >>> paper_split("weight", 4), paper_split("activation", 6)
-        ((0, 4), (6, 0))
+        >>> paper_split("weight", 4), paper_split("activation", 6), paper_split("weight", 6)
+        ((0, 4), (6, 0), (0, 6))
     """
     table = PAPER_SPLITS[kind]
-    if bits not in table:
-        raise ValueError("the authors ran no %s-bit %ss; their %s widths are %s (arXiv 1908.01073 configs)"
-                         % (bits, kind, kind, ", ".join(str(width) for width in sorted(table))))
-    return table[bits]
+    if bits in table:
+        return table[bits]
+    if bits <= 8:
+        return (0, bits) if kind == "weight" else (bits, 0)
+    raise ValueError("the authors ran no %s-bit %ss, and above 8 bits their splits follow no pattern (their %s "
+                     "widths are %s, arXiv 1908.01073 configs)"
+                     % (bits, kind, kind, ", ".join(str(width) for width in sorted(table))))
+
+
+def follows_their_pattern(kind, bits):
+    """True for a width the authors never ran whose split :func:`paper_split` extends from theirs:
+    every weight width up to 8 is Q0.b in their configs (w0_2, w0_4, w0_8), every activation width
+    Qb.0 (a2_0, a4_0, a6_0, a8_0).
+
+    Example:
+        >>> follows_their_pattern("weight", 6), follows_their_pattern("weight", 4)
+        (True, False)
+    """
+    return bits not in PAPER_SPLITS[kind] and bits <= 8
 
 
 def power_of_two_round(values):
@@ -188,7 +207,8 @@ class PaperWeightQuantizer(nn.Module):
         return paper_weight_quantize(weight, self.int_bits, self.frac_bits, self.rule)
 
     def extra_repr(self):
-        return "bits=%d, Q%d.%d, rule=%s" % (self.bits, self.int_bits, self.frac_bits, self.rule)
+        extended = ", their pattern" if follows_their_pattern("weight", self.bits) else ""
+        return "bits=%d, Q%d.%d, rule=%s%s" % (self.bits, self.int_bits, self.frac_bits, self.rule, extended)
 
 
 class PaperActivationQuantizer(nn.Module):
@@ -205,7 +225,8 @@ class PaperActivationQuantizer(nn.Module):
         return paper_activation_quantize(values, self.int_bits, self.frac_bits, self.rule)
 
     def extra_repr(self):
-        return "bits=%d, Q%d.%d, rule=%s" % (self.bits, self.int_bits, self.frac_bits, self.rule)
+        extended = ", their pattern" if follows_their_pattern("activation", self.bits) else ""
+        return "bits=%d, Q%d.%d, rule=%s%s" % (self.bits, self.int_bits, self.frac_bits, self.rule, extended)
 
 
 class PaperUniformWeightQuantizer(PaperWeightQuantizer):
