@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import networks
+from lowpower.checkpoint import load_checkpoint
 from lowpower.compress.quantize import fixed_point as fxp
 from lowpower.compress.quantize import study
 
@@ -145,13 +146,25 @@ def test_study_writes_rows_memory_and_plot_and_skips_done_rows(float_checkpoint,
     assert (out / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     capsys.readouterr()
-    assert study.main(argv + ["--qat-epochs", "1"]) == 0  # fp32 row skipped, two QAT rows added
-    assert "1 of 3 rows already in" in capsys.readouterr().err
+    assert study.main(argv + ["--qat-epochs", "1"]) == 0  # three trained rows: fp32 is trained too
     with open(out / "study.csv", newline="") as handle:
-        keys = [(r["weight_bits"], r["act_bits"], r["qat_epochs"]) for r in csv.DictReader(handle)]
-    assert keys == [("32", "32", "0"), ("4", "6", "0"), ("4", "8", "0"), ("4", "6", "1"), ("4", "8", "1")]
-    table = (out / "study.md").read_text()  # every row of the CSV, the earlier run's too
-    assert len(table_rows(table)) == 5 and "| range | 4 | 6 | - | 0 |" in table and "| range | 4 | 6 | - | 1 |" in table
+        trained = list(csv.DictReader(handle))[3:]
+    assert [(r["weight_bits"], r["act_bits"], r["qat_epochs"], r["fold_bn"]) for r in trained] == [
+        ("32", "32", "1", "0"), ("4", "6", "1", "0"), ("4", "8", "1", "0")]
+    runs = sorted(path.name for path in (out / "runs").iterdir() if path.is_dir())
+    assert len(runs) == 3 and runs[0].startswith("fp32_1ep_") and runs[1].startswith("range_w4_a6_1ep_")
+    for row, run in zip(trained, [runs[0], runs[1], runs[2]]):  # each row is its train.py run's final score
+        state = load_checkpoint(out / "runs" / run / "last.pt")
+        assert "%.5f" % state["metrics"]["mean_dice"] == row["val_mean_dice"] and state["epoch"] == 1
+        assert state["config"]["quant"]["fixed_point"] == (None if run.startswith("fp32") else "range")
+        assert state["config"]["model"]["init_from"] == str(checkpoint.resolve())
+    assert float(trained[1]["dice_drop"]) == pytest.approx(float(trained[0]["val_mean_dice"]) -
+                                                           float(trained[1]["val_mean_dice"]), abs=2e-5)
+    table = (out / "study.md").read_text()  # the trained rows: BatchNorm kept, unlike the calibrated ones'
+    assert len(table_rows(table)) == 3 and "| range | 4 | 6 | - | 1 |" in table and "BatchNorm kept" in table
+    capsys.readouterr()
+    assert study.main(argv + ["--qat-epochs", "1"]) == 0  # nothing is trained again
+    assert "3 of 3 rows already in" in capsys.readouterr().err
 
 
 def test_study_names_a_missing_checkpoint(tmp_path, capsys):

@@ -139,7 +139,8 @@ SCHEMA = {
         "weight_bits": Key(int, 4, "quant.fixed_point: width of the weights, sign included", low=2, high=16),
         "act_bits": Key(int, 6, "quant.fixed_point: width of the activations, sign included", low=2, high=16),
         "edge_bits": Key((int, OPTIONAL), None, "quant.fixed_point: width of the first and last layers' weights "
-                                                "and activations (e.g. 8); null: as every layer", low=2, high=16),
+                                                "and activations (e.g. 8; 32 keeps them float, as the paper's "
+                                                "authors did); null: as every layer", low=2, high=32),
         "calib_batches": Key(int, 4, "quant.fixed_point: training batches that set the activation ranges (and "
                                      "LSQ's first steps) before a new run's first step", low=1, high=64),
     },

@@ -233,7 +233,7 @@ class FixedPointModel:
         scheme: the quantizers, one of :data:`SCHEMES` (see :func:`scheme_quantizers`).
         edge_bits: when given, the first and the last weighted layer (in registration order: the
             stem and the classifier of the zoo's networks) use this width for their weights, their
-            inputs and their outputs, as low-bit networks usually keep them.
+            inputs and their outputs, as low-bit networks usually keep them; 32 keeps them float.
         weights_only: quantize only the weights of the weighted layers (:data:`WEIGHTED`); biases and
             normalisation parameters stay float and count 32 bits in the memory figures (as the
             authors and LSQ train; a training run keeps BatchNorm, which cannot be folded while its
@@ -258,6 +258,9 @@ class FixedPointModel:
         self.param_bits = []  # (elements, bits) of every parameter, for the memory figures
         for _, module in leaf_modules(self.model):
             bits, act = (edge_bits, edge_bits) if module in self.edges else (weight_bits, act_bits)
+            if bits >= FLOAT_BITS:  # an edge layer kept float, as the authors kept theirs
+                self.param_bits.extend((param.numel(), FLOAT_BITS) for param in module.parameters(recurse=False))
+                continue
             for name, param in list(module.named_parameters(recurse=False)):
                 if weights_only and not (isinstance(module, WEIGHTED) and name == "weight"):
                     self.param_bits.append((param.numel(), FLOAT_BITS))  # a bias or a norm's scale: float

@@ -1,15 +1,18 @@
 """The fixed-point study: validation mean Dice of a checkpoint over weight and activation bit widths.
 
-    lowpower quantize study runs/demo/best.pt --weight-bits 2,4,6,8 --act-bits 4,6,8,16 \\
-        --qat-epochs 2 --out runs/fixed_point
+    lowpower quantize study runs/demo/best.pt --weight-bits 2,4,6,8 --act-bits 4,6,8,16 --out runs/fixed_point
+    lowpower quantize study runs/demo/best.pt --scheme lsq --edge-bits 8 --weight-bits 4 --act-bits 6 \\
+        --qat-epochs 12 --out runs/fixed_point
 
 For every (weight bits, activation bits) pair the checkpoint's network is fake-quantized with the
-fixed-point quantizer of :mod:`lowpower.compress.quantize.fixed_point` (every weight and every activation),
-its activation ranges are calibrated on training batches, it is optionally fine-tuned for a few
-epochs (quantization-aware, the trainer's own ``train_one_epoch`` on the checkpoint's data config)
-and scored on the validation split by the referee's rule (``lowpower.train.engine.validate_ranks``).
-An fp32 row comes first. Outputs in ``--out``: ``study.csv`` (rewritten atomically as each pair
-finishes), ``study.md`` and ``study.png`` (Dice against weight bits, one line per activation width).
+fixed-point quantizer of :mod:`lowpower.compress.quantize.fixed_point` (every weight and every activation,
+BatchNorm folded first), its activation ranges are calibrated on training batches, and it is scored on
+the validation split by the referee's rule (``lowpower.train.engine.validate_ranks``). With
+``--qat-epochs N`` each pair is instead trained for N epochs with the quantizer in place by train.py
+itself (``study_train``: a ``quant.fixed_point`` run from the checkpoint's weights in OUT/runs/), and
+the fp32 row is trained for the same N epochs without one. An fp32 row comes first. Outputs in
+``--out``: ``study.csv`` (rewritten atomically as each pair finishes), ``study.md`` and ``study.png``
+(Dice against weight memory, one line per scheme).
 
 ``study.csv`` is the study's cache. A row is keyed by the sha256 of the checkpoint file and every
 setting that changes its numbers (data folder, BatchNorm folding, calibration batches, fine-tune
@@ -33,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from lowpower.checkpoint import CheckpointError, build_model, kind_of, load_checkpoint
+from lowpower.compress.quantize import fixed_point_train, study_train
 from lowpower.compress.quantize.fixed_point import FLOAT_BITS, SCHEMES, FixedPointModel
 from lowpower.compress.quantize.study_files import check_outputs, read_rows, row_key, write_reports, write_rows
 from lowpower.config import ConfigError
@@ -42,14 +46,30 @@ from lowpower.safe.bounds import bounded, bounded_list
 from lowpower.safe.load import sha256_of
 from lowpower.safe.write import add_force_argument
 from lowpower.train.distributed import pick_device
-from lowpower.train.engine import build_optimizer, poly_with_warmup, train_one_epoch, validate_ranks
-from lowpower.train.losses import criterion_from_config
+from lowpower.train.engine import validate_ranks
 
 PROG = "lowpower quantize study"
+TRAINED_BITS = 16  # the widest quant.weight_bits / quant.act_bits a training run takes
 
 # 2 bits are a sign and one magnitude bit, the fewest a signed fixed-point number has; 32 is float.
 bit_list = bounded_list(int, 2, FLOAT_BITS, "a fixed-point width has a sign bit and at least one more, "
                         "and %d bits is float" % FLOAT_BITS)
+
+
+def bit_pairs(text):
+    """``4/6,8/8`` -> [(4, 6), (8, 8)], each width 2..32 (argparse type).
+
+    Example:
+        >>> bit_pairs("4/6, 8/8")
+        [(4, 6), (8, 8)]
+    """
+    pairs = []
+    for item in text.split(","):
+        weight, slash, act = item.strip().partition("/")
+        if not slash:
+            raise argparse.ArgumentTypeError("%r is not WEIGHT/ACT bits, e.g. 4/6" % item.strip())
+        pairs.append((bit_list(weight)[0], bit_list(act)[0]))
+    return pairs
 
 
 def parse_args(argv=None):
@@ -61,9 +81,10 @@ def parse_args(argv=None):
     parser.add_argument("--weight-bits", type=bit_list, default=[2, 4, 6, 8], help="2..32, default 2,4,6,8")
     parser.add_argument("--act-bits", type=bit_list, default=[4, 6, 8, 16], help="2..32, default 4,6,8,16")
     parser.add_argument("--qat-epochs", default=0,
-                        type=bounded(int, 0, 100, "epochs of fine-tune per bit pair; more than 100 per pair is "
-                                     "a training run (train.py with quant settings), not a study step"),
-                        help="quantization-aware fine-tune epochs per pair, 0..100 (default 0: calibration only)")
+                        type=bounded(int, 0, 100, "epochs of training per bit pair; more than 100 per pair is "
+                                     "a run of its own (train.py with quant.fixed_point), not a study step"),
+                        help="train each pair (and fp32) this many epochs from the checkpoint with train.py, "
+                             "quantizer in place, runs in OUT/runs/; 0..100 (default 0: calibration only)")
     parser.add_argument("--lr", default=None,
                         type=bounded(float, 1e-9, 1.0, "a learning rate is positive, and a fine-tune of "
                                      "trained weights above 1 diverges"),
@@ -76,12 +97,16 @@ def parse_args(argv=None):
                         help="the quantizers: range (the split of each tensor from its range, the default), paper "
                              "(the authors' quantizer and splits, arXiv 1908.01073), lsq (learned step sizes, "
                              "Esser et al. 2020; per-channel weight steps)")
-    parser.add_argument("--edge-bits", default=None, type=bounded(int, 2, FLOAT_BITS - 1, "an edge width is a "
-                        "fixed-point width below float"),
-                        help="width of the first and last layers' weights and activations (e.g. 8); default: "
-                             "the same as every layer")
+    parser.add_argument("--edge-bits", default=None, type=bounded(int, 2, FLOAT_BITS, "an edge width is a "
+                        "fixed-point width, or 32 for float"),
+                        help="width of the first and last layers' weights and activations (e.g. 8; 32 keeps them "
+                             "float, as the paper's authors did); default: the same as every layer")
+    parser.add_argument("--pairs", default=None, type=bit_pairs,
+                        help="WEIGHT/ACT bit pairs to measure instead of the --weight-bits x --act-bits grid, "
+                             "e.g. 4/6,4/8,6/6,8/8")
     parser.add_argument("--no-fold-bn", action="store_true",
-                        help="keep BatchNorm layers (quantizing their parameters) instead of folding them")
+                        help="keep BatchNorm layers (quantizing their parameters) instead of folding them; "
+                             "trained pairs (--qat-epochs) always keep BatchNorm, float")
     parser.add_argument("--data", default=None, help="data folder (default: the checkpoint config's data.root)")
     parser.add_argument("--out", default=None, help="output folder for study.csv, study.md and study.png "
                         "(default: CHECKPOINT_FOLDER/fixed_point); a study.csv of this study there is continued")
@@ -91,6 +116,11 @@ def parse_args(argv=None):
     add_force_argument(parser, help="replace a study.csv in --out that this study did not write (or an older "
                        "study's), and a study.md or study.png without one (never the checkpoint)")
     args = parser.parse_args(argv)
+    if args.pairs:
+        args.weight_bits, args.act_bits = [w for w, _ in args.pairs], [a for _, a in args.pairs]
+    if args.qat_epochs and max(args.weight_bits + args.act_bits) > TRAINED_BITS:
+        parser.error("--qat-epochs trains pairs of at most %d bits (quant.weight_bits, quant.act_bits); the fp32 "
+                     "row is trained anyway" % TRAINED_BITS)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is visible; use --device cpu")
     return args
@@ -134,8 +164,8 @@ class Study:
         state: the checkpoint dict (a float or pruned one: :func:`refuse_quantized`).
     """
 
-    def __init__(self, args, state):
-        self.args = args
+    def __init__(self, args, state, out):
+        self.args, self.out = args, out
         self.cfg = study_config(state, args)
         self.sha256 = sha256_of(args.checkpoint)
         self.data = str(ensure_synthetic(self.cfg).resolve())
@@ -143,7 +173,6 @@ class Study:
         self.model = build_model(state).eval().to(self.device)
         self.progress = not args.no_progress
         self.train_set, self.train_loader, self.val_loader = build_loaders(self.cfg, progress=self.progress)
-        self.criterion = None
         side = self.cfg["data"]["input_size"]
         # Memory as a fixed-point device runs the network (BatchNorm folded), the same for every row,
         # so the fp32 row's figures are 32 bits x the same counts.
@@ -168,52 +197,33 @@ class Study:
     def settings(self, weight_bits, act_bits):
         """The settings that decide the numbers of a bit pair's row: its key in study.csv (strings).
 
-        The fp32 pair (32, 32) is neither calibrated nor fine-tuned, so its calibration, epochs and lr
-        are empty and 0, and every run of the study on this checkpoint shares its row.
+        Without ``--qat-epochs`` the fp32 pair (32, 32) is neither calibrated nor trained, so its
+        calibration, epochs and lr are empty and 0, and every such run of the study on this checkpoint
+        shares its row; with it, the fp32 pair is trained for the same epochs as the others. Trained
+        rows keep BatchNorm (``fold_bn`` 0: it cannot be folded while training moves it).
         """
         quantized = weight_bits < FLOAT_BITS or act_bits < FLOAT_BITS
-        qat_epochs = self.args.qat_epochs if quantized else 0
-        return {"checkpoint_sha256": self.sha256, "data": self.data, "fold_bn": str(int(not self.args.no_fold_bn)),
-                "calib_batches": str(self.args.calib_batches) if quantized else "", "qat_epochs": str(qat_epochs),
-                "lr": repr(self.fine_tune_lr()) if qat_epochs else "", "weight_bits": str(weight_bits),
+        epochs = self.args.qat_epochs
+        fold = "0" if epochs else str(int(not self.args.no_fold_bn))
+        return {"checkpoint_sha256": self.sha256, "data": self.data, "fold_bn": fold,
+                "calib_batches": str(self.args.calib_batches) if quantized else "", "qat_epochs": str(epochs),
+                "lr": repr(self.fine_tune_lr()) if epochs else "", "weight_bits": str(weight_bits),
                 "act_bits": str(act_bits), "scheme": self.args.scheme if quantized else "range",
                 "edge_bits": str(self.args.edge_bits) if quantized and self.args.edge_bits else ""}
 
-    def fine_tune(self, model):
-        """``--qat-epochs`` epochs of the trainer's loop on the fake-quantized ``model``."""
-        train = dict(self.cfg["train"])
-        train["lr"] = self.fine_tune_lr()
-        if self.criterion is None:
-            self.criterion = criterion_from_config(self.cfg, self.train_set, self.device)
-        torch.manual_seed(train["seed"])
-        optimizer = build_optimizer(model, train)
-        steps = len(self.train_loader) * self.args.qat_epochs
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_with_warmup(steps, 0, train["poly_power"]))
-        scaler = torch.amp.GradScaler("cpu", enabled=False)
-        for epoch in range(self.args.qat_epochs):
-            self.train_loader.sampler.set_position(epoch)
-            train_one_epoch(model, self.train_loader, self.criterion, optimizer, scheduler, scaler, self.device,
-                            epoch, clip_grad=train["clip_grad"], progress=self.progress,
-                            channels_last=train["channels_last"])
-        model.eval()
-
     def measure(self, weight_bits, act_bits):
-        """One row: score (after calibration and the optional fine-tune) and memory of a bit pair."""
+        """One row: score and memory of a bit pair, calibrated only or trained (``--qat-epochs``)."""
         started = time.time()
-        qat_epochs = 0
-        if weight_bits >= FLOAT_BITS and act_bits >= FLOAT_BITS:
-            model, quantized = self.model, None
+        settings = self.settings(weight_bits, act_bits)
+        if self.args.qat_epochs:
+            summary, quantized = self.trained(settings)
+        elif weight_bits >= FLOAT_BITS and act_bits >= FLOAT_BITS:
+            summary, quantized = self.validate(self.model), None
         else:
             quantized = FixedPointModel(self.model, weight_bits, act_bits, fold_bn=not self.args.no_fold_bn,
                                         scheme=self.args.scheme, edge_bits=self.args.edge_bits)
             quantized.calibrate(self.calibration_batches())
-            if self.args.qat_epochs:
-                self.fine_tune(quantized.model)
-                qat_epochs = self.args.qat_epochs
-            model = quantized.model
-        summary = validate_ranks(model, self.val_loader, self.device, self.cfg, progress=self.progress)
-        settings = self.settings(weight_bits, act_bits)
-        assert int(settings["qat_epochs"]) == qat_epochs, "the key says what was measured"
+            summary = self.validate(quantized.model)
         return {
             **settings, "checkpoint": str(self.args.checkpoint),
             "val_mean_dice": "%.5f" % summary["mean_dice"], "val_miou": "%.5f" % summary["miou"],
@@ -221,6 +231,23 @@ class Study:
             "seconds": "%.1f" % (time.time() - started),
         }
 
+    def validate(self, model):
+        return validate_ranks(model, self.val_loader, self.device, self.cfg, progress=self.progress)
+
+    def trained(self, settings):
+        """(val scores after the last epoch, a FixedPointModel for the memory figures, None for fp32) of a
+        row trained by train.py (``study_train``)."""
+        folder = study_train.run_folder(self.out, settings)
+        state = study_train.train_pair(self.cfg, settings, folder, self.args.checkpoint, self.args.device,
+                                       self.progress)
+        if study_train.is_float(settings):
+            return state["metrics"], None
+        # Memory as a device runs the trained network: BatchNorm folded into the convs, the weights at
+        # their widths, the biases left float (32 bits) as training kept them.
+        pair = fixed_point_train.settings_of(state["config"])
+        return state["metrics"], FixedPointModel(self.model, pair["weight_bits"], pair["act_bits"], fold_bn=True,
+                                                 scheme=pair["scheme"], edge_bits=pair["edge_bits"],
+                                                 weights_only=True)
 
     def memory(self, weight_bits, act_bits, quantized):
         """The memory columns of a row: the fp32 row's from the counts, a quantized row's from its model
@@ -237,7 +264,8 @@ class Study:
 def sweep_keys(study, args):
     """The keys of this sweep's rows, fp32 first, and the bit pair of each: ``(keys, {key: (w, a)})``."""
     pairs = {}
-    for bits in [(FLOAT_BITS, FLOAT_BITS)] + [(w, a) for w in args.weight_bits for a in args.act_bits]:
+    grid = args.pairs or [(w, a) for w in args.weight_bits for a in args.act_bits]
+    for bits in [(FLOAT_BITS, FLOAT_BITS)] + grid:
         pairs.setdefault(row_key(study.settings(*bits)), bits)
     return list(pairs), pairs
 
@@ -250,7 +278,7 @@ def run(args):
     csv_path = out / "study.csv"
     rows = read_rows(csv_path) if own else []
     done = {row_key(row): row for row in rows}
-    study = Study(args, state)
+    study = Study(args, state, out)
     keys, pairs = sweep_keys(study, args)
     todo = [key for key in keys if key not in done]
     if len(todo) < len(keys):

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from lowpower.compress.quantize.fixed_point import FLOAT_BITS
+from lowpower.compress.quantize.study_train import last_quarter_gain, run_folder
 from lowpower.measure.report import pyplot
 from lowpower.safe.write import OutputError, atomic_output, check_output, same_file
 
@@ -124,50 +125,59 @@ def write_rows(path, rows):
             os.fsync(handle.fileno())  # the rename must not land before the bytes do
 
 
-def write_markdown(rows, path, heading):
-    """``study.md``: ``heading``, then the rows as a table, fp32 first."""
+def write_markdown(rows, path, heading, gains=None):
+    """``study.md``: ``heading``, then the rows as a table, fp32 first. ``gains``: {row key: how much the
+    val mean Dice of a trained row's run rose in its last quarter} (``study_train.last_quarter_gain``)."""
+    gains = gains or {}
     lines = [heading, "", "| scheme | weight bits | act bits | edge bits | QAT epochs | QAT lr | calib batches "
-             "| val mean Dice | Dice - fp32 | weight memory KiB (x less) | activation memory KiB/image (x less) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| val mean Dice | Dice - fp32 | weight memory KiB (x less) | activation memory KiB/image (x less) "
+             "| minutes | Dice gain, last quarter |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %.4f | %+.4f | %.1f (%.1fx) | %.1f (%.1fx) |" % (
+        gain = gains.get(row_key(row))
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %.4f | %+.4f | %.1f (%.1fx) | %.1f (%.1fx) | %.1f | %s |" % (
             row["scheme"], row["weight_bits"], row["act_bits"], row["edge_bits"] or "-", row["qat_epochs"],
             row["lr"] or "-", row["calib_batches"] or "-",
             float(row["val_mean_dice"]), 0.0 - float(row["dice_drop"]), float(row["weight_memory_kib"]),
-            float(row["weight_memory_ratio"]), float(row["act_memory_kib_per_image"]), float(row["act_memory_ratio"])))
+            float(row["weight_memory_ratio"]), float(row["act_memory_kib_per_image"]), float(row["act_memory_ratio"]),
+            float(row["seconds"]) / 60, "-" if gain is None else "%+.4f" % gain))
     with atomic_output(path) as temp:
         temp.write_text("\n".join(lines) + "\n")
 
 
-def line_label(act, qat, lr, calib, scheme="range", edge=""):
+def line_label(scheme, qat, lr, calib, edge=""):
     """The legend of one line of the plot."""
-    return "%s, activations %s bit%s, QAT %s epochs%s, calib %s" % (
-        scheme, act, ", edges %s bit" % edge if edge else "", qat, " lr %s" % lr if lr else "", calib)
+    return "%s%s, %s" % (scheme, ", edges %s bit" % edge if edge else "",
+                         "trained %s epochs, lr %s" % (qat, lr) if int(qat) else "calibrated on %s batches" % calib)
 
 
 def plot_rows(rows, path, title):
-    """``study.png``: val mean Dice against weight bits, one line per activation width, fp32 dashed."""
+    """``study.png``: val mean Dice against weight memory, one line per scheme (and training), each point
+    labelled with its bit pair; fp32 dashed."""
     plt = pyplot()
 
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    figure, axes = plt.subplots(figsize=(7.2, 4.6))
     quantized = [r for r in rows if int(r["weight_bits"]) < FLOAT_BITS or int(r["act_bits"]) < FLOAT_BITS]
-    # One line per activation width and fine-tune (a CSV may hold rows of several runs).
-    def settings(row):
-        return int(row["act_bits"]), int(row["qat_epochs"]), row["lr"], row["calib_batches"], row["scheme"], \
-            row["edge_bits"]
+
+    def settings(row):  # a CSV may hold rows of several runs of the study
+        return row["scheme"], row["qat_epochs"], row["lr"], row["calib_batches"], row["edge_bits"]
 
     for key in sorted({settings(r) for r in quantized}):
-        line = sorted((int(r["weight_bits"]), float(r["val_mean_dice"])) for r in quantized if settings(r) == key)
-        axes.plot([w for w, _ in line], [d for _, d in line], marker="o",
-                  linestyle="-" if key[1] else ":", label=line_label(*key))
+        line = sorted((float(r["weight_memory_kib"]), float(r["val_mean_dice"]), r["weight_bits"], r["act_bits"])
+                      for r in quantized if settings(r) == key)
+        drawn = axes.plot([m for m, *_ in line], [d for _, d, *_ in line], marker="o",
+                          linestyle="-" if int(key[1]) else ":", label=line_label(*key))
+        for memory, dice, weight, act in line:
+            axes.annotate("w%s/a%s" % (weight, act), (memory, dice), fontsize=6, color=drawn[0].get_color(),
+                          xytext=(3, 3), textcoords="offset points")
     for row in rows:
         if row not in quantized:
             axes.axhline(float(row["val_mean_dice"]), color="black", linestyle="--", label="fp32")
-    axes.set_xlabel("weight bits")
+    axes.set_xscale("log")
+    axes.set_xlabel("weight memory, KiB (log)")
     axes.set_ylabel("val mean Dice (referee rule)")
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=7)
     figure.tight_layout()
     with atomic_output(path) as temp:
         figure.savefig(temp, dpi=100, format="png")  # the temporary name ends in .tmp, so name the format
@@ -185,5 +195,7 @@ def write_reports(rows, keys, out, checkpoint):
     heading = "Fixed-point study of `%s` (sha256 %s...), data `%s`, BatchNorm %s; every run's rows: study.csv" % (
         checkpoint, network["checkpoint_sha256"][:12], network["data"],
         "folded" if network["fold_bn"] == "1" else "kept")
-    write_markdown(shown, out / "study.md", heading)
+    gains = {row_key(row): last_quarter_gain(run_folder(out, {name: row[name] for name in SETTINGS}))
+             for row in shown if int(row["qat_epochs"])}
+    write_markdown(shown, out / "study.md", heading, gains)
     plot_rows(shown, out / "study.png", "%s: fixed-point fake quantization, val split" % checkpoint)
