@@ -121,3 +121,20 @@ def test_every_zoo_network_trains_under_the_fixed_point_quantizer(name):
     steps = [(n, p) for n, p in fixed.model.named_parameters() if n.endswith(".step")]
     assert steps, "no learned step sizes"
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for _, p in steps)
+
+
+@pytest.mark.slow  # torchrun: two training processes (gloo)
+def test_torchrun_trains_a_fixed_point_run(synthetic_data, tmp_path):
+    from tests.test_distributed import tiny_overrides, torchrun
+
+    out = tmp_path / "run"
+    overrides = tiny_overrides(synthetic_data(train=16, val=5, test=0, seed=3)) + LSQ
+    done = subprocess.run(torchrun(out, overrides), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (out / "log.txt").read_text()
+    assert "quant.fixed_point: lsq w4/a6" in log and "2 process(es)" in log
+    state = load_checkpoint(out / "last.pt")
+    assert kind_of(state).name == "fixed_point" and state["epoch"] == 1
+    steps = [value for name, value in state["model"].items() if name.endswith(".step")]
+    assert steps and all(torch.isfinite(step).all() for step in steps)  # used as |step|: any sign
+    build_model(state)  # the state dict of the DDP-trained network loads strictly into a fresh one
