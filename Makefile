@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-requirements
 unexport PYTHONDONTWRITEBYTECODE
 DEMO := runs/demo
 
-.PHONY: setup demo test test-fast clean-demo help zoo study
+.PHONY: setup demo test test-fast clean-demo help zoo study fixed-point
 
 help:
 	@echo "make setup   create .venv with the pinned requirements (torch $(shell sed -n 's/^torch==//p' requirements.txt), ...)"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-fast  the tests not marked slow (no torchrun, run.pbs or full-package checks)"
 	@echo "make zoo     train the zoo's networks with one recipe, int8 each, measure packages (docs/model_zoo.md)"
 	@echo "make study   the training-trick study: configs/synthetic/recipe/*.yaml, 3 seeds each, one table"
+	@echo "make fixed-point  the fixed-point study: 3 schemes x 4 bit pairs, each trained 12 epochs from the demo network"
 
 setup: $(STAMP)
 
@@ -84,3 +85,16 @@ study: setup
 	    --no-progress --set train.seed=$$seed || exit 1; \
 	done; done
 	$(PY) -m lowpower bench recipes $(STUDY_DIR) --order $$(echo $(STUDY_ARMS) | tr ' ' ',') --md $(STUDY_DIR)/table.md --force
+
+# The fixed-point study (README, "Fixed point, measured"): the demo network (trained first if missing), then
+# every scheme at w4/a6, w4/a8, w6/a6, w8/a8, each trained 12 epochs with the quantizer in place by train.py,
+# fp32 trained as long; lsq with 8-bit edges, paper with float edges (as its authors), range as is, and lsq
+# without edges at w4/a6. One study.csv / study.md / study.png in runs/fixed_point. Reruns continue.
+FP_STUDY := $(PY) -m lowpower quantize study $(DEMO)/best.pt --qat-epochs 12 --out runs/fixed_point --no-progress
+FP_PAIRS := --pairs 4/6,4/8,6/6,8/8
+fixed-point: setup
+	$(PY) train.py --cfg configs/synthetic/demo.yaml --out $(DEMO) --resume auto --no-progress
+	$(FP_STUDY) --scheme lsq --edge-bits 8 $(FP_PAIRS)
+	$(FP_STUDY) --scheme paper --edge-bits 32 $(FP_PAIRS)
+	$(FP_STUDY) --scheme range $(FP_PAIRS)
+	$(FP_STUDY) --scheme lsq --pairs 4/6

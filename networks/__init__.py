@@ -112,7 +112,7 @@ def builder_arguments(name):
     """Return the keyword arguments the builder of ``name`` accepts, in order.
 
     Example:
-        >>> builder_arguments('unet')
+        >>> builder_arguments('unet_light')
         ['num_classes', 'in_channels', 'base_width', 'depth']
     """
     return list(inspect.signature(get_builder(name)).parameters)

@@ -141,15 +141,17 @@ class UNet(QuantizableNetwork, nn.Module):
         return self.dequant(self.head(x))[:, :, :height, :width]
 
 
-def unet(num_classes=14, in_channels=3, base_width=32, depth=4):
-    """Build a :class:`UNet`; the registry entry ``unet``.
+def unet(num_classes=14, in_channels=3, base_width=32, depth=4, activation='relu'):
+    """Build a :class:`UNet`; the registry entry ``unet``. ``activation='tanh'`` (``model.kwargs:
+    {activation: tanh}``) is the activation the fixed-point paper's configs name, though its code ran
+    ReLU (lowpower/compress/quantize/paper_scheme.py).
 
     Example:
         >>> unet(14, base_width=16, depth=3)(torch.zeros(1, 3, 50, 70)).shape
         torch.Size([1, 14, 50, 70])
     """
     return UNet(num_classes=num_classes, in_channels=in_channels,
-                base_width=base_width, depth=depth)
+                base_width=base_width, depth=depth, activation=activation)
 
 
 def unet_light(num_classes=14, in_channels=3, base_width=32, depth=4):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+import networks
 from lowpower.compress.quantize import paper_scheme as ps
 from networks.blocks import DepthwiseSeparableConv
 from networks.fusion import fuse_groups
@@ -243,3 +244,12 @@ def test_separable_tanh_gives_each_conv_its_own_tanh_and_bad_names_fail():
         DepthwiseSeparableConv(4, 8, activation=nn.Tanh()).state_dict())
     with pytest.raises(ValueError, match="relu.*tanh.*'gelu'"):
         UNet(3, base_width=4, depth=2, activation="gelu")
+
+
+def test_the_unet_builder_takes_the_activation_from_model_kwargs():
+    from lowpower.config import load_config
+
+    cfg = load_config(None, ["model.arch=unet", "model.kwargs={base_width: 4, depth: 2, activation: tanh}"])
+    model = networks.create_model("unet", num_classes=3, **cfg["model"]["kwargs"])
+    assert model.activation == "tanh" and any(isinstance(module, nn.Tanh) for module in model.modules())
+    assert networks.create_model("unet", num_classes=3, base_width=4, depth=2).activation == "relu"
