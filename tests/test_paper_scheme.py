@@ -184,6 +184,24 @@ def test_fixed_point_model_takes_the_paper_scheme():
     assert fp.model(torch.rand(1, 3, 8, 8)).shape == (1, 4, 6, 6)
 
 
+def test_the_paper_scheme_quantizes_block_outputs_only_as_the_authors_did():
+    from lowpower.compress.quantize.fixed_point import FixedPointModel
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    paper = FixedPointModel(model, 4, 6, fold_bn=False, scheme="paper", weights_only=True)
+    assert len(paper.quantizers) == 1 and hasattr(paper.model[2], "fixed_point_output")
+    assert not any(hasattr(paper.model[i], name) for i in (0, 1, 3)
+                   for name in ("fixed_point_input", "fixed_point_output"))
+    seen = {}
+    paper.model[2].register_forward_hook(lambda module, inputs, output: seen.update(relu=output))
+    paper.model(torch.rand(1, 3, 8, 8) * 5)
+    values = seen["relu"][seen["relu"] != 0]  # EM's rule: powers of two, clamped to +-32 at Q6.0
+    assert values.numel() and torch.equal(values, 2 ** torch.log2(values).round()) and values.max() <= 32
+    ours = FixedPointModel(model, 4, 6, fold_bn=False, scheme="range", weights_only=True)
+    assert len(ours.quantizers) == 6  # every leaf's output and both convs' inputs
+
+
 def small_unet(seed, **kwargs):
     torch.manual_seed(seed)
     return UNet(3, base_width=4, depth=2, **kwargs).eval()

@@ -197,6 +197,11 @@ def fold_batchnorm(model):
 
 
 SCHEMES = ("range", "paper", "lsq")
+# Schemes that quantize only the output of each conv block (its nonlinearity), not every tensor: the
+# authors quantize only the block outputs (conv -> ReLU -> BatchNorm -> quantize, paper_scheme's
+# docstring); our blocks end conv -> BatchNorm -> ReLU, so their quantizer goes after the ReLU.
+BLOCK_OUTPUTS_ONLY = ("paper",)
+NONLINEAR = (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn.GELU, nn.Sigmoid)
 
 
 def scheme_quantizers(scheme):
@@ -224,7 +229,9 @@ class FixedPointModel:
     Weights: a parametrization on every parameter of every leaf module (``torch.nn.utils.
     parametrize``), so gradients reach the float weights through the straight-through estimator.
     Activations: a forward hook on every leaf module quantizes its output, and a pre-hook on every
-    weighted layer quantizes its input. No network file changes.
+    weighted layer quantizes its input; under the paper scheme only the nonlinearities' outputs
+    (:data:`BLOCK_OUTPUTS_ONLY`). No network file changes. The memory figures count every stored
+    tensor at its width either way, as a device that fuses conv, BatchNorm and activation stores them.
 
     Args:
         model: a float network (left untouched).
@@ -267,11 +274,12 @@ class FixedPointModel:
                     continue
                 self.param_bits.append((param.numel(), bits))
                 parametrize.register_parametrization(module, name, self.weight_quantizer(bits, param.detach()))
-            if isinstance(module, WEIGHTED):
+            if isinstance(module, WEIGHTED) and scheme not in BLOCK_OUTPUTS_ONLY:
                 module.fixed_point_input = self._new_quantizer(act)
                 module.register_forward_pre_hook(self._input_hook)
-            module.fixed_point_output = self._new_quantizer(act)
-            module.register_forward_hook(self._output_hook)
+            if scheme not in BLOCK_OUTPUTS_ONLY or isinstance(module, NONLINEAR):
+                module.fixed_point_output = self._new_quantizer(act)
+                module.register_forward_hook(self._output_hook)
 
     def _edge_modules(self):
         """The first and last weighted leaf modules when ``edge_bits`` is set, else none."""
