@@ -199,7 +199,8 @@ def test_the_paper_scheme_quantizes_block_outputs_only_as_the_authors_did():
     values = seen["relu"][seen["relu"] != 0]  # EM's rule: powers of two, clamped to +-32 at Q6.0
     assert values.numel() and torch.equal(values, 2 ** torch.log2(values).round()) and values.max() <= 32
     ours = FixedPointModel(model, 4, 6, fold_bn=False, scheme="range", weights_only=True)
-    assert len(ours.quantizers) == 6  # every leaf's output and both convs' inputs
+    # both convs' inputs, the ReLU's and the last conv's outputs: conv-BN-ReLU is fused, nothing inside it
+    assert len(ours.quantizers) == 4 and not hasattr(ours.model[0], "fixed_point_output")
 
 
 def small_unet(seed, **kwargs):

@@ -204,6 +204,27 @@ BLOCK_OUTPUTS_ONLY = ("paper",)
 NONLINEAR = (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn.GELU, nn.Sigmoid)
 
 
+def fused_into_next(model):
+    """The modules whose output a device never stores, because it fuses them with the next module of
+    their ``nn.Sequential``: a conv or linear layer followed by a BatchNorm (folded into it), and a
+    BatchNorm followed by a nonlinearity (conv-BN-ReLU runs as one kernel). Their outputs are not
+    quantized; quantizing a conv's output before its BatchNorm adds error no fused device has.
+
+    Example:
+        >>> block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+        >>> [type(module).__name__ for module in fused_into_next(block)]
+        ['Conv2d', 'BatchNorm2d']
+    """
+    fused = []
+    for sequential in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        children = list(sequential.children())
+        for first, second in zip(children, children[1:]):
+            if (isinstance(first, WEIGHTED) and isinstance(second, nn.BatchNorm2d)) or (
+                    isinstance(first, nn.BatchNorm2d) and isinstance(second, NONLINEAR)):
+                fused.append(first)
+    return fused
+
+
 def scheme_quantizers(scheme):
     """(weight quantizer class, activation quantizer class) of a scheme; see the module docstrings.
 
@@ -229,7 +250,8 @@ class FixedPointModel:
     Weights: a parametrization on every parameter of every leaf module (``torch.nn.utils.
     parametrize``), so gradients reach the float weights through the straight-through estimator.
     Activations: a forward hook on every leaf module quantizes its output, and a pre-hook on every
-    weighted layer quantizes its input; under the paper scheme only the nonlinearities' outputs
+    weighted layer quantizes its input; not the outputs of modules a device fuses with the next
+    (:func:`fused_into_next`), and under the paper scheme only the nonlinearities' outputs
     (:data:`BLOCK_OUTPUTS_ONLY`). No network file changes. The memory figures count every stored
     tensor at its width either way, as a device that fuses conv, BatchNorm and activation stores them.
 
@@ -263,6 +285,7 @@ class FixedPointModel:
         self.weight_quantizer, self.activation_quantizer = scheme_quantizers(scheme)
         self.edges = self._edge_modules()
         self.param_bits = []  # (elements, bits) of every parameter, for the memory figures
+        fused = fused_into_next(self.model)
         for _, module in leaf_modules(self.model):
             bits, act = (edge_bits, edge_bits) if module in self.edges else (weight_bits, act_bits)
             if bits >= FLOAT_BITS:  # an edge layer kept float, as the authors kept theirs
@@ -277,7 +300,7 @@ class FixedPointModel:
             if isinstance(module, WEIGHTED) and scheme not in BLOCK_OUTPUTS_ONLY:
                 module.fixed_point_input = self._new_quantizer(act)
                 module.register_forward_pre_hook(self._input_hook)
-            if scheme not in BLOCK_OUTPUTS_ONLY or isinstance(module, NONLINEAR):
+            if module not in fused and (scheme not in BLOCK_OUTPUTS_ONLY or isinstance(module, NONLINEAR)):
                 module.fixed_point_output = self._new_quantizer(act)
                 module.register_forward_hook(self._output_hook)
 
