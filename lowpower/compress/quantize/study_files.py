@@ -134,7 +134,7 @@ def write_markdown(rows, path, heading, gains=None):
              "| minutes | Dice gain, last quarter |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         gain = gains.get(row_key(row))
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %.4f | %+.4f | %.1f (%.1fx) | %.1f (%.1fx) | %.1f | %s |" % (
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %.4f | %+.4f | %.1f (%.2fx) | %.1f (%.1fx) | %.1f | %s |" % (
             row["scheme"], row["weight_bits"], row["act_bits"], row["edge_bits"] or "-", row["qat_epochs"],
             row["lr"] or "-", row["calib_batches"] or "-",
             float(row["val_mean_dice"]), 0.0 - float(row["dice_drop"]), float(row["weight_memory_kib"]),
@@ -146,8 +146,9 @@ def write_markdown(rows, path, heading, gains=None):
 
 def line_label(scheme, qat, lr, calib, edge=""):
     """The legend of one line of the plot."""
-    return "%s%s, %s" % (scheme, ", edges %s bit" % edge if edge else "",
-                         "trained %s epochs, lr %s" % (qat, lr) if int(qat) else "calibrated on %s batches" % calib)
+    training = "trained %s epochs, lr %g" % (qat, float(lr)) if int(qat) else "calibrated on %s batches" % calib
+    edges = ", edges float" if edge and int(edge) >= FLOAT_BITS else ", edges %s bit" % edge if edge else ""
+    return "%s%s, %s" % (scheme, edges, training)
 
 
 def plot_rows(rows, path, title):
@@ -171,9 +172,9 @@ def plot_rows(rows, path, title):
                           xytext=(3, 3), textcoords="offset points")
     for row in rows:
         if row not in quantized:
-            axes.axhline(float(row["val_mean_dice"]), color="black", linestyle="--", label="fp32")
-    axes.set_xscale("log")
-    axes.set_xlabel("weight memory, KiB (log)")
+            trained = ", trained %s epochs" % row["qat_epochs"] if int(row["qat_epochs"]) else ""
+            axes.axhline(float(row["val_mean_dice"]), color="black", linestyle="--", label="fp32" + trained)
+    axes.set_xlabel("weight memory, KiB")
     axes.set_ylabel("val mean Dice (referee rule)")
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
