@@ -124,9 +124,11 @@ def test_study_rows_are_keyed_by_the_fine_tune_learning_rate(checkpoint, tmp_pat
     assert study(checkpoint, out, "--qat-epochs", "1", "--lr", "0.001") == 0
     capsys.readouterr()
     assert study(checkpoint, out, "--qat-epochs", "1", "--lr", "0.01") == 0
-    assert "1 of 2 rows already in" in capsys.readouterr().err  # the fp32 row only
-    assert [(r["qat_epochs"], r["lr"]) for r in csv_rows(out / "study.csv")] == [
-        ("0", ""), ("1", "0.001"), ("1", "0.01")]
+    assert "rows already in" not in capsys.readouterr().err  # fp32 is trained at the study's lr too
+    assert [(r["weight_bits"], r["qat_epochs"], r["lr"]) for r in csv_rows(out / "study.csv")] == [
+        ("32", "1", "0.001"), ("4", "1", "0.001"), ("32", "1", "0.01"), ("4", "1", "0.01")]
+    assert study(checkpoint, out, "--qat-epochs", "1", "--lr", "0.001") == 0
+    assert "2 of 2 rows already in" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["int8", "qat"])
