@@ -134,9 +134,11 @@ def write_markdown(rows, path, heading, gains=None):
              "| minutes | Dice gain, last quarter |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         gain = gains.get(row_key(row))
+        quantized = int(row["weight_bits"]) < FLOAT_BITS or int(row["act_bits"]) < FLOAT_BITS
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %.4f | %+.4f | %.1f (%.2fx) | %.1f (%.1fx) | %.1f | %s |" % (
-            row["scheme"], row["weight_bits"], row["act_bits"], row["edge_bits"] or "-", row["qat_epochs"],
-            row["lr"] or "-", row["calib_batches"] or "-",
+            row["scheme"] if quantized else "fp32", row["weight_bits"], row["act_bits"], row["edge_bits"] or "-",
+            row["qat_epochs"],
+            "%g" % float(row["lr"]) if row["lr"] else "-", row["calib_batches"] or "-",
             float(row["val_mean_dice"]), 0.0 - float(row["dice_drop"]), float(row["weight_memory_kib"]),
             float(row["weight_memory_ratio"]), float(row["act_memory_kib_per_image"]), float(row["act_memory_ratio"]),
             float(row["seconds"]) / 60, "-" if gain is None else "%+.4f" % gain))
