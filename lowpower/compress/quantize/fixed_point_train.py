@@ -20,9 +20,7 @@ Example:
     >>> fixed = wrap(model, cfg, log=print)                    # doctest: +SKIP
     >>> calibrate(fixed, train_loader, cfg, "cpu", log=print)  # doctest: +SKIP
 """
-import torch
-
-from lowpower.compress.quantize.fixed_point import FixedPointModel
+from lowpower.compress.quantize.fixed_point import FLOAT_BITS, FixedPointModel
 
 KEYS = ("fixed_point", "weight_bits", "act_bits", "edge_bits")
 
@@ -87,21 +85,32 @@ def wrap(model, cfg, log=None):
     fixed = quantize(model, settings_of(cfg))
     if log:
         log("quant.fixed_point: %s; %d quantized weight tensors, %d activation quantizers; weight memory %.1fx "
-            "less than fp32" % (describe(settings_of(cfg)), count_quantized_weights(fixed.model),
+            "less than fp32" % (describe(settings_of(cfg)), count_quantized_weights(fixed),
                                 len(fixed.quantizers), ratio_to_float(fixed)))
     return fixed
 
 
-def count_quantized_weights(model):
-    """The number of parameters that carry a fixed-point parametrization."""
-    return sum(len(module.parametrizations) for module in model.modules()
-               if hasattr(module, "parametrizations") and isinstance(module.parametrizations, torch.nn.ModuleDict))
+def count_quantized_weights(fixed):
+    """The number of parameter tensors the :class:`FixedPointModel` quantizes."""
+    return sum(1 for _, bits in fixed.param_bits if bits < FLOAT_BITS)
 
 
 def ratio_to_float(fixed):
     """fp32 weight memory / the fixed-point model's (biases and BatchNorm count 32 bits in both)."""
     elements = sum(count for count, _ in fixed.param_bits)
-    return 32.0 * elements / fixed.weight_memory_bits()
+    return FLOAT_BITS * elements / fixed.weight_memory_bits()
+
+
+def first_batches(loader, count, device):
+    """The images of the first ``count`` batches of an epoch-0 pass over a training ``loader`` (augmented
+    as in training): what sets activation ranges, here and in the study's calibration."""
+    loader.sampler.set_position(0)
+    batches = []
+    for images, _ in loader:
+        batches.append(images.to(device))
+        if len(batches) == count:
+            break
+    return batches
 
 
 def calibrate(fixed, loader, cfg, device, log=None):
@@ -110,13 +119,7 @@ def calibrate(fixed, loader, cfg, device, log=None):
 
     A resumed run does not call it: its ranges and steps come from its checkpoint.
     """
-    count = cfg["quant"]["calib_batches"]
-    loader.sampler.set_position(0)
-    batches = []
-    for images, _ in loader:
-        batches.append(images.to(device))
-        if len(batches) == count:
-            break
+    batches = first_batches(loader, cfg["quant"]["calib_batches"], device)
     fixed.calibrate(batches)
     fixed.model.train()
     if log:

@@ -182,13 +182,7 @@ class Study:
 
     def calibration_batches(self):
         """The first ``--calib-batches`` training batches (augmented as in training), images only."""
-        self.train_loader.sampler.set_position(0)
-        batches = []
-        for images, _ in self.train_loader:
-            batches.append(images.to(self.device))
-            if len(batches) == self.args.calib_batches:
-                break
-        return batches
+        return fixed_point_train.first_batches(self.train_loader, self.args.calib_batches, self.device)
 
     def fine_tune_lr(self):
         """``--lr``, or the config's ``train.lr`` / 10."""

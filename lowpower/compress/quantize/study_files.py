@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from lowpower.compress.quantize.fixed_point import FLOAT_BITS
-from lowpower.compress.quantize.study_train import last_quarter_gain, run_folder
+from lowpower.compress.quantize.study_train import is_float, last_quarter_gain, run_folder
 from lowpower.measure.report import pyplot
 from lowpower.safe.write import OutputError, atomic_output, check_output, same_file
 
@@ -134,9 +134,8 @@ def write_markdown(rows, path, heading, gains=None):
              "| minutes | Dice gain, last quarter |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         gain = gains.get(row_key(row))
-        quantized = int(row["weight_bits"]) < FLOAT_BITS or int(row["act_bits"]) < FLOAT_BITS
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %.4f | %+.4f | %.1f (%.2fx) | %.1f (%.1fx) | %.1f | %s |" % (
-            row["scheme"] if quantized else "fp32", row["weight_bits"], row["act_bits"], row["edge_bits"] or "-",
+            "fp32" if is_float(row) else row["scheme"], row["weight_bits"], row["act_bits"], row["edge_bits"] or "-",
             row["qat_epochs"],
             "%g" % float(row["lr"]) if row["lr"] else "-", row["calib_batches"] or "-",
             float(row["val_mean_dice"]), 0.0 - float(row["dice_drop"]), float(row["weight_memory_kib"]),
@@ -159,7 +158,7 @@ def plot_rows(rows, path, title):
     plt = pyplot()
 
     figure, axes = plt.subplots(figsize=(7.2, 4.6))
-    quantized = [r for r in rows if int(r["weight_bits"]) < FLOAT_BITS or int(r["act_bits"]) < FLOAT_BITS]
+    quantized = [r for r in rows if not is_float(r)]
 
     def settings(row):  # a CSV may hold rows of several runs of the study
         return row["scheme"], row["qat_epochs"], row["lr"], row["calib_batches"], row["edge_bits"]
